@@ -1,0 +1,76 @@
+#pragma once
+// The gateway's configuration: plain, immutable data produced by the loader. Everything the data
+// plane needs from the YAML is resolved here once (upstream indexes, parsed URLs, defaults), so the
+// request path never looks anything up by string it could have resolved at load time.
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "llm_gateway/translate/endpoint.hpp"
+
+namespace llmgw::config {
+
+enum class Provider { azure, openai };
+enum class ApiStyle { deployments, v1 };
+
+struct ListenAddress {
+  std::string host;  // literal IP address ("127.0.0.1", "::1", "0.0.0.0")
+  std::uint16_t port = 0;
+  std::string to_string() const;
+};
+
+struct BaseUrl {
+  bool tls = false;
+  std::string host;         // without brackets for IPv6
+  std::uint16_t port = 0;   // explicit or the scheme's default
+  std::string path_prefix;  // "" or "/something" (no trailing slash)
+  std::string host_header;  // what goes into Host: host, or host:port for a non-default port
+  bool host_is_ip = false;  // IP literal: no SNI, certificate must carry the IP
+};
+
+struct Upstream {
+  std::string name;
+  Provider provider = Provider::openai;
+  BaseUrl base;
+  ApiStyle api_style = ApiStyle::deployments;
+  std::optional<std::string> api_version;          // as configured (may be unset)
+  std::map<Endpoint, std::string> api_versions;    // per-operation overrides
+  std::optional<std::string> api_key;              // secret: never logged
+  std::vector<std::pair<std::string, std::string>> deployments;  // model -> deployment, in order
+  bool strip_dots = false;
+  std::string ca_file;  // extra trust, added to the system store
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds timeout{600000};
+
+  const std::string* deployment_for(std::string_view model) const;
+};
+
+struct Route {
+  std::string match;  // glob on the model: * any run (also '/'), ? one character
+  std::size_t upstream = 0;  // index into Config::upstreams
+};
+
+struct ServerSettings {
+  ListenAddress listen{"127.0.0.1", 8080};
+  std::uint64_t max_body_bytes = 25ull * 1024 * 1024;
+  std::uint32_t max_header_bytes = 16 * 1024;
+  unsigned threads = 0;  // 0 = hardware threads
+  std::chrono::milliseconds drain_timeout{30000};
+};
+
+struct AdminSettings {
+  ListenAddress listen;
+};
+
+struct Config {
+  std::string source;  // file name or "<embedded default>", for messages
+  ServerSettings server;
+  std::optional<AdminSettings> admin;
+  std::vector<Upstream> upstreams;
+  std::vector<Route> routes;
+};
+
+}  // namespace llmgw::config

@@ -1,0 +1,21 @@
+#pragma once
+// Diagnostics: one JSON object per line on stderr ({"ts","level","msg",...fields}). Used for
+// startup, configuration and upstream trouble, never on the per-request hot path. Callers pass
+// names and error descriptions only: keys and secrets are never handed to the logger.
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace llmgw::log {
+
+enum class Level { debug, info, warn, error };
+
+using Field = std::pair<std::string_view, std::string_view>;
+
+void line(Level level, std::string_view msg, std::initializer_list<Field> fields = {});
+
+// RFC 3339 UTC timestamp with milliseconds, e.g. 2026-11-28T23:02:38.123Z.
+std::string rfc3339_now();
+
+}  // namespace llmgw::log

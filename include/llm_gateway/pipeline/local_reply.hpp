@@ -1,0 +1,44 @@
+#pragma once
+// Responses the gateway makes itself. Errors always use OpenAI's shape
+// {"error":{"message","type","param","code"}} so the SDKs raise the right exception class.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace llmgw {
+
+enum class GatewayError {
+  bad_request,             // 400 unparseable HTTP
+  invalid_json,            // 400
+  missing_model,           // 400
+  model_not_found,         // 404 no route matches the model
+  no_default_route,        // 404 a request without a model and no "*" route
+  not_found,               // 404 unknown gateway path (admin listener)
+  request_too_large,       // 413
+  header_too_large,        // 431
+  upstream_unreachable,    // 502
+  upstream_tls_error,      // 502
+  upstream_protocol_error, // 502
+  upstream_timeout,        // 504
+  service_unavailable,     // 503 (draining)
+};
+
+struct LocalReply {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string error_code;  // the gateway's error code when this is an error, for logs
+};
+
+LocalReply error_reply(GatewayError error, std::string_view message);
+
+// {"error":{...}} with explicit fields, for errors other stages define (e.g. rate limits).
+LocalReply error_reply(unsigned status, std::string_view type, std::string_view code,
+                       std::optional<std::string_view> param, std::string_view message);
+
+LocalReply json_reply(unsigned status, std::string body);
+
+}  // namespace llmgw

@@ -1,0 +1,36 @@
+#pragma once
+// One concern of request handling. Stages run in a fixed order on the request path, modelled on
+// Envoy's HTTP filter chain: each either lets the request proceed or answers it (ctx.reply). On the
+// way back every stage sees the response headers and body pieces (as views: nothing is copied) and
+// finally the completed request. Adding a stage means one new class and one line in
+// build_pipeline(); the other stages do not change.
+#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/fields.hpp>
+#include <string_view>
+
+#include "llm_gateway/pipeline/context.hpp"
+
+namespace llmgw {
+
+enum class Verdict { proceed, respond };
+
+class Stage {
+ public:
+  virtual ~Stage() = default;
+  virtual std::string_view name() const = 0;
+
+  // Request path. Asynchronous so that a stage may wait (e.g. on a shared rate-limit store)
+  // without blocking its I/O thread.
+  virtual boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) = 0;
+
+  // Response path: headers as they will go to the client (mutable), then each body piece.
+  virtual void on_response_headers(RequestContext&, unsigned /*status*/,
+                                   boost::beast::http::fields&) {}
+  virtual void on_response_body(RequestContext&, std::string_view /*piece*/) {}
+
+  // Always called once the response is finished (or the client went away), local replies too.
+  virtual void on_complete(RequestContext&) {}
+};
+
+}  // namespace llmgw

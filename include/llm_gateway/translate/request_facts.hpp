@@ -1,0 +1,56 @@
+#pragma once
+// What the gateway learns from an inbound request before routing it: which operation the path
+// names, and the few body fields routing and accounting need (model, stream). Pure functions.
+#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+#include <boost/beast/http/verb.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "llm_gateway/translate/endpoint.hpp"
+
+namespace llmgw {
+
+enum class InboundFormat {
+  openai,             // /v1/{op} or /{op}
+  azure_deployment,   // /openai/deployments/{name}/{op}
+  azure_v1,           // /openai/v1/{op}
+  azure_resource,     // /openai/{op}
+};
+
+struct PathFacts {
+  InboundFormat format = InboundFormat::openai;
+  Endpoint endpoint = Endpoint::other;
+  bool deployment_scoped = false;  // the upstream operation lives under a deployment
+  std::string op_path;             // operation path without leading '/', e.g. "chat/completions"
+  std::string_view query;          // raw query string without '?', may be empty
+  std::optional<std::string> path_model;  // Azure inbound: the deployment named in the path
+};
+
+PathFacts classify_path(boost::beast::http::verb method, std::string_view target);
+
+enum class BodyKind { none, json, multipart, other };
+
+struct BodyFacts {
+  BodyKind kind = BodyKind::none;
+  std::string invalid_reason;  // non-empty: the body claims JSON but is not valid JSON
+  std::optional<std::string> model;  // decoded model name
+  bool model_not_string = false;
+  // Byte span of the model value in the body (JSON: the string token with its quotes; multipart:
+  // the field's raw value), so translation can replace it without re-serialising the body.
+  std::size_t model_begin = 0;
+  std::size_t model_end = 0;
+  bool stream = false;
+  // Top-level JSON object: offset of its closing '}' (for inserting members), else npos.
+  std::size_t object_end = std::string_view::npos;
+};
+
+BodyFacts inspect_body(std::string_view content_type, std::string_view body);
+
+// The boundary parameter of a multipart/form-data content type, or "" if absent.
+std::string_view multipart_boundary(std::string_view content_type);
+
+std::string percent_encode_segment(std::string_view s);
+std::optional<std::string> percent_decode(std::string_view s);
+
+}  // namespace llmgw

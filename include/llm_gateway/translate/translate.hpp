@@ -1,0 +1,43 @@
+#pragma once
+// Translation: a pure function from an inbound OpenAI- or Azure-shaped request and its route to
+// the request the upstream gets (target, headers, and a new body only when one field must change).
+// No I/O; the unit tests cover every endpoint row of the README's table.
+#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+#include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/verb.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "llm_gateway/config/config.hpp"
+#include "llm_gateway/routing/router.hpp"
+#include "llm_gateway/translate/request_facts.hpp"
+
+namespace llmgw {
+
+struct InboundRequest {
+  boost::beast::http::verb method = boost::beast::http::verb::get;
+  std::string_view target;
+  const boost::beast::http::fields* headers = nullptr;
+  std::string_view body;
+  const PathFacts* path = nullptr;
+  const BodyFacts* body_facts = nullptr;
+};
+
+struct UpstreamRequest {
+  boost::beast::http::verb method = boost::beast::http::verb::get;
+  std::string target;  // origin-form: path and query
+  boost::beast::http::fields headers;  // Host included; Content-Length is set when sending
+  std::optional<std::string> body;     // set only when the body had to change
+};
+
+// The api-version the upstream gets for this operation, or nullopt for none (v1 style default).
+std::optional<std::string> api_version_for(const config::Upstream& upstream, Endpoint endpoint);
+
+UpstreamRequest translate(const InboundRequest& in, const config::Upstream& upstream,
+                          const RouteDecision& route, std::string_view request_id);
+
+// RFC 9110 §7.6.1 connection-specific fields, which a proxy never forwards.
+bool is_hop_by_hop(std::string_view field_name);
+
+}  // namespace llmgw

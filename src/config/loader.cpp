@@ -1,0 +1,441 @@
+#include "llm_gateway/config/loader.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <boost/url/parse.hpp>
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace llmgw::config {
+
+std::string ListenAddress::to_string() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+const std::string* Upstream::deployment_for(std::string_view model) const {
+  for (const auto& [m, d] : deployments) {
+    if (m == model) return &d;
+  }
+  return nullptr;
+}
+
+std::string format_problem(const std::string& source, const Problem& p) {
+  return source + ":" + std::to_string(p.line) + ":" + std::to_string(p.column) + ": " + p.message;
+}
+
+namespace {
+
+// Walks the YAML tree, converting and validating as it goes, and collects every problem with the
+// position of the node it concerns (yaml-cpp marks are 0-based; ours are 1-based).
+class Reader {
+ public:
+  Reader(std::vector<Problem>& problems, const EnvLookup& env) : problems_(problems), env_(env) {}
+
+  void error(const YAML::Mark& m, std::string message) {
+    problems_.push_back({m.is_null() ? 1 : m.line + 1, m.is_null() ? 1 : m.column + 1,
+                         std::move(message)});
+  }
+  void error(const YAML::Node& n, std::string message) { error(n.Mark(), std::move(message)); }
+
+  // Reports keys that are not in `allowed` and duplicated keys. Returns false if `n` is not a map.
+  bool check_map(const YAML::Node& n, const std::string& where,
+                 std::initializer_list<std::string_view> allowed) {
+    if (!n.IsMap()) {
+      error(n, where + " must be a mapping");
+      return false;
+    }
+    std::set<std::string> seen;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      const std::string key = it->first.as<std::string>("");
+      if (!seen.insert(key).second) error(it->first, "duplicate key '" + key + "' in " + where);
+      bool known = allowed.size() == 0;
+      for (auto a : allowed) known = known || a == key;
+      if (!known) {
+        std::string list;
+        for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        error(it->first, "unknown key '" + key + "' in " + where + " (expected one of: " + list + ")");
+      }
+    }
+    return true;
+  }
+
+  std::optional<std::string> string(const YAML::Node& n, const std::string& what) {
+    if (!n.IsScalar()) {
+      error(n, what + " must be a string");
+      return std::nullopt;
+    }
+    ExpandResult r = expand_env(n.Scalar(), env_);
+    if (!r.error.empty()) {
+      error(n, what + ": " + r.error);
+      return std::nullopt;
+    }
+    return std::move(r.value);
+  }
+
+  std::optional<std::uint64_t> number(const YAML::Node& n, const std::string& what,
+                                      std::uint64_t min, std::uint64_t max) {
+    auto s = string(n, what);
+    if (!s) return std::nullopt;
+    std::uint64_t v = 0;
+    auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
+    if (ec != std::errc() || p != s->data() + s->size() || s->empty()) {
+      error(n, what + " must be a whole number, not '" + *s + "'");
+      return std::nullopt;
+    }
+    if (v < min || v > max) {
+      error(n, what + " must be between " + std::to_string(min) + " and " + std::to_string(max));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<bool> boolean(const YAML::Node& n, const std::string& what) {
+    auto s = string(n, what);
+    if (!s) return std::nullopt;
+    if (*s == "true") return true;
+    if (*s == "false") return false;
+    error(n, what + " must be true or false");
+    return std::nullopt;
+  }
+
+  std::optional<ListenAddress> listen(const YAML::Node& n, const std::string& what) {
+    auto s = string(n, what);
+    if (!s) return std::nullopt;
+    std::string host;
+    std::string port;
+    if (!s->empty() && (*s)[0] == '[') {
+      auto close = s->find(']');
+      if (close == std::string::npos || close + 1 >= s->size() || (*s)[close + 1] != ':') {
+        error(n, what + " must be HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080");
+        return std::nullopt;
+      }
+      host = s->substr(1, close - 1);
+      port = s->substr(close + 2);
+    } else {
+      auto colon = s->rfind(':');
+      if (colon == std::string::npos) {
+        error(n, what + " must be HOST:PORT, e.g. 127.0.0.1:8080");
+        return std::nullopt;
+      }
+      host = s->substr(0, colon);
+      port = s->substr(colon + 1);
+    }
+    if (host == "localhost") host = "127.0.0.1";
+    auto parsed = boost::urls::parse_ipv4_address(host);
+    auto parsed6 = boost::urls::parse_ipv6_address(host);
+    if (!parsed && !parsed6) {
+      error(n, what + ": host '" + host + "' must be an IP address (or localhost)");
+      return std::nullopt;
+    }
+    unsigned p = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (ec != std::errc() || end != port.data() + port.size() || port.empty() || p > 65535) {
+      error(n, what + ": port '" + port + "' must be a number from 0 to 65535");
+      return std::nullopt;
+    }
+    return ListenAddress{host, static_cast<std::uint16_t>(p)};
+  }
+
+  std::optional<BaseUrl> base_url(const YAML::Node& n, const std::string& what) {
+    auto s = string(n, what);
+    if (!s) return std::nullopt;
+    auto u = boost::urls::parse_absolute_uri(*s);
+    if (!u) {
+      error(n, what + " is not an absolute URL: '" + *s + "'");
+      return std::nullopt;
+    }
+    BaseUrl b;
+    const auto scheme = u->scheme();
+    if (scheme == "https") {
+      b.tls = true;
+    } else if (scheme != "http") {
+      error(n, what + " must start with http:// or https://");
+      return std::nullopt;
+    }
+    if (u->has_query() || u->has_fragment() || u->has_userinfo()) {
+      error(n, what + " must not carry a query, fragment or user info");
+      return std::nullopt;
+    }
+    b.host = std::string(u->encoded_host_address());
+    b.host_is_ip = u->host_type() == boost::urls::host_type::ipv4 ||
+                   u->host_type() == boost::urls::host_type::ipv6;
+    if (b.host.empty()) {
+      error(n, what + " has no host");
+      return std::nullopt;
+    }
+    const std::uint16_t default_port = b.tls ? 443 : 80;
+    b.port = u->has_port() ? u->port_number() : default_port;
+    if (u->has_port() && b.port == 0) {
+      error(n, what + " has an invalid port");
+      return std::nullopt;
+    }
+    const std::string bracketed =
+        u->host_type() == boost::urls::host_type::ipv6 ? "[" + b.host + "]" : b.host;
+    b.host_header = b.port == default_port ? bracketed : bracketed + ":" + std::to_string(b.port);
+    b.path_prefix = std::string(u->encoded_path());
+    while (!b.path_prefix.empty() && b.path_prefix.back() == '/') b.path_prefix.pop_back();
+    return b;
+  }
+
+ private:
+  std::vector<Problem>& problems_;
+  const EnvLookup& env_;
+};
+
+void load_server(Reader& r, const YAML::Node& n, ServerSettings& s) {
+  if (!r.check_map(n, "server",
+                   {"listen", "max_body_bytes", "max_header_bytes", "threads", "drain_timeout_ms"}))
+    return;
+  if (auto v = n["listen"]) {
+    if (auto l = r.listen(v, "server.listen")) s.listen = *l;
+  }
+  if (auto v = n["max_body_bytes"]) {
+    if (auto x = r.number(v, "server.max_body_bytes", 1, 1ull << 34)) s.max_body_bytes = *x;
+  }
+  if (auto v = n["max_header_bytes"]) {
+    if (auto x = r.number(v, "server.max_header_bytes", 1024, 1u << 20))
+      s.max_header_bytes = static_cast<std::uint32_t>(*x);
+  }
+  if (auto v = n["threads"]) {
+    if (auto x = r.number(v, "server.threads", 0, 256)) s.threads = static_cast<unsigned>(*x);
+  }
+  if (auto v = n["drain_timeout_ms"]) {
+    if (auto x = r.number(v, "server.drain_timeout_ms", 0, 3600000))
+      s.drain_timeout = std::chrono::milliseconds(*x);
+  }
+}
+
+void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upstream& u) {
+  const std::string where = "upstreams." + name;
+  u.name = name;
+  if (!r.check_map(n, where,
+                   {"provider", "base_url", "api_style", "api_version", "api_versions", "api_key",
+                    "deployments", "strip_dots", "ca_file", "connect_timeout_ms", "timeout_ms"}))
+    return;
+  if (auto v = n["provider"]) {
+    if (auto s = r.string(v, where + ".provider")) {
+      if (*s == "azure") {
+        u.provider = Provider::azure;
+      } else if (*s == "openai") {
+        u.provider = Provider::openai;
+      } else {
+        r.error(v, where + ".provider must be azure or openai, not '" + *s + "'");
+      }
+    }
+  } else {
+    r.error(n, where + ".provider is required (azure or openai)");
+  }
+  if (auto v = n["base_url"]) {
+    if (auto b = r.base_url(v, where + ".base_url")) u.base = *b;
+  } else {
+    r.error(n, where + ".base_url is required");
+  }
+  if (auto v = n["api_style"]) {
+    if (auto s = r.string(v, where + ".api_style")) {
+      if (*s == "deployments") {
+        u.api_style = ApiStyle::deployments;
+      } else if (*s == "v1") {
+        u.api_style = ApiStyle::v1;
+      } else {
+        r.error(v, where + ".api_style must be deployments or v1, not '" + *s + "'");
+      }
+    }
+  }
+  if (auto v = n["api_version"]) {
+    if (auto s = r.string(v, where + ".api_version")) {
+      if (s->empty()) {
+        r.error(v, where + ".api_version must not be empty");
+      } else {
+        u.api_version = *s;
+      }
+    }
+  }
+  if (auto v = n["api_versions"]) {
+    if (r.check_map(v, where + ".api_versions", {})) {
+      for (auto it = v.begin(); it != v.end(); ++it) {
+        const std::string op = it->first.as<std::string>("");
+        auto e = endpoint_from_name(op);
+        if (!e) {
+          r.error(it->first, where + ".api_versions: unknown operation '" + op +
+                                 "' (use chat_completions, embeddings, responses, ...)");
+          continue;
+        }
+        if (auto s = r.string(it->second, where + ".api_versions." + op)) u.api_versions[*e] = *s;
+      }
+    }
+  }
+  if (auto v = n["api_key"]) {
+    if (auto s = r.string(v, where + ".api_key")) {
+      if (s->empty()) {
+        r.error(v, where + ".api_key is empty");
+      } else {
+        u.api_key = *s;
+      }
+    }
+  }
+  if (auto v = n["deployments"]) {
+    if (r.check_map(v, where + ".deployments", {})) {
+      for (auto it = v.begin(); it != v.end(); ++it) {
+        const std::string model = it->first.as<std::string>("");
+        if (auto s = r.string(it->second, where + ".deployments." + model)) {
+          if (s->empty()) {
+            r.error(it->second, where + ".deployments." + model + " is empty");
+          } else {
+            u.deployments.emplace_back(model, *s);
+          }
+        }
+      }
+    }
+    if (u.provider == Provider::openai && !u.deployments.empty())
+      r.error(v, where + ".deployments only applies to provider azure");
+  }
+  if (auto v = n["strip_dots"]) {
+    if (auto b = r.boolean(v, where + ".strip_dots")) u.strip_dots = *b;
+  }
+  if (auto v = n["ca_file"]) {
+    if (auto s = r.string(v, where + ".ca_file")) {
+      std::ifstream probe(*s);
+      if (!probe) {
+        r.error(v, where + ".ca_file '" + *s + "' cannot be read");
+      } else {
+        u.ca_file = *s;
+      }
+    }
+  }
+  if (auto v = n["connect_timeout_ms"]) {
+    if (auto x = r.number(v, where + ".connect_timeout_ms", 1, 600000))
+      u.connect_timeout = std::chrono::milliseconds(*x);
+  }
+  if (auto v = n["timeout_ms"]) {
+    if (auto x = r.number(v, where + ".timeout_ms", 1, 86400000))
+      u.timeout = std::chrono::milliseconds(*x);
+  }
+}
+
+void load_document(Reader& r, const YAML::Node& root, Config& c) {
+  if (root.IsNull()) {
+    r.error(root, "the configuration is empty");
+    return;
+  }
+  if (!r.check_map(root, "the configuration", {"server", "admin", "upstreams", "routes"})) return;
+  if (auto n = root["server"]) load_server(r, n, c.server);
+  if (auto n = root["admin"]) {
+    if (r.check_map(n, "admin", {"listen"})) {
+      if (auto l = n["listen"]) {
+        if (auto a = r.listen(l, "admin.listen")) c.admin = AdminSettings{*a};
+      } else {
+        r.error(n, "admin.listen is required when admin is set");
+      }
+    }
+  }
+  std::map<std::string, std::size_t> upstream_index;
+  if (auto ups = root["upstreams"]) {
+    if (r.check_map(ups, "upstreams", {})) {
+      for (auto it = ups.begin(); it != ups.end(); ++it) {
+        Upstream u;
+        const std::string name = it->first.as<std::string>("");
+        load_upstream(r, name, it->second, u);
+        upstream_index[name] = c.upstreams.size();
+        c.upstreams.push_back(std::move(u));
+      }
+    }
+    if (c.upstreams.empty()) r.error(ups, "upstreams must define at least one upstream");
+  } else {
+    r.error(root, "upstreams is required");
+  }
+  if (auto routes = root["routes"]) {
+    if (!routes.IsSequence()) {
+      r.error(routes, "routes must be a list of {match, upstream}");
+    } else {
+      for (const auto& route : routes) {
+        if (!r.check_map(route, "route", {"match", "upstream"})) continue;
+        Route out;
+        auto m = route["match"];
+        auto u = route["upstream"];
+        if (!m || !u) {
+          r.error(route, "a route needs both match and upstream");
+          continue;
+        }
+        auto match = r.string(m, "route match");
+        auto target = r.string(u, "route upstream");
+        if (!match || !target) continue;
+        if (match->empty()) {
+          r.error(m, "route match must not be empty (use \"*\" for every model)");
+          continue;
+        }
+        auto found = upstream_index.find(*target);
+        if (found == upstream_index.end()) {
+          r.error(u, "route refers to upstream '" + *target + "', which is not defined in upstreams");
+          continue;
+        }
+        out.match = *match;
+        out.upstream = found->second;
+        c.routes.push_back(std::move(out));
+      }
+      if (routes.size() == 0) r.error(routes, "routes must contain at least one route");
+    }
+  } else {
+    r.error(root, "routes is required");
+  }
+}
+
+}  // namespace
+
+LoadResult load_config_text(std::string_view yaml, std::string source_name, const EnvLookup& env) {
+  LoadResult result;
+  auto cfg = std::make_shared<Config>();
+  cfg->source = std::move(source_name);
+  try {
+    YAML::Node root = YAML::Load(std::string(yaml));
+    Reader reader(result.problems, env);
+    load_document(reader, root, *cfg);
+  } catch (const YAML::Exception& e) {
+    result.problems.push_back(
+        {e.mark.is_null() ? 1 : e.mark.line + 1, e.mark.is_null() ? 1 : e.mark.column + 1, e.msg});
+  }
+  if (result.problems.empty()) result.config = std::move(cfg);
+  return result;
+}
+
+LoadResult load_config_file(const std::string& path, const EnvLookup& env) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    LoadResult r;
+    r.problems.push_back({1, 1, "cannot open the configuration file"});
+    return r;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return load_config_text(text.str(), path, env);
+}
+
+std::string embedded_default_yaml(const EnvLookup& env) {
+  const bool azure = env("AZURE_OPENAI_ENDPOINT").value_or("") != "" &&
+                     env("AZURE_OPENAI_API_KEY").value_or("") != "";
+  std::string yaml = "server:\n  listen: \"${LLM_GATEWAY_LISTEN:-127.0.0.1:8080}\"\n";
+  if (azure) {
+    yaml +=
+        "upstreams:\n"
+        "  azure:\n"
+        "    provider: azure\n"
+        "    base_url: \"${AZURE_OPENAI_ENDPOINT}\"\n"
+        "    api_key: \"${AZURE_OPENAI_API_KEY}\"\n"
+        "    api_version: \"2024-10-21\"\n"
+        "routes:\n"
+        "  - {match: \"*\", upstream: azure}\n";
+  } else {
+    yaml +=
+        "upstreams:\n"
+        "  openai:\n"
+        "    provider: openai\n"
+        "    base_url: \"https://api.openai.com\"\n"
+        "routes:\n"
+        "  - {match: \"*\", upstream: openai}\n";
+  }
+  return yaml;
+}
+
+}  // namespace llmgw::config

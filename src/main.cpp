@@ -1,0 +1,82 @@
+// llm-gateway: command line. Loads the configuration (a file, or the embedded default), then hands
+// an immutable snapshot to the network layer.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "llm_gateway/config/loader.hpp"
+#include "llm_gateway/net/gateway.hpp"
+#include "llm_gateway/observability/log.hpp"
+
+namespace {
+
+constexpr const char* kUsage =
+    "Usage: llm-gateway [--config FILE]\n"
+    "       llm-gateway --check-config FILE\n"
+    "       llm-gateway --version | --help\n"
+    "\n"
+    "An OpenAI-compatible gateway to Azure OpenAI and OpenAI.\n"
+    "\n"
+    "  --config FILE        run with the YAML configuration FILE (also: env LLM_GATEWAY_CONFIG)\n"
+    "  --check-config FILE  validate FILE, print each problem as FILE:LINE:COL: message,\n"
+    "                       exit 0 when valid and 1 when not\n"
+    "  --version            print the version\n"
+    "  --help               print this help\n"
+    "\n"
+    "Without a configuration the gateway listens on 127.0.0.1:8080 (env LLM_GATEWAY_LISTEN) and\n"
+    "routes every model to Azure OpenAI when AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_API_KEY are\n"
+    "set, else passes requests through to https://api.openai.com with the client's own key.\n"
+    "SIGTERM/SIGINT drain in-flight requests (server.drain_timeout_ms), then exit 0.\n";
+
+int check_config(const std::string& path) {
+  auto result = llmgw::config::load_config_file(path, llmgw::config::process_env());
+  for (const auto& p : result.problems)
+    std::cout << llmgw::config::format_problem(path, p) << "\n";
+  if (!result.problems.empty()) return 1;
+  std::cout << path << ": configuration is valid\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  if (const char* env = std::getenv("LLM_GATEWAY_CONFIG"); env && *env) config_path = env;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--version") {
+      std::cout << "llm-gateway " << LLMGW_VERSION << "\n";
+      return 0;
+    }
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if ((arg == "--check-config" || arg == "--config") && i + 1 < argc) {
+      if (arg == "--check-config") return check_config(argv[i + 1]);
+      config_path = argv[++i];
+      continue;
+    }
+    std::cerr << "llm-gateway: unknown or incomplete argument '" << arg << "'\n\n" << kUsage;
+    return 2;
+  }
+
+  const auto env = llmgw::config::process_env();
+  llmgw::config::LoadResult loaded;
+  std::string source;
+  if (config_path.empty()) {
+    source = "<embedded default>";
+    loaded = llmgw::config::load_config_text(llmgw::config::embedded_default_yaml(env), source, env);
+  } else {
+    source = config_path;
+    loaded = llmgw::config::load_config_file(config_path, env);
+  }
+  if (!loaded.problems.empty()) {
+    for (const auto& p : loaded.problems)
+      std::cerr << llmgw::config::format_problem(source, p) << "\n";
+    return 1;
+  }
+  return llmgw::net::run_gateway(llmgw::make_snapshot(std::move(loaded.config)));
+}

@@ -1,0 +1,443 @@
+// Forward & relay: upstream connections (plain TCP or TLS), the per-worker idle pool, and the
+// piece-by-piece response relay. All upstream Beast I/O lives in this translation unit; the relay
+// template is instantiated exactly twice (plain and TLS upstream).
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+#include <cerrno>
+#include <optional>
+
+#include "llm_gateway/net/io.hpp"
+#include "llm_gateway/observability/log.hpp"
+
+namespace llmgw::net {
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using TlsStream = ssl::stream<beast::tcp_stream>;
+
+namespace {
+// How long a pooled connection may sit idle before we stop trusting it. Below the common
+// upstream keep-alive timeouts (nginx 75 s), so we rarely race the upstream's own close.
+constexpr auto kMaxIdle = std::chrono::seconds(50);
+constexpr std::size_t kMaxIdlePerUpstream = 64;
+// A client that stops reading for this long is dropped rather than holding the upstream open.
+constexpr auto kDownstreamWriteStall = std::chrono::seconds(60);
+constexpr std::size_t kResponseHeaderLimit = 64 * 1024;
+constexpr std::size_t kRelayBufferBytes = 16 * 1024;
+}  // namespace
+
+struct UpstreamConnection {
+  std::optional<beast::tcp_stream> plain;
+  std::optional<TlsStream> tls;
+  beast::flat_buffer buffer;  // kept across responses: may hold bytes read past a message
+  Clock::time_point idle_since{};
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+
+  // An idle keep-alive connection is usable only if nothing arrived on it: a FIN (the upstream
+  // closed it) or unsolicited bytes both make it unusable.
+  bool looks_reusable() {
+    auto& sock = lowest().socket();
+    if (!sock.is_open() || buffer.size() != 0) return false;
+    if (Clock::now() - idle_since > kMaxIdle) return false;
+    char probe;
+    const ssize_t r = ::recv(sock.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+};
+
+UpstreamPool::UpstreamPool(std::size_t upstream_count) : idle_(upstream_count) {}
+UpstreamPool::~UpstreamPool() = default;
+
+std::unique_ptr<UpstreamConnection> UpstreamPool::take(std::size_t upstream) {
+  auto& stack = idle_[upstream];
+  while (!stack.empty()) {
+    std::unique_ptr<UpstreamConnection> c = std::move(stack.back());
+    stack.pop_back();
+    if (c->looks_reusable()) return c;
+  }
+  return nullptr;
+}
+
+void UpstreamPool::give_back(std::size_t upstream, std::unique_ptr<UpstreamConnection> conn) {
+  auto& stack = idle_[upstream];
+  if (stack.size() >= kMaxIdlePerUpstream) stack.erase(stack.begin());  // drop the coldest
+  conn->idle_since = Clock::now();
+  stack.push_back(std::move(conn));
+}
+
+UpstreamTls make_upstream_tls(const config::Config& cfg) {
+  UpstreamTls out;
+  for (const auto& up : cfg.upstreams) {
+    if (!up.base.tls) {
+      out.contexts.push_back(nullptr);
+      continue;
+    }
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    ctx->set_default_verify_paths();
+    if (!up.ca_file.empty()) ctx->load_verify_file(up.ca_file);  // adds to the system roots
+    ctx->set_verify_mode(ssl::verify_peer);
+    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+    out.contexts.push_back(std::move(ctx));
+  }
+  return out;
+}
+
+namespace {
+
+struct Failure {
+  GatewayError error = GatewayError::upstream_unreachable;
+  std::string message;
+};
+
+GatewayError classify(const boost::system::error_code& ec) {
+  if (ec == beast::error::timeout) return GatewayError::upstream_timeout;
+  if (ec.category() == asio::error::get_ssl_category() || ec == ssl::error::stream_truncated)
+    return GatewayError::upstream_tls_error;
+  if (ec.category() == http::make_error_code(http::error::bad_version).category())
+    return GatewayError::upstream_protocol_error;
+  return GatewayError::upstream_unreachable;
+}
+
+std::string_view error_kind(GatewayError e) {
+  switch (e) {
+    case GatewayError::upstream_timeout: return "timeout";
+    case GatewayError::upstream_tls_error: return "tls";
+    case GatewayError::upstream_protocol_error: return "protocol";
+    default: return "connect";
+  }
+}
+
+// Watches the client socket while the upstream works: a client that goes away closes the
+// upstream request at once instead of letting it run (and bill) to the end.
+struct DisconnectWatch {
+  bool active = true;
+  bool client_gone = false;
+  beast::tcp_stream* upstream = nullptr;
+};
+
+void watch_client(tcp::socket& down, std::shared_ptr<DisconnectWatch> w) {
+  down.async_wait(tcp::socket::wait_read, [w, &down](boost::system::error_code ec) {
+    if (!w->active || ec) return;  // relay finished (or cancelled): `down` may be gone
+    char probe;
+    const ssize_t r = ::recv(down.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r > 0) return;  // a pipelined next request: the client is still there
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      watch_client(down, w);  // spurious wake-up
+      return;
+    }
+    w->client_gone = true;
+    if (w->upstream) w->upstream->close();
+  });
+}
+
+asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up,
+                                                ssl::context* tls_ctx, UpstreamConnection& conn) {
+  auto ex = co_await asio::this_coro::executor;
+  const auto deadline = Clock::now() + up.connect_timeout;
+  tcp::resolver resolver(ex);
+  auto flags = up.base.host_is_ip ? tcp::resolver::numeric_host : tcp::resolver::flags{};
+  auto [rec, endpoints] = co_await resolver.async_resolve(
+      up.base.host, std::to_string(up.base.port), flags | tcp::resolver::numeric_service,
+      nothrow_awaitable);
+  if (rec) {
+    co_return Failure{GatewayError::upstream_unreachable,
+                      "cannot resolve upstream host: " + rec.message()};
+  }
+  beast::tcp_stream stream(ex);
+  stream.expires_at(deadline);
+  auto [cec, ep] = co_await stream.async_connect(endpoints, nothrow_awaitable);
+  if (cec) {
+    const auto kind =
+        cec == beast::error::timeout ? GatewayError::upstream_timeout : GatewayError::upstream_unreachable;
+    co_return Failure{kind, "cannot connect to upstream: " + cec.message()};
+  }
+  stream.socket().set_option(tcp::no_delay(true));
+  if (!tls_ctx) {
+    conn.plain.emplace(std::move(stream));
+    co_return std::nullopt;
+  }
+  conn.tls.emplace(std::move(stream), *tls_ctx);
+  SSL* ssl_handle = conn.tls->native_handle();
+  // SNI carries host names only (RFC 6066 §3); an IP literal must instead be in the certificate.
+  if (!up.base.host_is_ip) SSL_set_tlsext_host_name(ssl_handle, up.base.host.c_str());
+  static constexpr unsigned char kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  SSL_set_alpn_protos(ssl_handle, kAlpn, sizeof kAlpn);
+  conn.tls->set_verify_mode(ssl::verify_peer);
+  conn.tls->set_verify_callback(ssl::host_name_verification(up.base.host));
+  beast::get_lowest_layer(*conn.tls).expires_at(deadline);
+  auto [hec] = co_await conn.tls->async_handshake(ssl::stream_base::client, nothrow_awaitable);
+  if (hec) {
+    std::string detail = hec.message();
+    const long verify = SSL_get_verify_result(ssl_handle);
+    if (verify != X509_V_OK) detail += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
+    const auto kind =
+        hec == beast::error::timeout ? GatewayError::upstream_timeout : GatewayError::upstream_tls_error;
+    co_return Failure{kind, "TLS handshake with upstream failed: " + detail};
+  }
+  co_return std::nullopt;
+}
+
+enum class Outcome {
+  relayed,          // the response went to the client completely
+  retryable,        // failed before any response byte on a reused connection
+  failed,           // failed before the response started: the client gets a gateway error
+  broken,           // failed after the response started: the client connection is cut
+};
+
+struct ExchangeResult {
+  Outcome outcome = Outcome::failed;
+  Failure failure;
+  bool upstream_reusable = false;
+  bool downstream_reusable = false;
+};
+
+// Strips hop-by-hop fields from a response header (Transfer-Encoding and Content-Length stay: the
+// serializer frames the body from them) and the fields named by its Connection header.
+void strip_hop_by_hop(http::fields& h) {
+  if (auto c = h.find(http::field::connection); c != h.end()) {
+    std::string named(c->value());
+    std::size_t pos = 0;
+    while (pos < named.size()) {
+      std::size_t comma = named.find(',', pos);
+      if (comma == std::string::npos) comma = named.size();
+      std::string token = named.substr(pos, comma - pos);
+      token.erase(0, token.find_first_not_of(" \t"));
+      token.erase(token.find_last_not_of(" \t") + 1);
+      if (!token.empty() && !beast::iequals(token, "transfer-encoding") &&
+          !beast::iequals(token, "content-length"))
+        h.erase(token);
+      pos = comma + 1;
+    }
+  }
+  for (auto f : {http::field::connection, http::field::keep_alive, http::field::proxy_connection,
+                 http::field::te, http::field::trailer, http::field::upgrade})
+    h.erase(f);
+}
+
+template <class Stream>
+asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, bool reused,
+                                         http::request<http::buffer_body>& req,
+                                         Clock::time_point deadline, const Pipeline& pipeline,
+                                         RequestContext& ctx, beast::tcp_stream& down,
+                                         const DownstreamReply& reply, DisconnectWatch& watch) {
+  ExchangeResult result;
+  auto& lowest = conn.lowest();
+
+  lowest.expires_at(deadline);
+  auto [wec, wn] = co_await http::async_write(up, req, nothrow_awaitable);
+  if (wec) {
+    result.outcome = reused && wec != beast::error::timeout ? Outcome::retryable : Outcome::failed;
+    result.failure = {classify(wec), "sending the request upstream failed: " + wec.message()};
+    co_return result;
+  }
+
+  std::optional<http::response_parser<http::buffer_body>> parser;
+  for (;;) {
+    parser.emplace();
+    parser->header_limit(kResponseHeaderLimit);
+    parser->body_limit(boost::none);  // streams may be long; the deadline bounds them
+    if (ctx.method == http::verb::head) parser->skip(true);
+    lowest.expires_at(deadline);
+    auto [rec, rn] = co_await http::async_read_header(up, conn.buffer, *parser, nothrow_awaitable);
+    if (rec) {
+      const bool nothing_received = !parser->got_some() && conn.buffer.size() == 0;
+      result.outcome = reused && nothing_received && rec != beast::error::timeout && !watch.client_gone
+                           ? Outcome::retryable
+                           : Outcome::failed;
+      result.failure = {classify(rec), "reading the upstream response failed: " + rec.message()};
+      co_return result;
+    }
+    const unsigned status = parser->get().result_int();
+    if (status >= 200 || status == 101) break;  // skip interim 1xx responses
+  }
+  auto& res = parser->get();
+  ctx.upstream_first_byte = Clock::now();
+  ctx.status = res.result_int();
+  const bool upstream_keep_alive = res.keep_alive();
+  const auto content_type = res[http::field::content_type];
+  ctx.streamed = res.chunked() || content_type.starts_with("text/event-stream");
+
+  // The response header as the client gets it.
+  strip_hop_by_hop(res);
+  res.set("x-gateway-request-id", ctx.request_id);
+  pipeline.on_response_headers(ctx, ctx.status, res);
+  bool keep_alive = reply.keep_alive;
+  const bool has_body = !parser->is_done();
+  if (reply.http_version < 11) {
+    if (res.chunked()) {
+      res.chunked(false);  // HTTP/1.0 cannot take chunks: delimit the body by closing
+      keep_alive = false;
+    }
+  } else if (has_body && !res.chunked() && !res.has_content_length()) {
+    res.chunked(true);  // a close-delimited upstream body is re-framed for the client
+  }
+  res.version(reply.http_version);
+  res.keep_alive(keep_alive);
+  if (!res.has_content_length() && !res.chunked() && has_body) keep_alive = false;
+
+  http::response_serializer<http::buffer_body> sr{res};
+  down.expires_after(kDownstreamWriteStall);
+  auto [hec, hn] = co_await http::async_write_header(down, sr, nothrow_awaitable);
+  if (hec) {
+    result.outcome = Outcome::broken;
+    ctx.client_aborted = true;
+    co_return result;
+  }
+  ctx.bytes_out += hn;
+
+  // The relay: each read_some returns as soon as the parser made progress, so an SSE event is
+  // written to the client the moment it arrives rather than when a buffer fills up.
+  std::array<char, kRelayBufferBytes> piece;
+  do {
+    if (!parser->is_done()) {
+      res.body().data = piece.data();
+      res.body().size = piece.size();
+      lowest.expires_at(deadline);
+      auto [rec, rn] = co_await http::async_read_some(up, conn.buffer, *parser, nothrow_awaitable);
+      if (rec == http::error::need_buffer) rec = {};
+      if (rec == ssl::error::stream_truncated && parser->is_done()) rec = {};
+      if (rec) {
+        result.outcome = Outcome::broken;
+        result.failure = {classify(rec), "relaying the upstream body failed: " + rec.message()};
+        ctx.client_aborted = watch.client_gone;
+        co_return result;
+      }
+      const std::size_t produced = piece.size() - res.body().size;
+      if (produced == 0 && !parser->is_done()) continue;  // parsed framing only (chunk header)
+      // An empty buffer would read as the last chunk to the serializer: pass none instead.
+      res.body().data = produced ? piece.data() : nullptr;
+      res.body().size = produced;
+      res.body().more = !parser->is_done();
+      if (produced) pipeline.on_response_body(ctx, std::string_view(piece.data(), produced));
+    } else {
+      res.body().data = nullptr;
+      res.body().size = 0;
+      res.body().more = false;
+    }
+    down.expires_after(kDownstreamWriteStall);
+    auto [bec, bn] = co_await http::async_write(down, sr, nothrow_awaitable);
+    if (bec == http::error::need_buffer) bec = {};
+    if (bec) {
+      result.outcome = Outcome::broken;
+      ctx.client_aborted = true;
+      co_return result;
+    }
+    ctx.bytes_out += bn;
+  } while (!parser->is_done() || !sr.is_done());
+
+  down.expires_never();
+  result.outcome = Outcome::relayed;
+  result.upstream_reusable = upstream_keep_alive && !parser->need_eof() && conn.buffer.size() == 0;
+  result.downstream_reusable = keep_alive;
+  co_return result;
+}
+
+}  // namespace
+
+asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& tls,
+                                        const Pipeline& pipeline, RequestContext& ctx,
+                                        beast::tcp_stream& down, DownstreamReply reply) {
+  const config::Upstream& upcfg = *ctx.upstream;
+  const std::size_t upstream_index = ctx.route->upstream;
+  UpstreamRequest& ureq = *ctx.upstream_request;
+  const std::string_view body = ureq.body ? std::string_view(*ureq.body) : ctx.body;
+  const auto deadline = Clock::now() + upcfg.timeout;
+
+  // The upstream message views the body (inbound or rewritten): nothing is copied again.
+  http::request<http::buffer_body> req;
+  static_cast<http::fields&>(req) = std::move(ureq.headers);
+  req.method(ureq.method);
+  req.target(ureq.target);
+  req.version(11);
+  req.keep_alive(true);
+  if (!body.empty() || ureq.method == http::verb::post || ureq.method == http::verb::put ||
+      ureq.method == http::verb::patch)
+    req.content_length(body.size());
+  req.body().data = const_cast<char*>(body.data());  // only read by the serializer
+  req.body().size = body.size();
+  req.body().more = false;
+
+  auto watch = std::make_shared<DisconnectWatch>();
+  watch_client(down.socket(), watch);
+  struct StopWatching {
+    DisconnectWatch& w;
+    beast::tcp_stream& down;
+    ~StopWatching() {
+      w.active = false;
+      w.upstream = nullptr;
+      boost::system::error_code ignored;
+      down.socket().cancel(ignored);  // completes the pending wait (nothing else is pending)
+    }
+  } stop_watching{*watch, down};
+
+  ExchangeResult result;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::unique_ptr<UpstreamConnection> conn = attempt == 0 ? pool.take(upstream_index) : nullptr;
+    const bool reused = conn != nullptr;
+    if (!conn) {
+      conn = std::make_unique<UpstreamConnection>();
+      if (auto failure = co_await connect(upcfg, tls.contexts[upstream_index].get(), *conn)) {
+        result.outcome = Outcome::failed;
+        result.failure = std::move(*failure);
+        break;
+      }
+    }
+    if (watch->client_gone) {
+      ctx.client_aborted = true;
+      co_return false;
+    }
+    watch->upstream = &conn->lowest();
+    if (conn->tls) {
+      result = co_await exchange(*conn->tls, *conn, reused, req, deadline, pipeline, ctx, down,
+                                 reply, *watch);
+    } else {
+      result = co_await exchange(*conn->plain, *conn, reused, req, deadline, pipeline, ctx, down,
+                                 reply, *watch);
+    }
+    watch->upstream = nullptr;
+    if (result.outcome == Outcome::relayed && result.upstream_reusable) {
+      pool.give_back(upstream_index, std::move(conn));
+    }
+    if (result.outcome != Outcome::retryable) break;
+    log::line(log::Level::debug, "retrying on a fresh upstream connection",
+              {{"upstream", upcfg.name}, {"reason", result.failure.message}});
+  }
+
+  if (watch->client_gone) ctx.client_aborted = true;
+  switch (result.outcome) {
+    case Outcome::relayed: co_return result.downstream_reusable;
+    case Outcome::broken:
+      if (!ctx.client_aborted) {
+        log::line(log::Level::warn, "upstream response cut",
+                  {{"upstream", upcfg.name}, {"request_id", ctx.request_id},
+                   {"kind", error_kind(result.failure.error)}, {"detail", result.failure.message}});
+      }
+      co_return false;
+    case Outcome::retryable:
+    case Outcome::failed: break;
+  }
+  if (ctx.client_aborted) co_return false;
+  log::line(log::Level::warn, "upstream request failed",
+            {{"upstream", upcfg.name}, {"request_id", ctx.request_id},
+             {"kind", error_kind(result.failure.error)}, {"detail", result.failure.message}});
+  ctx.reply = error_reply(result.failure.error,
+                          "Upstream '" + upcfg.name + "': " + result.failure.message);
+  co_await write_local_reply(down, ctx, &pipeline, reply);
+  co_return reply.keep_alive;
+}
+
+}  // namespace llmgw::net

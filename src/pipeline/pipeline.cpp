@@ -1,0 +1,44 @@
+#include "llm_gateway/pipeline/pipeline.hpp"
+
+#include "llm_gateway/stages/models_stage.hpp"
+#include "llm_gateway/stages/parse_stage.hpp"
+#include "llm_gateway/stages/route_stage.hpp"
+#include "llm_gateway/stages/translate_stage.hpp"
+
+namespace llmgw {
+
+boost::asio::awaitable<Verdict> Pipeline::on_request(RequestContext& ctx) const {
+  for (const auto& stage : stages_) {
+    if (co_await stage->on_request(ctx) == Verdict::respond) co_return Verdict::respond;
+  }
+  co_return Verdict::proceed;
+}
+
+void Pipeline::on_response_headers(RequestContext& ctx, unsigned status,
+                                   boost::beast::http::fields& headers) const {
+  for (const auto& stage : stages_) stage->on_response_headers(ctx, status, headers);
+}
+
+void Pipeline::on_response_body(RequestContext& ctx, std::string_view piece) const {
+  for (const auto& stage : stages_) stage->on_response_body(ctx, piece);
+}
+
+void Pipeline::on_complete(RequestContext& ctx) const {
+  for (const auto& stage : stages_) stage->on_complete(ctx);
+}
+
+Pipeline build_pipeline(const config::Config& cfg) {
+  std::vector<std::unique_ptr<Stage>> stages;
+  stages.push_back(std::make_unique<ParseStage>());
+  stages.push_back(std::make_unique<ModelsStage>(cfg));
+  stages.push_back(std::make_unique<RouteStage>(cfg));
+  stages.push_back(std::make_unique<TranslateStage>());
+  return Pipeline(std::move(stages));
+}
+
+std::shared_ptr<const Snapshot> make_snapshot(std::shared_ptr<const config::Config> cfg) {
+  Pipeline pipeline = build_pipeline(*cfg);
+  return std::make_shared<const Snapshot>(Snapshot{std::move(cfg), std::move(pipeline)});
+}
+
+}  // namespace llmgw

@@ -1,0 +1,31 @@
+#include "llm_gateway/stages/route_stage.hpp"
+
+namespace llmgw {
+
+boost::asio::awaitable<Verdict> RouteStage::on_request(RequestContext& ctx) {
+  if (ctx.model) {
+    ctx.route = route_model(cfg_, *ctx.model);
+    if (!ctx.route) {
+      ctx.reply = error_reply(GatewayError::model_not_found,
+                              "The model '" + ctx.model->substr(0, 256) +
+                                  "' does not exist or no route of this gateway serves it.");
+      co_return Verdict::respond;
+    }
+  } else if (ctx.path.deployment_scoped) {
+    ctx.reply = error_reply(GatewayError::missing_model,
+                            "You must provide a model parameter.");
+    co_return Verdict::respond;
+  } else {
+    ctx.route = route_default(cfg_);
+    if (!ctx.route) {
+      ctx.reply = error_reply(GatewayError::no_default_route,
+                              "This request names no model, and no route of this gateway matches "
+                              "every model (\"*\") to send it to.");
+      co_return Verdict::respond;
+    }
+  }
+  ctx.upstream = &cfg_.upstreams[ctx.route->upstream];
+  co_return Verdict::proceed;
+}
+
+}  // namespace llmgw

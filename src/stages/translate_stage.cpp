@@ -1,0 +1,17 @@
+#include "llm_gateway/stages/translate_stage.hpp"
+
+namespace llmgw {
+
+boost::asio::awaitable<Verdict> TranslateStage::on_request(RequestContext& ctx) {
+  InboundRequest in;
+  in.method = ctx.method;
+  in.target = ctx.target;
+  in.headers = ctx.headers;
+  in.body = ctx.body;
+  in.path = &ctx.path;
+  in.body_facts = &ctx.body_facts;
+  ctx.upstream_request = translate(in, *ctx.upstream, *ctx.route, ctx.request_id);
+  co_return Verdict::proceed;
+}
+
+}  // namespace llmgw

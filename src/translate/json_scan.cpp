@@ -1,0 +1,306 @@
+#include "llm_gateway/translate/json_scan.hpp"
+
+#include <cctype>
+#include <cstdint>
+
+namespace llmgw::json {
+
+const Member* ScanResult::find(std::string_view key) const {
+  for (const Member& m : members) {
+    if (m.key == key) return &m;
+  }
+  return nullptr;
+}
+
+namespace {
+
+class Scanner {
+ public:
+  explicit Scanner(std::string_view text) : s_(text) {}
+
+  ScanResult run() {
+    ScanResult r;
+    skip_ws();
+    if (pos_ < s_.size() && s_[pos_] == '{') {
+      r.is_object = true;
+      r.members.reserve(16);
+      top_members_ = &r.members;
+    }
+    Kind k{};
+    if (value(0, k)) {
+      skip_ws();
+      if (pos_ != s_.size()) fail("unexpected data after the JSON value");
+    }
+    r.valid = error_.empty();
+    if (!r.valid) {
+      r.error = error_;
+      r.error_offset = pos_;
+      r.members.clear();
+      r.is_object = false;
+    }
+    return r;
+  }
+
+ private:
+  bool fail(const char* why) {
+    if (error_.empty()) error_ = why;
+    return false;
+  }
+  void skip_ws() {
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t'))
+      ++pos_;
+  }
+  bool literal(std::string_view word) {
+    if (s_.substr(pos_, word.size()) != word) return fail("invalid literal");
+    pos_ += word.size();
+    return true;
+  }
+
+  bool string() {
+    ++pos_;  // opening quote
+    while (pos_ < s_.size()) {
+      const auto c = static_cast<unsigned char>(s_[pos_]);
+      if (c == '"') {
+        ++pos_;
+        return true;
+      }
+      if (c < 0x20) return fail("control character in string");
+      if (c == '\\') {
+        if (++pos_ >= s_.size()) break;
+        const char e = s_[pos_];
+        if (e == 'u') {
+          for (int i = 1; i <= 4; ++i) {
+            if (pos_ + i >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[pos_ + i])))
+              return fail("invalid \\u escape");
+          }
+          pos_ += 4;
+        } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
+          return fail("invalid escape in string");
+        }
+      }
+      ++pos_;
+    }
+    return fail("unterminated string");
+  }
+
+  bool number() {
+    const std::size_t start = pos_;
+    if (s_[pos_] == '-') ++pos_;
+    auto digits = [&] {
+      const std::size_t d = pos_;
+      while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') ++pos_;
+      return pos_ - d;
+    };
+    if (pos_ < s_.size() && s_[pos_] == '0') {
+      ++pos_;
+    } else if (digits() == 0) {
+      return fail("invalid number");
+    }
+    if (pos_ < s_.size() && s_[pos_] == '.') {
+      ++pos_;
+      if (digits() == 0) return fail("invalid number");
+    }
+    if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
+      ++pos_;
+      if (pos_ < s_.size() && (s_[pos_] == '+' || s_[pos_] == '-')) ++pos_;
+      if (digits() == 0) return fail("invalid number");
+    }
+    return pos_ > start;
+  }
+
+  bool value(int depth, Kind& kind) {
+    skip_ws();
+    if (pos_ >= s_.size()) return fail("unexpected end of JSON");
+    switch (s_[pos_]) {
+      case '{': kind = Kind::object; return object(depth + 1);
+      case '[': kind = Kind::array; return array(depth + 1);
+      case '"': kind = Kind::string; return string();
+      case 't': kind = Kind::boolean; return literal("true");
+      case 'f': kind = Kind::boolean; return literal("false");
+      case 'n': kind = Kind::null; return literal("null");
+      default:
+        kind = Kind::number;
+        if (s_[pos_] == '-' || (s_[pos_] >= '0' && s_[pos_] <= '9')) return number();
+        return fail("unexpected character");
+    }
+  }
+
+  bool object(int depth) {
+    if (depth > kMaxDepth) return fail("JSON nested too deeply");
+    const bool top = depth == 1 && top_members_ != nullptr;
+    ++pos_;
+    skip_ws();
+    if (pos_ < s_.size() && s_[pos_] == '}') {
+      ++pos_;
+      return true;
+    }
+    for (;;) {
+      skip_ws();
+      if (pos_ >= s_.size() || s_[pos_] != '"') return fail("expected a member name");
+      const std::size_t key_begin = pos_ + 1;
+      if (!string()) return false;
+      const std::string_view key = s_.substr(key_begin, pos_ - 1 - key_begin);
+      skip_ws();
+      if (pos_ >= s_.size() || s_[pos_] != ':') return fail("expected ':'");
+      ++pos_;
+      skip_ws();
+      const std::size_t vb = pos_;
+      Kind k{};
+      if (!value(depth, k)) return false;
+      if (top) top_members_->push_back(Member{key, vb, pos_, k});
+      skip_ws();
+      if (pos_ >= s_.size()) return fail("unterminated object");
+      if (s_[pos_] == ',') {
+        ++pos_;
+        continue;
+      }
+      if (s_[pos_] == '}') {
+        ++pos_;
+        return true;
+      }
+      return fail("expected ',' or '}'");
+    }
+  }
+
+  bool array(int depth) {
+    if (depth > kMaxDepth) return fail("JSON nested too deeply");
+    ++pos_;
+    skip_ws();
+    if (pos_ < s_.size() && s_[pos_] == ']') {
+      ++pos_;
+      return true;
+    }
+    for (;;) {
+      Kind k{};
+      if (!value(depth, k)) return false;
+      skip_ws();
+      if (pos_ >= s_.size()) return fail("unterminated array");
+      if (s_[pos_] == ',') {
+        ++pos_;
+        continue;
+      }
+      if (s_[pos_] == ']') {
+        ++pos_;
+        return true;
+      }
+      return fail("expected ',' or ']'");
+    }
+  }
+
+  std::string_view s_;
+  std::size_t pos_ = 0;
+  std::string error_;
+  std::vector<Member>* top_members_ = nullptr;
+};
+
+void append_utf8(std::string& out, std::uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+std::optional<std::uint32_t> hex4(std::string_view s, std::size_t at) {
+  if (at + 4 > s.size()) return std::nullopt;
+  std::uint32_t v = 0;
+  for (std::size_t i = at; i < at + 4; ++i) {
+    const char c = s[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9') {
+      v |= static_cast<std::uint32_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      v |= static_cast<std::uint32_t>(c - 'a' + 10);
+    } else if (c >= 'A' && c <= 'F') {
+      v |= static_cast<std::uint32_t>(c - 'A' + 10);
+    } else {
+      return std::nullopt;
+    }
+  }
+  return v;
+}
+
+}  // namespace
+
+ScanResult scan(std::string_view text) { return Scanner(text).run(); }
+
+std::optional<std::string> decode_string(std::string_view token) {
+  if (token.size() < 2 || token.front() != '"' || token.back() != '"') return std::nullopt;
+  std::string_view s = token.substr(1, token.size() - 2);
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\') {
+      out += s[i];
+      continue;
+    }
+    if (++i >= s.size()) return std::nullopt;
+    switch (s[i]) {
+      case '"': out += '"'; break;
+      case '\\': out += '\\'; break;
+      case '/': out += '/'; break;
+      case 'b': out += '\b'; break;
+      case 'f': out += '\f'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case 'u': {
+        auto cp = hex4(s, i + 1);
+        if (!cp) return std::nullopt;
+        i += 4;
+        if (*cp >= 0xD800 && *cp <= 0xDBFF && i + 2 < s.size() && s[i + 1] == '\\' &&
+            s[i + 2] == 'u') {
+          auto lo = hex4(s, i + 3);
+          if (lo && *lo >= 0xDC00 && *lo <= 0xDFFF) {
+            *cp = 0x10000 + ((*cp - 0xD800) << 10) + (*lo - 0xDC00);
+            i += 6;
+          }
+        }
+        append_utf8(out, *cp);
+        break;
+      }
+      default: return std::nullopt;
+    }
+  }
+  return out;
+}
+
+std::string encode_string(std::string_view value) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(value.size() + 2);
+  out += '"';
+  for (const char ch : value) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xF];
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+}  // namespace llmgw::json

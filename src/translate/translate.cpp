@@ -1,0 +1,219 @@
+#include "llm_gateway/translate/translate.hpp"
+
+#include "llm_gateway/translate/json_scan.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace llmgw {
+namespace http = boost::beast::http;
+using config::ApiStyle;
+using config::Provider;
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// True when the comma-separated `list` (a Connection header value) names `field`.
+bool list_names(std::string_view list, std::string_view field) {
+  while (!list.empty()) {
+    std::size_t comma = list.find(',');
+    std::string_view token = list.substr(0, comma);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    if (iequals(token, field)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+// Fields the gateway itself owns on the upstream leg: credentials, framing and ids are set anew.
+bool replaced_by_gateway(std::string_view name) {
+  static constexpr std::array<std::string_view, 8> kFields{
+      "host",         "content-length", "authorization",          "api-key",
+      "x-request-id", "expect",         "x-ms-client-request-id", "accept-encoding"};
+  for (auto f : kFields) {
+    if (iequals(name, f)) return true;
+  }
+  return false;
+}
+
+// Query string with every api-version parameter removed and `api_version` appended (if any).
+std::string rewrite_query(std::string_view query, const std::optional<std::string>& api_version) {
+  std::string out;
+  std::size_t pos = 0;
+  while (pos <= query.size() && !query.empty()) {
+    std::size_t amp = query.find('&', pos);
+    if (amp == std::string_view::npos) amp = query.size();
+    std::string_view param = query.substr(pos, amp - pos);
+    std::string_view key = param.substr(0, param.find('='));
+    if (!param.empty() && key != "api-version") {
+      if (!out.empty()) out += '&';
+      out += param;
+    }
+    pos = amp + 1;
+  }
+  if (api_version) {
+    if (!out.empty()) out += '&';
+    out += "api-version=";
+    out += *api_version;
+  }
+  return out;
+}
+
+std::string join_target(std::string path, const std::string& query) {
+  if (!query.empty()) {
+    path += '?';
+    path += query;
+  }
+  return path;
+}
+
+// The body with the model value replaced (JSON string token or multipart field value).
+std::string replace_model(std::string_view body, const BodyFacts& facts, std::string_view model) {
+  const std::string replacement =
+      facts.kind == BodyKind::json ? json::encode_string(model) : std::string(model);
+  std::string out;
+  out.reserve(body.size() - (facts.model_end - facts.model_begin) + replacement.size());
+  out.append(body.substr(0, facts.model_begin));
+  out.append(replacement);
+  out.append(body.substr(facts.model_end));
+  return out;
+}
+
+// Inserts "model": value as the first member of the top-level JSON object.
+std::string insert_model(std::string_view body, std::string_view model) {
+  const std::size_t open = body.find('{');
+  std::string out;
+  out.reserve(body.size() + model.size() + 16);
+  out.append(body.substr(0, open + 1));
+  out.append("\"model\":");
+  out.append(json::encode_string(model));
+  std::string_view rest = body.substr(open + 1);
+  const std::size_t first = rest.find_first_not_of(" \t\r\n");
+  if (first != std::string_view::npos && rest[first] != '}') out += ',';
+  out.append(rest);
+  return out;
+}
+
+std::optional<std::string> body_with_model(const InboundRequest& in, std::string_view model) {
+  const BodyFacts& facts = *in.body_facts;
+  if (facts.model) {
+    if (*facts.model == model) return std::nullopt;
+    return replace_model(in.body, facts, model);
+  }
+  if (facts.kind == BodyKind::json && facts.object_end != std::string_view::npos)
+    return insert_model(in.body, model);
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool is_hop_by_hop(std::string_view name) {
+  static constexpr std::array<std::string_view, 8> kFields{
+      "connection", "keep-alive", "proxy-connection", "te",
+      "trailer",    "upgrade",    "transfer-encoding", "proxy-authorization"};
+  for (auto f : kFields) {
+    if (iequals(name, f)) return true;
+  }
+  return false;
+}
+
+std::optional<std::string> api_version_for(const config::Upstream& up, Endpoint endpoint) {
+  if (auto it = up.api_versions.find(endpoint); it != up.api_versions.end()) return it->second;
+  if (up.api_style == ApiStyle::v1) return up.api_version;
+  // No GA dated api-version serves the Responses API; 2025-04-01-preview is the last dated one
+  // (research/azure-api.md §1.4-1.5).
+  if (endpoint == Endpoint::responses) return std::string("2025-04-01-preview");
+  return up.api_version.value_or("2024-10-21");
+}
+
+UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up,
+                          const RouteDecision& route, std::string_view request_id) {
+  const PathFacts& path = *in.path;
+  UpstreamRequest out;
+  out.method = in.method;
+  const bool azure = up.provider == Provider::azure;
+
+  // Headers: end-to-end fields pass; credentials, framing, ids and hop-by-hop fields do not.
+  // A Connection header may name further hop-by-hop fields.
+  std::string_view connection_named;
+  if (auto c = in.headers->find(http::field::connection); c != in.headers->end())
+    connection_named = c->value();
+  for (const auto& f : *in.headers) {
+    const std::string_view name = f.name_string();
+    if (is_hop_by_hop(name) || replaced_by_gateway(name)) continue;
+    if (list_names(connection_named, name)) continue;
+    if (azure && (iequals(name, "openai-organization") || iequals(name, "openai-project"))) continue;
+    out.headers.insert(f.name(), name, f.value());
+  }
+  out.headers.set(http::field::host, up.base.host_header);
+  out.headers.set("x-request-id", request_id);
+  if (up.api_key) {
+    if (azure) {
+      out.headers.set("api-key", *up.api_key);
+    } else {
+      out.headers.set(http::field::authorization, "Bearer " + *up.api_key);
+    }
+  } else {
+    // No key of its own: the client's credential goes through (pass-through mode).
+    if (auto a = in.headers->find(http::field::authorization); a != in.headers->end())
+      out.headers.set(http::field::authorization, a->value());
+    if (azure) {
+      if (auto k = in.headers->find("api-key"); k != in.headers->end())
+        out.headers.set("api-key", k->value());
+    }
+  }
+  if (azure) out.headers.set("x-ms-client-request-id", request_id);
+
+  const std::string& prefix = up.base.path_prefix;
+  if (!azure) {
+    // OpenAI keeps its paths; the inbound /v1 prefix is optional, the upstream's is not.
+    std::string target = prefix;
+    if (!prefix.ends_with("/v1")) target += "/v1";
+    target += '/';
+    target += path.op_path;
+    if (path.format == InboundFormat::openai) {
+      out.target = join_target(std::move(target), std::string(path.query));
+    } else {
+      // Azure-shaped inbound request: api-version means nothing to OpenAI, and the deployment
+      // named in the path becomes the body's model.
+      out.target = join_target(std::move(target), rewrite_query(path.query, std::nullopt));
+      if (path.path_model) out.body = body_with_model(in, *path.path_model);
+    }
+    return out;
+  }
+
+  const std::optional<std::string> version = api_version_for(up, path.endpoint);
+  const std::string query = rewrite_query(path.query, version);
+  std::string target = prefix;
+  if (up.api_style == ApiStyle::v1) {
+    target += "/openai/v1/";
+    target += path.op_path;
+    if (!route.deployment.empty() && (path.deployment_scoped || in.body_facts->model ||
+                                      path.endpoint == Endpoint::responses))
+      out.body = body_with_model(in, route.deployment);
+  } else if (path.deployment_scoped) {
+    target += "/openai/deployments/";
+    target += percent_encode_segment(route.deployment);
+    target += '/';
+    target += path.op_path;
+  } else {
+    target += "/openai/";
+    target += path.op_path;
+    if (path.endpoint == Endpoint::responses && in.method == http::verb::post &&
+        !route.deployment.empty() && in.body_facts->model)
+      out.body = body_with_model(in, route.deployment);
+  }
+  out.target = join_target(std::move(target), query);
+  return out;
+}
+
+}  // namespace llmgw
