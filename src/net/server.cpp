@@ -41,11 +41,14 @@ struct SessionEntry {
 // One event loop and thread. A connection lives on one worker for its whole life, and each
 // worker owns its upstream pool and id generator, so the data plane takes no locks.
 struct Worker {
-  explicit Worker(std::size_t upstream_count) : ioc(1), pool(upstream_count), rng(std::random_device{}()) {}
-  asio::io_context ioc;
+  explicit Worker(std::size_t upstream_count)
+      : pool(upstream_count), rng(std::random_device{}()), ioc(1) {}
   UpstreamPool pool;
   std::mt19937_64 rng;
   std::list<SessionEntry*> sessions;
+  // Declared last so it is destroyed first: destroying it destroys the coroutine frames still
+  // suspended on it, and their destructors touch the members above.
+  asio::io_context ioc;
 };
 
 bool valid_client_request_id(std::string_view id) {
@@ -125,6 +128,12 @@ class Gateway {
       first.ioc.run();
     }
     for (auto& t : threads) t.join();
+    // Tear down in dependency order while every io_context still exists: listeners, then idle
+    // upstream connections, then the workers (and with them any suspended sessions).
+    main_acceptor_.reset();
+    admin_acceptor_.reset();
+    for (auto& w : workers_) w->pool.clear();
+    workers_.clear();
     log::line(log::Level::info, "stopped");
     return 0;
   }
@@ -206,7 +215,11 @@ class Gateway {
       entry.idle = false;
       first = false;
       if (ec) {
-        if (ec == http::error::header_limit) {
+        if (ec == http::error::body_limit) {
+          // Beast checks Content-Length against the body limit while reading the header.
+          co_await reject(worker, stream, peer, GatewayError::request_too_large,
+                          too_large_message(limits.max_body_bytes));
+        } else if (ec == http::error::header_limit) {
           co_await reject(worker, stream, peer, GatewayError::header_too_large,
                           "The request's header block is larger than this gateway accepts (" +
                               std::to_string(limits.max_header_bytes) + " bytes).");

@@ -79,6 +79,10 @@ void UpstreamPool::give_back(std::size_t upstream, std::unique_ptr<UpstreamConne
   stack.push_back(std::move(conn));
 }
 
+void UpstreamPool::clear() {
+  for (auto& stack : idle_) stack.clear();
+}
+
 UpstreamTls make_upstream_tls(const config::Config& cfg) {
   UpstreamTls out;
   for (const auto& up : cfg.upstreams) {

@@ -33,6 +33,7 @@ class UpstreamPool {
   ~UpstreamPool();
   std::unique_ptr<UpstreamConnection> take(std::size_t upstream);
   void give_back(std::size_t upstream, std::unique_ptr<UpstreamConnection> conn);
+  void clear();
 
  private:
   std::vector<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of llm-gateway on this machine, installing what they need first:
+#   unit tests (GoogleTest, through ctest) and the integration suite, which runs the real
+#   binary over loopback against the project's mock upstream (tests/integration, node:test).
+# Environment:
+#   BUILD_DIR=build-test   where the test build goes (Debug, warnings as errors)
+#   SANITIZE=1             build with AddressSanitizer + UndefinedBehaviorSanitizer
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh --deps
+
+BUILD_DIR=${BUILD_DIR:-build-test}
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLLMGW_WERROR=ON \
+  -DLLMGW_SANITIZE="$([ "${SANITIZE:-0}" = 1 ] && echo ON || echo OFF)" >/dev/null
+cmake --build "$BUILD_DIR"
+
+if [ "${SANITIZE:-0}" = 1 ]; then
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
+
+echo "== unit tests"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j2
+
+echo "== integration tests (real binary over loopback)"
+export LLM_GATEWAY_BIN="$PWD/$BUILD_DIR/llm-gateway"
+node --test tests/integration/*.test.mjs
