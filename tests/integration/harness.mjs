@@ -1,0 +1,635 @@
+// Helpers for the llm-gateway integration tests: start the gateway binary with a YAML config,
+// plain HTTP requests (whole-body and streaming), SSE parsing, multipart building, a test CA.
+// Node built-ins only; runs on Node 18.19+.
+
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import https from 'node:https';
+import fs from 'node:fs';
+import os from 'node:os';
+import net from 'node:net';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { spawn, execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export function gatewayBin() {
+  return process.env.LLM_GATEWAY_BIN || path.join(REPO_ROOT, 'build', 'llm-gateway');
+}
+
+// Every gateway we spawn, so that none outlives the test process even if a test forgets stop().
+const liveProcs = new Set();
+process.on('exit', () => {
+  for (const p of liveProcs) {
+    try {
+      p.kill('SIGKILL');
+    } catch {}
+  }
+});
+
+const tmpDirs = [];
+process.on('exit', () => {
+  for (const d of tmpDirs) {
+    try {
+      fs.rmSync(d, { recursive: true, force: true });
+    } catch {}
+  }
+});
+
+/** A fresh temp directory, removed when the test process exits. */
+export function tmpDir(prefix = 'llmgw-test-') {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tmpDirs.push(d);
+  return d;
+}
+
+/** Write text to a new temp file and return its path. */
+export function writeTemp(name, text) {
+  const file = path.join(tmpDir(), name);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+/** Split a stream into lines, calling onLine for each complete one. */
+function lineSplitter(onLine) {
+  let buf = '';
+  return (chunk) => {
+    buf += chunk.toString('utf8');
+    let i;
+    while ((i = buf.indexOf('\n')) !== -1) {
+      onLine(buf.slice(0, i).replace(/\r$/, ''));
+      buf = buf.slice(i + 1);
+    }
+  };
+}
+
+function tryJson(line) {
+  if (!line.startsWith('{')) return null;
+  try {
+    return JSON.parse(line);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Start the gateway with this YAML config.
+ * Waits for the JSON `{"msg":"ready"}` line on stderr; reads the listener ports from the
+ * `{"msg":"listening","listener":"main"|"admin","address":"127.0.0.1:PORT"}` lines.
+ *
+ * @param {string} yamlText
+ * @param {{env?: Record<string,string|undefined>, args?: string[], t?: import('node:test').TestContext, readyTimeoutMs?: number}} options
+ *   env: merged over process.env (a value of undefined removes the variable);
+ *   t: if given, the gateway is stopped when that test (or suite hook context) ends.
+ * @returns {Promise<{url: string, adminUrl: string|null, port: number, adminPort: number|null,
+ *   proc: import('node:child_process').ChildProcess, stdout: string[], stderr: string[],
+ *   logs: object[], configFile: string, exited: Promise<{code: number|null, signal: string|null}>,
+ *   stop: (signal?: string) => Promise<{code: number|null, signal: string|null}>,
+ *   waitForLog: (pred: (o: object) => boolean, timeoutMs?: number) => Promise<object>}>}
+ */
+export async function startGateway(yamlText, { env = {}, args = [], t, readyTimeoutMs = 15_000 } = {}) {
+  const configFile = writeTemp('gateway.yaml', yamlText);
+  const childEnv = { ...process.env };
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) delete childEnv[k];
+    else childEnv[k] = v;
+  }
+  const proc = spawn(gatewayBin(), ['--config', configFile, ...args], {
+    env: childEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  liveProcs.add(proc);
+
+  const stdout = [];
+  const stderr = [];
+  const logs = []; // parsed JSON lines from stderr
+  const logWaiters = new Set();
+  const listeners = {};
+
+  // 'close' (not 'exit'): by then stdout/stderr are drained, so error reports are complete.
+  const exited = new Promise((resolve) => {
+    proc.once('close', (code, signal) => {
+      liveProcs.delete(proc);
+      resolve({ code, signal });
+    });
+  });
+
+  const ready = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`gateway not ready after ${readyTimeoutMs} ms; stderr:\n${stderr.join('\n')}`));
+    }, readyTimeoutMs);
+    proc.once('error', (err) => {
+      clearTimeout(timer);
+      liveProcs.delete(proc);
+      reject(new Error(`cannot start ${gatewayBin()}: ${err.message}`));
+    });
+    exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`gateway exited before ready (code ${code}, signal ${signal}); stderr:\n${stderr.join('\n')}`));
+    });
+    proc.stdout.on('data', lineSplitter((l) => stdout.push(l)));
+    proc.stderr.on(
+      'data',
+      lineSplitter((line) => {
+        stderr.push(line);
+        const o = tryJson(line);
+        if (!o) return;
+        logs.push(o);
+        for (const w of logWaiters) w(o);
+        if (o.msg === 'listening' && o.listener && o.address) listeners[o.listener] = o.address;
+        if (o.msg === 'ready') {
+          clearTimeout(timer);
+          resolve();
+        }
+      }),
+    );
+  });
+  // Never leave an unhandled rejection behind if `ready` settles late.
+  ready.catch(() => {});
+
+  await ready;
+  if (!listeners.main) throw new Error(`gateway printed no "listening" line for main; stderr:\n${stderr.join('\n')}`);
+  const portOf = (addr) => Number(addr.slice(addr.lastIndexOf(':') + 1));
+
+  const gw = {
+    port: portOf(listeners.main),
+    adminPort: listeners.admin ? portOf(listeners.admin) : null,
+    url: `http://127.0.0.1:${portOf(listeners.main)}`,
+    adminUrl: listeners.admin ? `http://127.0.0.1:${portOf(listeners.admin)}` : null,
+    proc,
+    stdout,
+    stderr,
+    logs,
+    configFile,
+    exited,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+    /** First stderr JSON log line (past or future) matching pred. */
+    waitForLog(pred, timeoutMs = 5000) {
+      const found = logs.find(pred);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const w = (o) => {
+          if (pred(o)) {
+            logWaiters.delete(w);
+            clearTimeout(timer);
+            resolve(o);
+          }
+        };
+        const timer = setTimeout(() => {
+          logWaiters.delete(w);
+          reject(new Error(`no matching gateway log line within ${timeoutMs} ms`));
+        }, timeoutMs);
+        logWaiters.add(w);
+      });
+    },
+  };
+  if (t) t.after(() => gw.stop('SIGKILL'));
+  return gw;
+}
+
+/**
+ * Run the gateway binary to completion (for CLI flags like --check-config, --version).
+ * @returns {Promise<{code: number|null, signal: string|null, stdout: string, stderr: string}>}
+ */
+export function runGateway(args, { env = {}, timeoutMs = 10_000 } = {}) {
+  const childEnv = { ...process.env };
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) delete childEnv[k];
+    else childEnv[k] = v;
+  }
+  return new Promise((resolve, reject) => {
+    const proc = spawn(gatewayBin(), args, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    liveProcs.add(proc);
+    const out = [];
+    const err = [];
+    proc.stdout.on('data', (c) => out.push(c));
+    proc.stderr.on('data', (c) => err.push(c));
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`${gatewayBin()} ${args.join(' ')} did not exit within ${timeoutMs} ms`));
+    }, timeoutMs);
+    proc.once('error', (e) => {
+      clearTimeout(timer);
+      liveProcs.delete(proc);
+      reject(e);
+    });
+    proc.once('close', (code, signal) => {
+      clearTimeout(timer);
+      liveProcs.delete(proc);
+      resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP client helpers
+
+function isPlainObject(v) {
+  return v !== null && typeof v === 'object' && !Buffer.isBuffer(v) && !(v instanceof Uint8Array);
+}
+
+function prepare(url, { method, headers = {}, body, agent, chunked = false, ca } = {}) {
+  const u = new URL(url);
+  const mod = u.protocol === 'https:' ? https : http;
+  const hdrs = { ...headers };
+  let payload = body;
+  if (isPlainObject(body)) {
+    payload = Buffer.from(JSON.stringify(body));
+    if (!Object.keys(hdrs).some((k) => k.toLowerCase() === 'content-type')) hdrs['content-type'] = 'application/json';
+  } else if (typeof body === 'string') payload = Buffer.from(body);
+  if (chunked) hdrs['transfer-encoding'] = 'chunked';
+  const ownAgent = agent ? null : new mod.Agent({ keepAlive: false });
+  const opts = {
+    method: method || (payload !== undefined ? 'POST' : 'GET'),
+    host: u.hostname.replace(/^\[|\]$/g, ''),
+    port: u.port,
+    path: u.pathname + u.search,
+    headers: hdrs,
+    agent: agent || ownAgent,
+  };
+  if (ca) opts.ca = ca;
+  return { mod, opts, payload, ownAgent, chunked };
+}
+
+function sendBody(req, payload, chunked) {
+  if (payload === undefined) return req.end();
+  if (chunked) {
+    // Several writes, no content-length: the body goes out with chunked transfer encoding.
+    const step = 64 * 1024;
+    for (let i = 0; i < payload.length; i += step) req.write(payload.subarray(i, i + step));
+    return req.end();
+  }
+  req.end(payload); // a single end(data) makes node send content-length
+}
+
+/**
+ * One request, whole response buffered.
+ * @param {string} url
+ * @param {{method?: string, headers?: object, body?: Buffer|string|object, agent?: http.Agent,
+ *   chunked?: boolean, timeoutMs?: number, ca?: string}} options
+ *   body: an object is sent as JSON; chunked: send without content-length.
+ * @returns {Promise<{status: number, headers: object, rawHeaders: string[], body: Buffer, text: string,
+ *   json: any, localPort: number}>}
+ */
+export function request(url, options = {}) {
+  const { mod, opts, payload, ownAgent, chunked } = prepare(url, options);
+  const timeoutMs = options.timeoutMs ?? 15_000;
+  return new Promise((resolve, reject) => {
+    let responded = false;
+    const req = mod.request(opts, (res) => {
+      responded = true;
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        clearTimeout(timer);
+        ownAgent?.destroy();
+        const body = Buffer.concat(chunks);
+        const text = body.toString('utf8');
+        let json = null;
+        try {
+          json = JSON.parse(text);
+        } catch {}
+        resolve({
+          status: res.statusCode,
+          headers: res.headers,
+          rawHeaders: res.rawHeaders,
+          body,
+          text,
+          json,
+          localPort: req.socket?.localPort,
+        });
+      });
+      res.on('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+    });
+    const timer = setTimeout(() => {
+      req.destroy(new Error(`request ${opts.method} ${url} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    req.on('error', (e) => {
+      // A server that answers early (413) may reset the upload afterwards: keep the answer.
+      if (responded) return;
+      clearTimeout(timer);
+      ownAgent?.destroy();
+      reject(e);
+    });
+    sendBody(req, payload, chunked);
+  });
+}
+
+/**
+ * A request whose response is consumed as it arrives.
+ * @returns {{
+ *   response: Promise<{status: number, headers: object}>,  // rejects if the request fails before headers
+ *   body(): Buffer, text(): string,                        // what has arrived so far
+ *   waitFor(pred: (text: string) => boolean, timeoutMs?: number): Promise<string>,
+ *   onData(cb: (chunk: Buffer) => void): void,
+ *   [Symbol.asyncIterator](): AsyncIterator<Buffer>,       // chunks as they arrive (from the start)
+ *   abort(): void,                                         // destroy the client connection
+ *   done: Promise<{complete: boolean, body: Buffer, error: Error|null}>  // never rejects
+ * }}
+ */
+export function streamRequest(url, options = {}) {
+  const { mod, opts, payload, ownAgent, chunked } = prepare(url, options);
+  const chunks = [];
+  const dataWaiters = new Set();
+  let finished = false;
+  let resolveResponse;
+  let rejectResponse;
+  const response = new Promise((res, rej) => {
+    resolveResponse = res;
+    rejectResponse = rej;
+  });
+  response.catch(() => {});
+  let resolveDone;
+  const done = new Promise((r) => (resolveDone = r));
+  const finish = (complete, error) => {
+    if (finished) return;
+    finished = true;
+    ownAgent?.destroy();
+    resolveDone({ complete, body: Buffer.concat(chunks), error: error || null });
+    for (const w of dataWaiters) w();
+  };
+
+  const req = mod.request(opts, (res) => {
+    resolveResponse({ status: res.statusCode, headers: res.headers });
+    res.on('data', (c) => {
+      chunks.push(c);
+      for (const w of dataWaiters) w(c);
+    });
+    res.on('end', () => finish(true));
+    res.on('aborted', () => finish(false, new Error('response aborted')));
+    res.on('error', (e) => finish(false, e));
+    res.on('close', () => finish(res.complete));
+  });
+  req.on('error', (e) => {
+    rejectResponse(e);
+    finish(false, e);
+  });
+  sendBody(req, payload, chunked);
+
+  const text = () => Buffer.concat(chunks).toString('utf8');
+  return {
+    response,
+    done,
+    body: () => Buffer.concat(chunks),
+    text,
+    abort() {
+      req.destroy();
+      finish(false, new Error('aborted by test'));
+    },
+    onData(cb) {
+      dataWaiters.add((c) => c && cb(c));
+    },
+    waitFor(pred, timeoutMs = 5000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const t = text();
+          if (pred(t)) {
+            cleanup();
+            resolve(t);
+            return true;
+          }
+          if (finished) {
+            cleanup();
+            reject(new Error(`stream ended before the expected data arrived; got:\n${t}`));
+            return true;
+          }
+          return false;
+        };
+        const w = () => check();
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`expected stream data did not arrive within ${timeoutMs} ms; got:\n${text()}`));
+        }, timeoutMs);
+        const cleanup = () => {
+          clearTimeout(timer);
+          dataWaiters.delete(w);
+        };
+        if (!check()) dataWaiters.add(w);
+      });
+    },
+    async *[Symbol.asyncIterator]() {
+      let i = 0;
+      for (;;) {
+        if (i < chunks.length) {
+          yield chunks[i++];
+          continue;
+        }
+        if (finished) return;
+        await new Promise((r) => {
+          const w = () => {
+            dataWaiters.delete(w);
+            r();
+          };
+          dataWaiters.add(w);
+        });
+      }
+    },
+  };
+}
+
+/** Resolve when a TCP connect to host:port is refused (true) or accepted (false). */
+export function tcpConnectRefused(port, host = '127.0.0.1', timeoutMs = 3000) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`connect to ${host}:${port} neither succeeded nor failed in ${timeoutMs} ms`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      if (e.code === 'ECONNREFUSED') resolve(true);
+      else reject(e);
+    });
+  });
+}
+
+/** A TCP port that nothing listens on (bound, then released). */
+export async function closedPort() {
+  const srv = net.createServer();
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/**
+ * Re-check an asynchronous condition until it holds. For conditions that no event announces
+ * (e.g. "the gateway has begun draining after SIGTERM"); bounded by timeoutMs.
+ */
+export async function eventually(fn, { timeoutMs = 5000, intervalMs = 20, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms${last ? `: ${last.message}` : ''}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payload helpers
+
+let idCounter = 0;
+/** A unique id, used as x-test-id so each test finds its own request at the mock. */
+export function uid(prefix = 't') {
+  return `${prefix}-${process.pid}-${++idCounter}-${crypto.randomBytes(3).toString('hex')}`;
+}
+
+/** Parse an SSE body into events: [{event?: string, data: string}] (data lines joined by \n). */
+export function parseSSE(text) {
+  const events = [];
+  for (const block of text.split(/\r?\n\r?\n/)) {
+    if (!block.trim()) continue;
+    const ev = { data: '' };
+    const data = [];
+    for (const line of block.split(/\r?\n/)) {
+      if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+      else if (line.startsWith('event:')) ev.event = line.slice(6).trim();
+    }
+    ev.data = data.join('\n');
+    events.push(ev);
+  }
+  return events;
+}
+
+/**
+ * Build a multipart/form-data body.
+ * @param {Array<{name: string, value: string} | {name: string, filename: string, contentType?: string, data: Buffer|string}>} parts
+ * @returns {{body: Buffer, contentType: string}}
+ */
+export function multipartBody(parts) {
+  const boundary = '----llmgwtest' + crypto.randomBytes(8).toString('hex');
+  const bufs = [];
+  for (const p of parts) {
+    let head = `--${boundary}\r\nContent-Disposition: form-data; name="${p.name}"`;
+    if (p.filename !== undefined) head += `; filename="${p.filename}"\r\nContent-Type: ${p.contentType || 'application/octet-stream'}`;
+    head += '\r\n\r\n';
+    bufs.push(Buffer.from(head), Buffer.from(p.filename !== undefined ? p.data : p.value), Buffer.from('\r\n'));
+  }
+  bufs.push(Buffer.from(`--${boundary}--\r\n`));
+  return { body: Buffer.concat(bufs), contentType: `multipart/form-data; boundary=${boundary}` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test PKI
+
+/**
+ * Create, with the openssl CLI:
+ *   ca            trusted test CA
+ *   server        cert signed by ca, SAN IP:127.0.0.1, DNS:localhost
+ *   wrongName     cert signed by ca, SAN DNS:wrong.example only
+ *   untrustedCA   another CA
+ *   untrustedServer  cert signed by untrustedCA, SAN IP:127.0.0.1, DNS:localhost
+ * Each entry: {certPath, keyPath, cert, key} (PEM strings).
+ */
+export function makeCA(dir = tmpDir('llmgw-pki-')) {
+  fs.mkdirSync(dir, { recursive: true });
+  const p = (f) => path.join(dir, f);
+  const ossl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const newKey = (name) => ossl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', p(`${name}.key`));
+
+  const makeRoot = (name, cn) => {
+    newKey(name);
+    ossl('req', '-x509', '-new', '-key', p(`${name}.key`), '-out', p(`${name}.pem`), '-days', '7', '-subj', `/CN=${cn}`,
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  };
+  const makeLeaf = (name, caName, cn, san) => {
+    newKey(name);
+    ossl('req', '-new', '-key', p(`${name}.key`), '-out', p(`${name}.csr`), '-subj', `/CN=${cn}`);
+    fs.writeFileSync(
+      p(`${name}.ext`),
+      `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${san}\n`,
+    );
+    ossl('x509', '-req', '-in', p(`${name}.csr`), '-CA', p(`${caName}.pem`), '-CAkey', p(`${caName}.key`),
+      '-set_serial', '0x' + crypto.randomBytes(8).toString('hex'), '-days', '7', '-out', p(`${name}.pem`), '-extfile', p(`${name}.ext`));
+  };
+  const entry = (name) => ({
+    certPath: p(`${name}.pem`),
+    keyPath: p(`${name}.key`),
+    cert: fs.readFileSync(p(`${name}.pem`), 'utf8'),
+    key: fs.readFileSync(p(`${name}.key`), 'utf8'),
+  });
+
+  makeRoot('ca', 'llm-gateway test CA');
+  makeLeaf('server', 'ca', 'localhost', 'IP:127.0.0.1,DNS:localhost');
+  makeLeaf('wrongname', 'ca', 'wrong.example', 'DNS:wrong.example');
+  makeRoot('untrusted-ca', 'llm-gateway untrusted CA');
+  makeLeaf('untrusted-server', 'untrusted-ca', 'localhost', 'IP:127.0.0.1,DNS:localhost');
+
+  return {
+    dir,
+    ca: entry('ca'),
+    server: entry('server'),
+    wrongName: entry('wrongname'),
+    untrustedCA: entry('untrusted-ca'),
+    untrustedServer: entry('untrusted-server'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Assertions shared by the suites (kept here so every file checks the same contract).
+
+/** Assert a gateway-made error: status, JSON shape, code, and x-gateway-request-id. */
+export function assertGatewayError(res, status, code, { type, param } = {}) {
+  assert.equal(res.status, status, `status; body: ${res.text}`);
+  assert.match(String(res.headers['content-type']), /application\/json/, 'error content-type');
+  assert.ok(res.json && typeof res.json.error === 'object', `error body is JSON with "error": ${res.text}`);
+  const e = res.json.error;
+  assert.equal(typeof e.message, 'string', 'error.message is a string');
+  assert.ok(e.message.length > 0, 'error.message is not empty');
+  assert.equal(typeof e.type, 'string', 'error.type is a string');
+  assert.ok(e.param === null || typeof e.param === 'string', 'error.param is string|null');
+  assert.ok('param' in e, 'error.param present');
+  assert.equal(e.code, code, `error.code; body: ${res.text}`);
+  if (type !== undefined) assert.equal(e.type, type, 'error.type');
+  if (param !== undefined) assert.equal(e.param, param, 'error.param');
+  assert.ok(res.headers['x-gateway-request-id'], 'x-gateway-request-id on gateway errors');
+}
+
+/** Upstream response headers that must reach the client unchanged. */
+export const RELAYED_HEADERS = [
+  'apim-request-id',
+  'x-request-id',
+  'x-ms-region',
+  'x-ratelimit-remaining-requests',
+  'x-ratelimit-remaining-tokens',
+  'x-ratelimit-limit-requests',
+  'retry-after',
+  'retry-after-ms',
+  'content-type',
+];
+
+/** Assert the client saw exactly what the mock sent for `rec`: status, relayed headers, body bytes. */
+export function assertRelayed(res, rec) {
+  assert.equal(res.status, rec.responseStatus, 'status relayed');
+  for (const h of RELAYED_HEADERS) {
+    const sent = rec.responseHeaders[h];
+    if (sent === undefined) continue;
+    assert.equal(res.headers[h], String(sent), `header ${h} relayed unchanged`);
+  }
+  assert.ok(
+    res.body.equals(rec.responseBody),
+    `body relayed byte for byte (client ${res.body.length} bytes, mock sent ${rec.responseBody.length})\n` +
+      `client: ${res.body.subarray(0, 400).toString()}\nmock:   ${rec.responseBody.subarray(0, 400).toString()}`,
+  );
+  assert.ok(res.headers['x-gateway-request-id'], 'x-gateway-request-id present');
+}
