@@ -8,6 +8,7 @@
 
 #include "llm_gateway/config/loader.hpp"
 #include "llm_gateway/net/gateway.hpp"
+#include "llm_gateway/net/redis.hpp"
 #include "llm_gateway/observability/log.hpp"
 
 namespace {
@@ -78,5 +79,8 @@ int main(int argc, char** argv) {
       std::cerr << llmgw::config::format_problem(source, p) << "\n";
     return 1;
   }
-  return llmgw::net::run_gateway(llmgw::make_snapshot(std::move(loaded.config)));
+  llmgw::PipelineServices services;
+  if (loaded.config->rate_limits.store == llmgw::config::LimitStore::redis && !loaded.config->keys.empty())
+    services.counter_store = llmgw::net::make_redis_store(*loaded.config->rate_limits.redis);
+  return llmgw::net::run_gateway(llmgw::make_snapshot(std::move(loaded.config), std::move(services)));
 }

@@ -1,5 +1,6 @@
 #include "llm_gateway/config/env_expand.hpp"
 
+#include <cctype>
 #include <cstdlib>
 
 namespace llmgw::config {
@@ -44,16 +45,23 @@ ExpandResult expand_env(std::string_view text, const EnvLookup& env) {
       return out;
     }
     std::string_view expr = text.substr(i + 2, close - i - 2);
-    std::string_view name = expr;
+    // The name runs up to the first character that cannot be in one; what follows it decides
+    // the form: nothing, ":-default" or "-default".
+    std::size_t name_end = 0;
+    while (name_end < expr.size() && (std::isalnum(static_cast<unsigned char>(expr[name_end])) ||
+                                      expr[name_end] == '_'))
+      ++name_end;
+    std::string_view name = expr.substr(0, name_end);
+    const std::string_view rest = expr.substr(name_end);
     std::optional<std::string_view> fallback;
     bool empty_counts_as_unset = false;
-    if (auto p = expr.find(":-"); p != std::string_view::npos) {
-      name = expr.substr(0, p);
-      fallback = expr.substr(p + 2);
+    if (rest.starts_with(":-")) {
+      fallback = rest.substr(2);
       empty_counts_as_unset = true;
-    } else if (auto q = expr.find('-'); q != std::string_view::npos) {
-      name = expr.substr(0, q);
-      fallback = expr.substr(q + 1);
+    } else if (rest.starts_with("-")) {
+      fallback = rest.substr(1);
+    } else if (!rest.empty()) {
+      name = expr;  // reported as invalid below
     }
     if (!valid_var_name(name)) {
       out.error = "invalid variable reference ${" + std::string(expr) + "}";

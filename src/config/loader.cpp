@@ -1,5 +1,8 @@
 #include "llm_gateway/config/loader.hpp"
 
+#include "llm_gateway/routing/glob.hpp"
+
+#include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
 #include <boost/url/parse.hpp>
@@ -315,12 +318,153 @@ void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upst
   }
 }
 
+Sha256 sha256(std::string_view data) {
+  Sha256 out{};
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr);
+  return out;
+}
+
+std::optional<Sha256> parse_hex_digest(std::string_view hex) {
+  if (hex.size() != 64) return std::nullopt;
+  Sha256 out{};
+  for (std::size_t i = 0; i < 32; ++i) {
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(hex.data() + 2 * i, hex.data() + 2 * i + 2, v, 16);
+    if (ec != std::errc() || p != hex.data() + 2 * i + 2) return std::nullopt;
+    out[i] = static_cast<unsigned char>(v);
+  }
+  return out;
+}
+
+void load_keys(Reader& r, const YAML::Node& n, Config& c) {
+  if (n.IsNull()) return;  // `keys:` with nothing: no client auth
+  if (!n.IsSequence()) {
+    r.error(n, "keys must be a list of {name, key | key_sha256, rpm, tpm, max_concurrent, models}");
+    return;
+  }
+  std::set<std::string> names;
+  std::vector<Sha256> digests;
+  for (const auto& k : n) {
+    if (!r.check_map(k, "key", {"name", "key", "key_sha256", "rpm", "tpm", "max_concurrent", "models"}))
+      continue;
+    ClientKey key;
+    if (auto v = k["name"]) {
+      if (auto s = r.string(v, "key name")) key.name = *s;
+      if (key.name.empty()) r.error(v, "key name must not be empty");
+      if (!key.name.empty() && !names.insert(key.name).second)
+        r.error(v, "key name '" + key.name + "' is used twice");
+    } else {
+      r.error(k, "a key needs a name (logs and metrics show the name, never the key)");
+    }
+    auto plain = k["key"];
+    auto hashed = k["key_sha256"];
+    if (plain && hashed) {
+      r.error(k, "a key has either key or key_sha256, not both");
+    } else if (plain) {
+      if (auto s = r.string(plain, "key")) {
+        if (s->size() < 8) r.error(plain, "key is too short (8 characters at least)");
+        key.digest = sha256(*s);
+      }
+    } else if (hashed) {
+      if (auto s = r.string(hashed, "key_sha256")) {
+        if (auto d = parse_hex_digest(*s)) {
+          key.digest = *d;
+        } else {
+          r.error(hashed, "key_sha256 must be 64 hexadecimal characters");
+        }
+      }
+    } else {
+      r.error(k, "a key needs key or key_sha256");
+    }
+    for (const auto& d : digests) {
+      if (d == key.digest && (plain || hashed)) r.error(k, "the same key is configured twice");
+    }
+    digests.push_back(key.digest);
+    if (auto v = k["rpm"]) key.rpm = r.number(v, "rpm", 1, 1000000000);
+    if (auto v = k["tpm"]) key.tpm = r.number(v, "tpm", 1, 1000000000000ull);
+    if (auto v = k["max_concurrent"]) {
+      if (auto x = r.number(v, "max_concurrent", 1, 1000000))
+        key.max_concurrent = static_cast<std::uint32_t>(*x);
+    }
+    if (auto v = k["models"]) {
+      if (!v.IsSequence()) {
+        r.error(v, "models must be a list of model globs");
+      } else {
+        for (const auto& m : v) {
+          if (auto s = r.string(m, "models entry")) key.models.push_back(*s);
+        }
+      }
+    }
+    c.keys.push_back(std::move(key));
+  }
+}
+
+void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
+  if (!r.check_map(n, "rate_limits",
+                   {"store", "redis_url", "on_store_error", "default_completion_tokens"}))
+    return;
+  if (auto v = n["store"]) {
+    if (auto s = r.string(v, "rate_limits.store")) {
+      if (*s == "memory") {
+        rl.store = LimitStore::memory;
+      } else if (*s == "redis") {
+        rl.store = LimitStore::redis;
+      } else {
+        r.error(v, "rate_limits.store must be memory or redis, not '" + *s + "'");
+      }
+    }
+  }
+  if (auto v = n["redis_url"]) {
+    if (auto s = r.string(v, "rate_limits.redis_url")) {
+      auto u = boost::urls::parse_absolute_uri(*s);
+      if (!u || u->scheme() != "redis" || u->encoded_host().empty()) {
+        r.error(v, "rate_limits.redis_url must look like redis://[:password@]host:port/db");
+      } else {
+        RedisTarget t;
+        t.host = std::string(u->encoded_host_address());
+        if (t.host == "localhost") t.host = "127.0.0.1";
+        if (u->has_port()) t.port = u->port_number();
+        if (u->has_password()) t.password = u->password();
+        std::string path(u->encoded_path());
+        if (!path.empty() && path != "/") {
+          unsigned db = 0;
+          auto [p, ec] = std::from_chars(path.data() + 1, path.data() + path.size(), db);
+          if (ec != std::errc() || p != path.data() + path.size()) {
+            r.error(v, "rate_limits.redis_url: the database must be a number (redis://host:port/0)");
+          }
+          t.db = db;
+        }
+        rl.redis = t;
+      }
+    }
+  }
+  if (rl.store == LimitStore::redis && !rl.redis) r.error(n, "rate_limits.store redis needs redis_url");
+  if (auto v = n["on_store_error"]) {
+    if (auto s = r.string(v, "rate_limits.on_store_error")) {
+      if (*s == "allow") {
+        rl.on_store_error = StoreErrorPolicy::allow;
+      } else if (*s == "deny") {
+        rl.on_store_error = StoreErrorPolicy::deny;
+      } else {
+        r.error(v, "rate_limits.on_store_error must be allow or deny");
+      }
+    }
+  }
+  if (auto v = n["default_completion_tokens"]) {
+    if (auto x = r.number(v, "rate_limits.default_completion_tokens", 0, 10000000))
+      rl.default_completion_tokens = *x;
+  }
+}
+
 void load_document(Reader& r, const YAML::Node& root, Config& c) {
   if (root.IsNull()) {
     r.error(root, "the configuration is empty");
     return;
   }
-  if (!r.check_map(root, "the configuration", {"server", "admin", "upstreams", "routes"})) return;
+  if (!r.check_map(root, "the configuration",
+                   {"server", "admin", "upstreams", "routes", "keys", "rate_limits"}))
+    return;
   if (auto n = root["server"]) load_server(r, n, c.server);
   if (auto n = root["admin"]) {
     if (r.check_map(n, "admin", {"listen"})) {
@@ -345,6 +489,20 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
     if (c.upstreams.empty()) r.error(ups, "upstreams must define at least one upstream");
   } else {
     r.error(root, "upstreams is required");
+  }
+  if (auto n = root["keys"]) load_keys(r, n, c);
+  if (auto n = root["rate_limits"]) load_rate_limits(r, n, c.rate_limits);
+  if (!c.keys.empty()) {
+    // With client keys, the client's credential is a gateway key and must never travel upstream:
+    // every upstream then needs a key of its own.
+    std::size_t i = 0;
+    for (auto it = root["upstreams"].begin(); it != root["upstreams"].end() && i < c.upstreams.size();
+         ++it, ++i) {
+      if (!c.upstreams[i].api_key)
+        r.error(it->first, "upstream '" + c.upstreams[i].name +
+                               "' has no api_key: with client keys configured the client's "
+                               "credential is never forwarded, so the upstream needs its own key");
+    }
   }
   if (auto routes = root["routes"]) {
     if (!routes.IsSequence()) {

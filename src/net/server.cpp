@@ -352,9 +352,10 @@ class Gateway {
   asio::awaitable<void> drain() {
     if (draining_.exchange(true)) co_return;
     const auto timeout = snapshot_.load()->config->server.drain_timeout;
-    log::line(log::Level::info, "draining", {{"timeout_ms", std::to_string(timeout.count())}});
     boost::system::error_code ignored;
     if (main_acceptor_) main_acceptor_->close(ignored);
+    // Logged once new connections are refused and /readyz answers 503.
+    log::line(log::Level::info, "draining", {{"timeout_ms", std::to_string(timeout.count())}});
     // Connections waiting for their next request are closed now; busy ones close after their
     // response (keep-alive is off while draining).
     for (auto& w : workers_) {

@@ -306,8 +306,10 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
   // The relay: each read_some returns as soon as the parser made progress, so an SSE event is
   // written to the client the moment it arrives rather than when a buffer fills up.
   std::array<char, kRelayBufferBytes> piece;
-  do {
-    if (!parser->is_done()) {
+  std::vector<std::string_view> out;  // what goes to the client for one piece
+  for (bool done = parser->is_done(); ; done = parser->is_done()) {
+    out.clear();
+    if (!done) {
       res.body().data = piece.data();
       res.body().size = piece.size();
       lowest.expires_at(deadline);
@@ -320,28 +322,35 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
         ctx.client_aborted = watch.client_gone;
         co_return result;
       }
-      const std::size_t produced = piece.size() - res.body().size;
-      if (produced == 0 && !parser->is_done()) continue;  // parsed framing only (chunk header)
-      // An empty buffer would read as the last chunk to the serializer: pass none instead.
-      res.body().data = produced ? piece.data() : nullptr;
-      res.body().size = produced;
-      res.body().more = !parser->is_done();
-      if (produced) pipeline.on_response_body(ctx, std::string_view(piece.data(), produced));
-    } else {
-      res.body().data = nullptr;
-      res.body().size = 0;
-      res.body().more = false;
+      done = parser->is_done();
+      const std::string_view got(piece.data(), piece.size() - res.body().size);
+      if (got.empty() && !done) continue;  // parsed framing only (a chunk header)
+      if (!got.empty()) pipeline.on_response_body(ctx, got);
+      if (ctx.body_rewriter) {
+        ctx.body_rewriter->rewrite(got, done, out);
+      } else if (!got.empty()) {
+        out.push_back(got);
+      }
     }
-    down.expires_after(kDownstreamWriteStall);
-    auto [bec, bn] = co_await http::async_write(down, sr, nothrow_awaitable);
-    if (bec == http::error::need_buffer) bec = {};
-    if (bec) {
-      result.outcome = Outcome::broken;
-      ctx.client_aborted = true;
-      co_return result;
+    // Each piece is written as soon as it is read. An empty buffer would read as the end of
+    // the body to the serializer, so the end is signalled with the last piece or with none.
+    for (std::size_t i = 0; i < out.size() || (i == 0 && done); ++i) {
+      const bool final_write = done && i + 1 >= out.size();
+      res.body().data = i < out.size() ? const_cast<char*>(out[i].data()) : nullptr;
+      res.body().size = i < out.size() ? out[i].size() : 0;
+      res.body().more = !final_write;
+      down.expires_after(kDownstreamWriteStall);
+      auto [bec, bn] = co_await http::async_write(down, sr, nothrow_awaitable);
+      if (bec == http::error::need_buffer) bec = {};
+      if (bec) {
+        result.outcome = Outcome::broken;
+        ctx.client_aborted = true;
+        co_return result;
+      }
+      ctx.bytes_out += bn;
     }
-    ctx.bytes_out += bn;
-  } while (!parser->is_done() || !sr.is_done());
+    if (done) break;
+  }
 
   down.expires_never();
   result.outcome = Outcome::relayed;

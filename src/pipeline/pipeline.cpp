@@ -1,7 +1,10 @@
 #include "llm_gateway/pipeline/pipeline.hpp"
 
+#include "llm_gateway/stages/account_stage.hpp"
+#include "llm_gateway/stages/auth_stage.hpp"
 #include "llm_gateway/stages/models_stage.hpp"
 #include "llm_gateway/stages/parse_stage.hpp"
+#include "llm_gateway/stages/rate_limit_stage.hpp"
 #include "llm_gateway/stages/route_stage.hpp"
 #include "llm_gateway/stages/translate_stage.hpp"
 
@@ -27,17 +30,23 @@ void Pipeline::on_complete(RequestContext& ctx) const {
   for (const auto& stage : stages_) stage->on_complete(ctx);
 }
 
-Pipeline build_pipeline(const config::Config& cfg) {
+Pipeline build_pipeline(const config::Config& cfg, const PipelineServices& services) {
+  std::shared_ptr<ratelimit::CounterStore> store = services.counter_store;
+  if (!store) store = std::make_shared<ratelimit::MemoryStore>(cfg.keys.size(), ratelimit::system_now_ms());
   std::vector<std::unique_ptr<Stage>> stages;
   stages.push_back(std::make_unique<ParseStage>());
+  stages.push_back(std::make_unique<AuthStage>(cfg));
   stages.push_back(std::make_unique<ModelsStage>(cfg));
   stages.push_back(std::make_unique<RouteStage>(cfg));
+  stages.push_back(std::make_unique<AccountStage>());
+  stages.push_back(std::make_unique<RateLimitStage>(cfg, std::move(store)));
   stages.push_back(std::make_unique<TranslateStage>());
   return Pipeline(std::move(stages));
 }
 
-std::shared_ptr<const Snapshot> make_snapshot(std::shared_ptr<const config::Config> cfg) {
-  Pipeline pipeline = build_pipeline(*cfg);
+std::shared_ptr<const Snapshot> make_snapshot(std::shared_ptr<const config::Config> cfg,
+                                              PipelineServices services) {
+  Pipeline pipeline = build_pipeline(*cfg, services);
   return std::make_shared<const Snapshot>(Snapshot{std::move(cfg), std::move(pipeline)});
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "llm_gateway/stages/auth_stage.hpp"
 #include "llm_gateway/translate/json_scan.hpp"
 
 namespace llmgw {
@@ -27,14 +28,29 @@ boost::asio::awaitable<Verdict> ModelsStage::on_request(RequestContext& ctx) {
   if (ctx.path.endpoint != Endpoint::models || ctx.method != http::verb::get)
     co_return Verdict::proceed;
   const std::string_view op = ctx.path.op_path;
+  const bool filtered = ctx.key && !ctx.key->models.empty();
+  auto visible = [&](const std::string& id) { return !filtered || key_allows_model(*ctx.key, id); };
   if (op == "models") {
-    ctx.reply = json_reply(200, list_body_);
+    if (!filtered) {
+      ctx.reply = json_reply(200, list_body_);
+    } else {
+      // A key with an allow-list sees only the models it may use.
+      std::string body = "{\"object\":\"list\",\"data\":[";
+      bool first = true;
+      for (const auto& id : ids_) {
+        if (!visible(id)) continue;
+        if (!first) body += ',';
+        body += model_object(id);
+        first = false;
+      }
+      ctx.reply = json_reply(200, body + "]}");
+    }
     co_return Verdict::respond;
   }
   // models/{id}: the id may itself contain '/', and arrives percent-encoded.
   const std::string_view raw_id = op.substr(7);
   const std::string id = percent_decode(raw_id).value_or(std::string(raw_id));
-  if (std::find(ids_.begin(), ids_.end(), id) != ids_.end()) {
+  if (std::find(ids_.begin(), ids_.end(), id) != ids_.end() && visible(id)) {
     ctx.reply = json_reply(200, model_object(id));
   } else {
     ctx.reply = error_reply(GatewayError::model_not_found,

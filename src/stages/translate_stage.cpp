@@ -10,6 +10,7 @@ boost::asio::awaitable<Verdict> TranslateStage::on_request(RequestContext& ctx) 
   in.body = ctx.body;
   in.path = &ctx.path;
   in.body_facts = &ctx.body_facts;
+  in.add_stream_usage = ctx.request_stream_usage;
   ctx.upstream_request = translate(in, *ctx.upstream, *ctx.route, ctx.request_id);
   co_return Verdict::proceed;
 }

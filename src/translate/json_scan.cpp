@@ -1,13 +1,15 @@
 #include "llm_gateway/translate/json_scan.hpp"
 
 #include <cctype>
+#include <charconv>
 #include <cstdint>
 
 namespace llmgw::json {
 
 const Member* ScanResult::find(std::string_view key) const {
-  for (const Member& m : members) {
-    if (m.key == key) return &m;
+  // The last occurrence wins, as in most JSON parsers (and so, presumably, the upstream's).
+  for (auto it = members.rbegin(); it != members.rend(); ++it) {
+    if (it->key == key) return &*it;
   }
   return nullptr;
 }
@@ -18,25 +20,31 @@ class Scanner {
  public:
   explicit Scanner(std::string_view text) : s_(text) {}
 
-  ScanResult run() {
+  ScanResult run(bool whole) {
     ScanResult r;
     skip_ws();
     if (pos_ < s_.size() && s_[pos_] == '{') {
       r.is_object = true;
       r.members.reserve(16);
       top_members_ = &r.members;
+    } else if (pos_ < s_.size() && s_[pos_] == '[') {
+      r.is_array = true;
+      top_elements_ = &r.elements;
     }
     Kind k{};
     if (value(0, k)) {
+      r.consumed = pos_;
       skip_ws();
-      if (pos_ != s_.size()) fail("unexpected data after the JSON value");
+      if (whole && pos_ != s_.size()) fail("unexpected data after the JSON value");
     }
     r.valid = error_.empty();
     if (!r.valid) {
       r.error = error_;
       r.error_offset = pos_;
       r.members.clear();
+      r.elements.clear();
       r.is_object = false;
+      r.is_array = false;
     }
     return r;
   }
@@ -171,9 +179,13 @@ class Scanner {
       ++pos_;
       return true;
     }
+    const bool top = depth == 1 && top_elements_ != nullptr;
     for (;;) {
       Kind k{};
+      skip_ws();
+      const std::size_t vb = pos_;
       if (!value(depth, k)) return false;
+      if (top) top_elements_->push_back(Span{vb, pos_, k});
       skip_ws();
       if (pos_ >= s_.size()) return fail("unterminated array");
       if (s_[pos_] == ',') {
@@ -192,6 +204,7 @@ class Scanner {
   std::size_t pos_ = 0;
   std::string error_;
   std::vector<Member>* top_members_ = nullptr;
+  std::vector<Span>* top_elements_ = nullptr;
 };
 
 void append_utf8(std::string& out, std::uint32_t cp) {
@@ -233,7 +246,20 @@ std::optional<std::uint32_t> hex4(std::string_view s, std::size_t at) {
 
 }  // namespace
 
-ScanResult scan(std::string_view text) { return Scanner(text).run(); }
+ScanResult scan(std::string_view text) { return Scanner(text).run(true); }
+
+ScanResult scan_prefix(std::string_view text) { return Scanner(text).run(false); }
+
+std::optional<long long> integer_member(std::string_view text, const ScanResult& r,
+                                        std::string_view key) {
+  const Member* m = r.find(key);
+  if (!m || m->kind != Kind::number) return std::nullopt;
+  long long v = 0;
+  std::string_view digits = text.substr(m->value_begin, m->value_end - m->value_begin);
+  auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+  if (ec != std::errc() || p != digits.data() + digits.size()) return std::nullopt;
+  return v;
+}
 
 std::optional<std::string> decode_string(std::string_view token) {
   if (token.size() < 2 || token.front() != '"' || token.back() != '"') return std::nullopt;

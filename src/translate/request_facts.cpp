@@ -114,6 +114,31 @@ void inspect_json(std::string_view body, BodyFacts& f) {
   if (const json::Member* s = r.find("stream")) {
     f.stream = body.substr(s->value_begin, s->value_end - s->value_begin) == "true";
   }
+  if (const json::Member* so = r.find("stream_options")) {
+    f.stream_options_begin = so->value_begin;
+    f.stream_options_end = so->value_end;
+    f.stream_options_is_object = so->kind == json::Kind::object;
+    if (f.stream_options_is_object) {
+      const std::string_view text = body.substr(so->value_begin, so->value_end - so->value_begin);
+      json::ScanResult inner = json::scan(text);
+      if (const json::Member* iu = inner.find("include_usage")) {
+        f.include_usage = inner.text_of(text, *iu) == "true";
+        f.include_usage_begin = so->value_begin + iu->value_begin;
+        f.include_usage_end = so->value_begin + iu->value_end;
+      }
+    }
+  }
+  for (std::string_view key : {"max_completion_tokens", "max_tokens", "max_output_tokens"}) {
+    if (auto v = json::integer_member(body, r, key)) {
+      f.max_tokens = *v;
+      break;
+    }
+  }
+  for (std::string_view key : {"messages", "input", "prompt", "instructions"}) {
+    if (const json::Member* m = r.find(key)) {
+      f.prompt_spans[f.prompt_span_count++] = {m->value_begin, m->value_end};
+    }
+  }
 }
 
 void inspect_multipart(std::string_view content_type, std::string_view body, BodyFacts& f) {
@@ -160,6 +185,38 @@ void inspect_multipart(std::string_view content_type, std::string_view body, Bod
 }
 
 }  // namespace
+
+std::size_t prompt_characters(std::string_view body, const BodyFacts& facts) {
+  std::size_t chars = 0;
+  for (std::size_t i = 0; i < facts.prompt_span_count; ++i) {
+    const auto [begin, end] = facts.prompt_spans[i];
+    // Count code points inside string values; a string directly followed by ':' is a key.
+    bool in_string = false;
+    std::size_t string_chars = 0;
+    for (std::size_t p = begin; p < end; ++p) {
+      const auto c = static_cast<unsigned char>(body[p]);
+      if (!in_string) {
+        if (c == '"') {
+          in_string = true;
+          string_chars = 0;
+        }
+        continue;
+      }
+      if (c == '\\') {
+        ++p;  // an escape is one character
+        ++string_chars;
+      } else if (c == '"') {
+        in_string = false;
+        std::size_t q = p + 1;
+        while (q < end && (body[q] == ' ' || body[q] == '\n' || body[q] == '\t' || body[q] == '\r')) ++q;
+        if (q >= end || body[q] != ':') chars += string_chars;
+      } else if ((c & 0xC0) != 0x80) {
+        ++string_chars;
+      }
+    }
+  }
+  return chars;
+}
 
 PathFacts classify_path(http::verb method, std::string_view target) {
   PathFacts f;

@@ -76,42 +76,76 @@ std::string join_target(std::string path, const std::string& query) {
   return path;
 }
 
-// The body with the model value replaced (JSON string token or multipart field value).
-std::string replace_model(std::string_view body, const BodyFacts& facts, std::string_view model) {
-  const std::string replacement =
-      facts.kind == BodyKind::json ? json::encode_string(model) : std::string(model);
-  std::string out;
-  out.reserve(body.size() - (facts.model_end - facts.model_begin) + replacement.size());
-  out.append(body.substr(0, facts.model_begin));
-  out.append(replacement);
-  out.append(body.substr(facts.model_end));
-  return out;
-}
+// Body changes are splices at byte offsets found by the scanner: the rest of the body is copied
+// once, never re-serialised.
+struct Splice {
+  std::size_t begin = 0;
+  std::size_t end = 0;
+  std::string text;
+};
 
-// Inserts "model": value as the first member of the top-level JSON object.
-std::string insert_model(std::string_view body, std::string_view model) {
-  const std::size_t open = body.find('{');
-  std::string out;
-  out.reserve(body.size() + model.size() + 16);
-  out.append(body.substr(0, open + 1));
-  out.append("\"model\":");
-  out.append(json::encode_string(model));
-  std::string_view rest = body.substr(open + 1);
-  const std::size_t first = rest.find_first_not_of(" \t\r\n");
-  if (first != std::string_view::npos && rest[first] != '}') out += ',';
-  out.append(rest);
-  return out;
-}
+class BodyEdits {
+ public:
+  void add(std::size_t begin, std::size_t end, std::string text) {
+    splices_.push_back({begin, end, std::move(text)});
+  }
+  std::optional<std::string> apply(std::string_view body) {
+    if (splices_.empty()) return std::nullopt;
+    std::sort(splices_.begin(), splices_.end(),
+              [](const Splice& a, const Splice& b) { return a.begin < b.begin; });
+    std::size_t size = body.size();
+    for (const auto& s : splices_) size += s.text.size();
+    std::string out;
+    out.reserve(size);
+    std::size_t pos = 0;
+    for (const auto& s : splices_) {
+      out.append(body.substr(pos, s.begin - pos));
+      out.append(s.text);
+      pos = s.end;
+    }
+    out.append(body.substr(pos));
+    return out;
+  }
 
-std::optional<std::string> body_with_model(const InboundRequest& in, std::string_view model) {
+ private:
+  std::vector<Splice> splices_;
+};
+
+// Sets the body's model (JSON string, or multipart field value); inserts it into a JSON object
+// that has none.
+void set_model(const InboundRequest& in, std::string_view model, BodyEdits& edits) {
   const BodyFacts& facts = *in.body_facts;
   if (facts.model) {
-    if (*facts.model == model) return std::nullopt;
-    return replace_model(in.body, facts, model);
+    if (*facts.model == model) return;
+    edits.add(facts.model_begin, facts.model_end,
+              facts.kind == BodyKind::json ? json::encode_string(model) : std::string(model));
+    return;
   }
-  if (facts.kind == BodyKind::json && facts.object_end != std::string_view::npos)
-    return insert_model(in.body, model);
-  return std::nullopt;
+  if (facts.kind != BodyKind::json || facts.object_end == std::string_view::npos) return;
+  const std::size_t open = in.body.find('{');
+  const std::size_t first = in.body.find_first_not_of(" \t\r\n", open + 1);
+  const bool empty = first == std::string_view::npos || in.body[first] == '}';
+  edits.add(open + 1, open + 1, "\"model\":" + json::encode_string(model) + (empty ? "" : ","));
+}
+
+// Makes stream_options.include_usage true, whatever the client sent.
+void set_include_usage(const InboundRequest& in, BodyEdits& edits) {
+  const BodyFacts& f = *in.body_facts;
+  if (f.kind != BodyKind::json || f.object_end == std::string_view::npos) return;
+  if (f.stream_options_begin == std::string_view::npos) {
+    edits.add(f.object_end, f.object_end, ",\"stream_options\":{\"include_usage\":true}");
+  } else if (!f.stream_options_is_object) {
+    edits.add(f.stream_options_begin, f.stream_options_end, "{\"include_usage\":true}");
+  } else if (f.include_usage_begin != std::string_view::npos) {
+    edits.add(f.include_usage_begin, f.include_usage_end, "true");
+  } else {
+    const std::string_view so =
+        in.body.substr(f.stream_options_begin, f.stream_options_end - f.stream_options_begin);
+    const std::size_t first = so.find_first_not_of(" \t\r\n", 1);
+    const bool empty = first == std::string_view::npos || so[first] == '}';
+    edits.add(f.stream_options_begin + 1, f.stream_options_begin + 1,
+              std::string("\"include_usage\":true") + (empty ? "" : ","));
+  }
 }
 
 }  // namespace
@@ -144,13 +178,17 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up,
 
   // Headers: end-to-end fields pass; credentials, framing, ids and hop-by-hop fields do not.
   // A Connection header may name further hop-by-hop fields.
-  std::string_view connection_named;
-  if (auto c = in.headers->find(http::field::connection); c != in.headers->end())
-    connection_named = c->value();
+  // Several Connection lines form one list (RFC 9110 §5.3).
+  auto named_by_connection = [&](std::string_view name) {
+    for (auto [it, end] = in.headers->equal_range(http::field::connection); it != end; ++it) {
+      if (list_names(it->value(), name)) return true;
+    }
+    return false;
+  };
   for (const auto& f : *in.headers) {
     const std::string_view name = f.name_string();
     if (is_hop_by_hop(name) || replaced_by_gateway(name)) continue;
-    if (list_names(connection_named, name)) continue;
+    if (named_by_connection(name)) continue;
     if (azure && (iequals(name, "openai-organization") || iequals(name, "openai-project"))) continue;
     out.headers.insert(f.name(), name, f.value());
   }
@@ -174,6 +212,8 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up,
   if (azure) out.headers.set("x-ms-client-request-id", request_id);
 
   const std::string& prefix = up.base.path_prefix;
+  BodyEdits edits;
+  if (in.add_stream_usage) set_include_usage(in, edits);
   if (!azure) {
     // OpenAI keeps its paths; the inbound /v1 prefix is optional, the upstream's is not.
     std::string target = prefix;
@@ -186,20 +226,25 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up,
       // Azure-shaped inbound request: api-version means nothing to OpenAI, and the deployment
       // named in the path becomes the body's model.
       out.target = join_target(std::move(target), rewrite_query(path.query, std::nullopt));
-      if (path.path_model) out.body = body_with_model(in, *path.path_model);
+      if (path.path_model) set_model(in, *path.path_model, edits);
     }
+    out.body = edits.apply(in.body);
     return out;
   }
 
   const std::optional<std::string> version = api_version_for(up, path.endpoint);
   const std::string query = rewrite_query(path.query, version);
   std::string target = prefix;
+  // Azure names deployments where OpenAI names models: in v1-style bodies, and in the bodies of
+  // resource-level calls that name one (responses, assistants). Fine-tuning's model is a base
+  // model, not a deployment, and stays as sent.
+  const bool body_names_deployment =
+      !route.deployment.empty() && path.endpoint != Endpoint::fine_tuning &&
+      (path.deployment_scoped ? up.api_style == ApiStyle::v1 : in.body_facts->model.has_value());
+  if (body_names_deployment) set_model(in, route.deployment, edits);
   if (up.api_style == ApiStyle::v1) {
     target += "/openai/v1/";
     target += path.op_path;
-    if (!route.deployment.empty() && (path.deployment_scoped || in.body_facts->model ||
-                                      path.endpoint == Endpoint::responses))
-      out.body = body_with_model(in, route.deployment);
   } else if (path.deployment_scoped) {
     target += "/openai/deployments/";
     target += percent_encode_segment(route.deployment);
@@ -208,10 +253,8 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up,
   } else {
     target += "/openai/";
     target += path.op_path;
-    if (path.endpoint == Endpoint::responses && in.method == http::verb::post &&
-        !route.deployment.empty() && in.body_facts->model)
-      out.body = body_with_model(in, route.deployment);
   }
+  out.body = edits.apply(in.body);
   out.target = join_target(std::move(target), query);
   return out;
 }

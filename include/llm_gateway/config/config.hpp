@@ -2,6 +2,7 @@
 // The gateway's configuration: plain, immutable data produced by the loader. Everything the data
 // plane needs from the YAML is resolved here once (upstream indexes, parsed URLs, defaults), so the
 // request path never looks anything up by string it could have resolved at load time.
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -65,12 +66,43 @@ struct AdminSettings {
   ListenAddress listen;
 };
 
+using Sha256 = std::array<unsigned char, 32>;
+
+// A client key: what logs and metrics show is the name, never the key (only its digest is kept).
+struct ClientKey {
+  std::string name;
+  Sha256 digest{};
+  std::optional<std::uint64_t> rpm;             // requests per minute
+  std::optional<std::uint64_t> tpm;             // tokens per minute
+  std::optional<std::uint32_t> max_concurrent;  // requests in flight at once (per replica)
+  std::vector<std::string> models;              // allow-list globs; empty = every model
+};
+
+enum class LimitStore { memory, redis };
+enum class StoreErrorPolicy { allow, deny };
+
+struct RedisTarget {
+  std::string host;
+  std::uint16_t port = 6379;
+  std::string password;  // secret: never logged
+  unsigned db = 0;
+};
+
+struct RateLimitSettings {
+  LimitStore store = LimitStore::memory;
+  std::optional<RedisTarget> redis;
+  StoreErrorPolicy on_store_error = StoreErrorPolicy::allow;
+  std::uint64_t default_completion_tokens = 1024;
+};
+
 struct Config {
   std::string source;  // file name or "<embedded default>", for messages
   ServerSettings server;
   std::optional<AdminSettings> admin;
   std::vector<Upstream> upstreams;
   std::vector<Route> routes;
+  std::vector<ClientKey> keys;  // empty: no client authentication (local sidecar mode)
+  RateLimitSettings rate_limits;
 };
 
 }  // namespace llmgw::config

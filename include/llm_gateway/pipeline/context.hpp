@@ -6,10 +6,14 @@
 #include <boost/beast/http/verb.hpp>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
+#include "llm_gateway/accounting/response_reader.hpp"
 #include "llm_gateway/config/config.hpp"
 #include "llm_gateway/pipeline/local_reply.hpp"
 #include "llm_gateway/routing/router.hpp"
@@ -19,6 +23,19 @@
 namespace llmgw {
 
 using Clock = std::chrono::steady_clock;
+
+// Per-request state a stage keeps for itself (see RequestContext::state).
+struct StageState {
+  virtual ~StageState() = default;
+};
+
+// A stage may rewrite the response body on its way to the client (only used to remove the usage
+// chunk the gateway itself asked for). Views in `out` stay valid until the next call.
+class BodyRewriter {
+ public:
+  virtual ~BodyRewriter() = default;
+  virtual void rewrite(std::string_view piece, bool last, std::vector<std::string_view>& out) = 0;
+};
 
 struct RequestContext {
   // accept & parse (set by the session)
@@ -37,9 +54,18 @@ struct RequestContext {
   BodyFacts body_facts;
   std::optional<std::string> model;  // the model the request names (path or body)
 
+  // authenticate stage: the client key, or null without client keys (anonymous) or when the
+  // credential was missing or wrong (the request is then answered with 401).
+  const config::ClientKey* key = nullptr;
+  std::size_t key_index = 0;
+  bool authenticated = false;
+
   // route stage
   std::optional<RouteDecision> route;
   const config::Upstream* upstream = nullptr;
+
+  // account stage (request side): ask the upstream for stream usage the client did not ask for
+  bool request_stream_usage = false;
 
   // translate stage
   std::optional<UpstreamRequest> upstream_request;
@@ -54,6 +80,29 @@ struct RequestContext {
   std::string error_code;          // the gateway's error code when it made the response
   std::optional<Clock::time_point> upstream_first_byte;
   bool client_aborted = false;
+  BodyRewriter* body_rewriter = nullptr;  // set by a stage's on_response_headers, if any
+
+  // account stage (response side)
+  std::optional<accounting::Usage> usage;
+  std::string finish_reason;
+
+  // The state `owner` (a stage) keeps for this request, created on first use.
+  template <class T>
+  T& state(const void* owner) {
+    if (T* existing = find_state<T>(owner)) return *existing;
+    states_.emplace_back(owner, std::make_unique<T>());
+    return static_cast<T&>(*states_.back().second);
+  }
+  template <class T>
+  T* find_state(const void* owner) {
+    for (auto& [o, p] : states_) {
+      if (o == owner) return static_cast<T*>(p.get());
+    }
+    return nullptr;
+  }
+
+ private:
+  std::vector<std::pair<const void*, std::unique_ptr<StageState>>> states_;
 };
 
 }  // namespace llmgw

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "llm_gateway/pipeline/stage.hpp"
+#include "llm_gateway/ratelimit/store.hpp"
 
 namespace llmgw {
 
@@ -23,9 +24,16 @@ class Pipeline {
   std::vector<std::unique_ptr<Stage>> stages_;
 };
 
-// The gateway's stages in order: parse -> models -> route -> translate. (Forward & relay is the
-// terminal step the network layer performs after the last stage.)
-Pipeline build_pipeline(const config::Config& cfg);
+// What stages need from outside the pipeline (made by the caller, which may do I/O).
+struct PipelineServices {
+  std::shared_ptr<ratelimit::CounterStore> counter_store;  // null: a MemoryStore is made
+};
+
+// The gateway's stages in order:
+//   parse -> authenticate -> models -> route -> account -> rate_limit -> translate
+// Forward & relay is the terminal step the network layer performs after the last stage; then
+// every stage sees the response (headers, body pieces) and the completed request, in this order.
+Pipeline build_pipeline(const config::Config& cfg, const PipelineServices& services);
 
 // An immutable configuration together with the pipeline built from it. Requests hold a
 // shared_ptr to the snapshot they started on, so a new snapshot can be swapped in at any time.
@@ -34,6 +42,7 @@ struct Snapshot {
   Pipeline pipeline;
 };
 
-std::shared_ptr<const Snapshot> make_snapshot(std::shared_ptr<const config::Config> cfg);
+std::shared_ptr<const Snapshot> make_snapshot(std::shared_ptr<const config::Config> cfg,
+                                              PipelineServices services = {});
 
 }  // namespace llmgw

@@ -19,20 +19,39 @@ struct Member {
   Kind kind = Kind::null;
 };
 
+struct Span {
+  std::size_t begin = 0;
+  std::size_t end = 0;
+  Kind kind = Kind::null;
+};
+
 struct ScanResult {
   bool valid = false;
   std::size_t error_offset = 0;
   std::string error;             // why the text is not valid JSON
   bool is_object = false;        // top-level value is an object
   std::vector<Member> members;   // its members, in order (only when is_object)
+  bool is_array = false;         // top-level value is an array
+  std::vector<Span> elements;    // its elements, in order (only when is_array)
+  std::size_t consumed = 0;      // bytes of the first value (scan_prefix)
 
   const Member* find(std::string_view key) const;
+  std::string_view text_of(std::string_view text, const Member& m) const {
+    return text.substr(m.value_begin, m.value_end - m.value_begin);
+  }
 };
 
 inline constexpr int kMaxDepth = 128;
 
 // Validates `text` as exactly one JSON value (surrounding white space allowed).
 ScanResult scan(std::string_view text);
+
+// Scans the first JSON value of `text` and ignores what follows it (ScanResult::consumed).
+ScanResult scan_prefix(std::string_view text);
+
+// The integer value of a member (JSON number without fraction), or nullopt.
+std::optional<long long> integer_member(std::string_view text, const ScanResult& r,
+                                        std::string_view key);
 
 // Decodes the contents of a JSON string token (with its quotes). nullopt if malformed.
 std::optional<std::string> decode_string(std::string_view token);

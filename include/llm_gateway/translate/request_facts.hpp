@@ -2,6 +2,7 @@
 // What the gateway learns from an inbound request before routing it: which operation the path
 // names, and the few body fields routing and accounting need (model, stream). Pure functions.
 #include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+#include <array>
 #include <boost/beast/http/verb.hpp>
 #include <optional>
 #include <string>
@@ -43,7 +44,26 @@ struct BodyFacts {
   bool stream = false;
   // Top-level JSON object: offset of its closing '}' (for inserting members), else npos.
   std::size_t object_end = std::string_view::npos;
+
+  // stream_options: the span of its value (npos when absent) and whether it asks for usage.
+  std::size_t stream_options_begin = std::string_view::npos;
+  std::size_t stream_options_end = std::string_view::npos;
+  bool stream_options_is_object = false;
+  bool include_usage = false;
+  // Inside stream_options: the span of include_usage's value (npos when absent).
+  std::size_t include_usage_begin = std::string_view::npos;
+  std::size_t include_usage_end = std::string_view::npos;
+
+  // max_tokens, max_completion_tokens or max_output_tokens, when the request names one.
+  std::optional<long long> max_tokens;
+  // Spans of the prompt-bearing members (messages, input, prompt, instructions), for estimates.
+  std::array<std::pair<std::size_t, std::size_t>, 4> prompt_spans{};
+  std::size_t prompt_span_count = 0;
 };
+
+// Characters (UTF-8 code points) in the string values of the prompt-bearing members: the basis
+// of the token estimate a rate limiter reserves before the real usage is known.
+std::size_t prompt_characters(std::string_view body, const BodyFacts& facts);
 
 BodyFacts inspect_body(std::string_view content_type, std::string_view body);
 

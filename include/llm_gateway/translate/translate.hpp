@@ -22,6 +22,8 @@ struct InboundRequest {
   std::string_view body;
   const PathFacts* path = nullptr;
   const BodyFacts* body_facts = nullptr;
+  // Add stream_options.include_usage = true (the accounting stage wants the stream's usage).
+  bool add_stream_usage = false;
 };
 
 struct UpstreamRequest {

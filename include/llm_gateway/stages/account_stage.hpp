@@ -1,0 +1,25 @@
+#pragma once
+#include "llm_gateway/pipeline/stage.hpp"
+
+namespace llmgw {
+
+// Account: learns what a request cost as the response passes — usage (tokens) and
+// finish_reason — from JSON bodies and from every event of a stream, without delaying or
+// altering the bytes. On chat/completions and completions streams whose upstream accepts it, it
+// asks for the stream's usage (stream_options.include_usage) when the client did not, and then
+// removes that extra usage chunk from what the client receives.
+class AccountStage final : public Stage {
+ public:
+  std::string_view name() const override { return "account"; }
+  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  void on_response_headers(RequestContext& ctx, unsigned status,
+                           boost::beast::http::fields& headers) override;
+  void on_response_body(RequestContext& ctx, std::string_view piece) override;
+  void on_complete(RequestContext& ctx) override;
+};
+
+// Whether the upstream accepts stream_options on this endpoint: OpenAI and Azure's v1 API do;
+// Azure's dated api-versions from 2024-09-01-preview on (older ones answer 400).
+bool upstream_accepts_stream_options(const config::Upstream& upstream, Endpoint endpoint);
+
+}  // namespace llmgw

@@ -1,0 +1,26 @@
+#pragma once
+#include "llm_gateway/pipeline/stage.hpp"
+
+namespace llmgw {
+
+// Authenticate: with client keys configured, the request must present one (`Authorization:
+// Bearer K` or `api-key: K`); it is compared in constant time against the stored SHA-256
+// digests. A key's `models` allow-list is enforced here too. Without keys every request is
+// anonymous (local sidecar mode).
+class AuthStage final : public Stage {
+ public:
+  explicit AuthStage(const config::Config& cfg) : cfg_(cfg) {}
+  std::string_view name() const override { return "authenticate"; }
+  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+
+  // The credential a request presents, or "" (exposed for tests).
+  static std::string_view credential(const boost::beast::http::fields& headers);
+
+ private:
+  const config::Config& cfg_;
+};
+
+// True when `key` may use `model` (no allow-list, or a glob of it matches).
+bool key_allows_model(const config::ClientKey& key, std::string_view model);
+
+}  // namespace llmgw

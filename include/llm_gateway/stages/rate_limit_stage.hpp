@@ -1,0 +1,34 @@
+#pragma once
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "llm_gateway/pipeline/stage.hpp"
+#include "llm_gateway/ratelimit/store.hpp"
+
+namespace llmgw {
+
+// Rate limit: per client key, requests per minute and tokens per minute (in the counter store,
+// shared across replicas with redis) and requests in flight (per replica). A request rejected by
+// one limit consumes nothing of the others. Every response of a limited key carries OpenAI's
+// x-ratelimit-* headers; the token reservation is corrected to the real usage afterwards.
+class RateLimitStage final : public Stage {
+ public:
+  RateLimitStage(const config::Config& cfg, std::shared_ptr<ratelimit::CounterStore> store);
+  std::string_view name() const override { return "rate_limit"; }
+  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  void on_response_headers(RequestContext& ctx, unsigned status,
+                           boost::beast::http::fields& headers) override;
+  void on_complete(RequestContext& ctx) override;
+
+ private:
+  const config::Config& cfg_;
+  std::shared_ptr<ratelimit::CounterStore> store_;
+  std::unique_ptr<std::atomic<std::uint32_t>[]> in_flight_;  // per key
+};
+
+// The tokens reserved at admission: prompt characters / 4 over the messages and inputs, plus the
+// request's max tokens, else `default_completion_tokens` for endpoints that generate text.
+std::int64_t estimate_tokens(const RequestContext& ctx, std::uint64_t default_completion_tokens);
+
+}  // namespace llmgw

@@ -1,0 +1,430 @@
+// Redis client and the Redis rate-limit store. One connection, pipelined: commands are written in
+// order and Redis answers in order, so each reply completes the oldest waiting command.
+#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <deque>
+#include <thread>
+
+#include "llm_gateway/net/io.hpp"
+#include "llm_gateway/net/redis.hpp"
+#include "llm_gateway/observability/log.hpp"
+
+namespace llmgw::net {
+namespace {
+
+// A Redis reply, copied out of hiredis' reply object.
+struct Reply {
+  int type = REDIS_REPLY_NIL;
+  std::string str;
+  long long integer = 0;
+  std::vector<Reply> elements;
+
+  bool is_error() const { return type == REDIS_REPLY_ERROR; }
+};
+
+Reply convert(const redisReply* r) {
+  Reply out;
+  out.type = r->type;
+  out.integer = r->integer;
+  if (r->str) out.str.assign(r->str, r->len);
+  for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
+  return out;
+}
+
+constexpr auto kCommandTimeout = std::chrono::milliseconds(250);
+constexpr auto kConnectTimeout = std::chrono::milliseconds(500);
+constexpr auto kMinBackoff = std::chrono::milliseconds(100);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+
+class RedisClient {
+ public:
+  RedisClient(asio::io_context& ioc, config::RedisTarget target)
+      : ioc_(ioc), target_(std::move(target)), connect_done_(ioc) {}
+
+  ~RedisClient() {
+    if (reader_) redisReaderFree(reader_);
+  }
+
+  // One command; nullopt when Redis is unreachable or did not answer in time.
+  asio::awaitable<std::optional<Reply>> command(std::vector<std::string> args) {
+    if (!connected_) {
+      co_await connect();
+      if (!connected_) co_return std::nullopt;
+    }
+    co_return co_await send(std::move(args));
+  }
+
+  bool connected() const { return connected_; }
+
+ private:
+  struct Pending {
+    explicit Pending(asio::io_context& ioc) : timer(ioc) {}
+    asio::steady_timer timer;  // expiry = timeout; cancelled when the reply (or a failure) comes
+    std::optional<Reply> reply;
+    bool finished = false;
+  };
+
+  asio::awaitable<std::optional<Reply>> send(std::vector<std::string> args) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> argvlen;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      argvlen.push_back(a.size());
+    }
+    char* formatted = nullptr;
+    const int len = redisFormatCommandArgv(&formatted, static_cast<int>(argv.size()), argv.data(),
+                                           argvlen.data());
+    if (len < 0) co_return std::nullopt;
+    outbox_.append(formatted, static_cast<std::size_t>(len));
+    redisFreeCommand(formatted);
+
+    auto pending = std::make_shared<Pending>(ioc_);
+    pending->timer.expires_after(kCommandTimeout);
+    pending_.push_back(pending);
+    if (!writing_) asio::co_spawn(ioc_, write_loop(generation_), asio::detached);
+    co_await pending->timer.async_wait(nothrow_awaitable);
+    if (!pending->finished) fail("command timed out");  // the connection is suspect now
+    co_return std::move(pending->reply);
+  }
+
+  asio::awaitable<void> write_loop(std::uint64_t generation) {
+    writing_ = true;
+    while (!outbox_.empty() && generation == generation_ && connected_) {
+      std::string chunk;
+      chunk.swap(outbox_);
+      auto [ec, n] = co_await asio::async_write(*socket_, asio::buffer(chunk), nothrow_awaitable);
+      if (ec) {
+        if (generation == generation_) fail("write failed: " + ec.message());
+        break;
+      }
+    }
+    writing_ = false;
+  }
+
+  asio::awaitable<void> read_loop(std::uint64_t generation) {
+    std::array<char, 16 * 1024> buf;
+    while (generation == generation_ && connected_) {
+      auto [ec, n] = co_await socket_->async_read_some(asio::buffer(buf), nothrow_awaitable);
+      if (generation != generation_) co_return;
+      if (ec) {
+        fail("connection lost: " + ec.message());
+        co_return;
+      }
+      if (redisReaderFeed(reader_, buf.data(), n) != REDIS_OK) {
+        fail("protocol error");
+        co_return;
+      }
+      for (;;) {
+        void* raw = nullptr;
+        if (redisReaderGetReply(reader_, &raw) != REDIS_OK) {
+          fail("protocol error");
+          co_return;
+        }
+        if (!raw) break;
+        auto* r = static_cast<redisReply*>(raw);
+        Reply reply = convert(r);
+        freeReplyObject(r);
+        if (pending_.empty()) continue;  // a reply nobody waits for any more
+        auto p = pending_.front();
+        pending_.pop_front();
+        p->reply = std::move(reply);
+        p->finished = true;
+        p->timer.cancel();
+      }
+    }
+  }
+
+  // Closes the connection and fails everything waiting on it; the next command reconnects once
+  // the backoff has passed.
+  void fail(const std::string& why) {
+    if (!connected_ && pending_.empty()) return;
+    if (connected_) log::line(log::Level::debug, "redis connection closed", {{"reason", why}});
+    connected_ = false;
+    ++generation_;
+    boost::system::error_code ignored;
+    if (socket_) socket_->close(ignored);
+    for (auto& p : pending_) {
+      p->finished = true;
+      p->timer.cancel();
+    }
+    pending_.clear();
+    outbox_.clear();
+    next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+    backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+  }
+
+  asio::awaitable<void> connect() {
+    if (connecting_) {  // someone else is connecting: wait for that attempt
+      co_await connect_done_.async_wait(nothrow_awaitable);
+      co_return;
+    }
+    if (std::chrono::steady_clock::now() < next_attempt_) co_return;  // backing off: fail fast
+    connecting_ = true;
+    connect_done_.expires_at(asio::steady_timer::time_point::max());
+    socket_ = std::make_unique<tcp::socket>(ioc_);
+    boost::system::error_code ec;
+    const auto address = asio::ip::make_address(target_.host, ec);
+    if (!ec) {
+      asio::steady_timer deadline(ioc_);
+      deadline.expires_after(kConnectTimeout);
+      deadline.async_wait([s = socket_.get()](boost::system::error_code e) {
+        if (!e) {
+          boost::system::error_code ignored;
+          s->cancel(ignored);
+        }
+      });
+      auto [cec] = co_await socket_->async_connect(tcp::endpoint(address, target_.port),
+                                                   nothrow_awaitable);
+      deadline.cancel();
+      ec = cec;
+    }
+    if (!ec) {
+      socket_->set_option(tcp::no_delay(true), ec);
+      if (reader_) redisReaderFree(reader_);
+      reader_ = redisReaderCreate();
+      connected_ = true;
+      ++generation_;
+      asio::co_spawn(ioc_, read_loop(generation_), asio::detached);
+      bool ok = true;
+      // (Commands are built before co_await: g++ 12 rejects braced lists of string literals
+      // inside a co_await expression.)
+      if (!target_.password.empty()) {
+        std::vector<std::string> auth{std::string("AUTH"), target_.password};
+        auto r = co_await send(std::move(auth));
+        ok = r && !r->is_error();
+      }
+      if (ok && target_.db != 0) {
+        std::vector<std::string> select{std::string("SELECT"), std::to_string(target_.db)};
+        auto r = co_await send(std::move(select));
+        ok = r && !r->is_error();
+      }
+      if (!ok) fail("AUTH or SELECT was refused");
+    } else {
+      next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+      backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+    }
+    if (connected_) backoff_ = kMinBackoff;
+    connecting_ = false;
+    connect_done_.cancel();
+  }
+
+  asio::io_context& ioc_;
+  config::RedisTarget target_;
+  std::unique_ptr<tcp::socket> socket_;
+  redisReader* reader_ = nullptr;
+  std::deque<std::shared_ptr<Pending>> pending_;
+  std::string outbox_;
+  bool writing_ = false;
+  bool connected_ = false;
+  bool connecting_ = false;
+  asio::steady_timer connect_done_;
+  std::uint64_t generation_ = 0;
+  std::chrono::steady_clock::time_point next_attempt_{};
+  std::chrono::milliseconds backoff_{kMinBackoff};
+};
+
+// The sliding window of ratelimit/limiter.hpp, for both limits of a key, atomically. Time comes
+// from Redis (TIME), so the replicas' clocks do not matter.
+constexpr std::string_view kAdmitScript = R"lua(
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = math.floor(now_ms / 1000)
+local W = 61
+local function window(key)
+  local flat = redis.call('HGETALL', key)
+  local live, stale, sum = {}, {}, 0
+  for i = 1, #flat, 2 do
+    local s, v = tonumber(flat[i]), tonumber(flat[i + 1])
+    if s <= now - W then stale[#stale + 1] = flat[i] else sum = sum + v; live[#live + 1] = {s, v} end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  table.sort(live, function(a, b) return a[1] < b[1] end)
+  return sum, live
+end
+local function wait(sum, live, limit, cost)
+  if sum + cost <= limit then return 0 end
+  for _, b in ipairs(live) do
+    sum = sum - b[2]
+    if sum + cost <= limit then return (b[1] + W) * 1000 - now_ms end
+  end
+  return W * 1000
+end
+local function reset(live, added)
+  local newest = -1
+  for _, b in ipairs(live) do if b[2] ~= 0 and b[1] > newest then newest = b[1] end end
+  if added then newest = now end
+  if newest < 0 then return 0 end
+  return (newest + W) * 1000 - now_ms
+end
+local rpm, tpm, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rsum, rlive, tsum, tlive = 0, {}, 0, {}
+local rwait, twait, too_large = 0, 0, 0
+if rpm > 0 then rsum, rlive = window(KEYS[1]); rwait = wait(rsum, rlive, rpm, 1) end
+if tpm > 0 then
+  tsum, tlive = window(KEYS[2])
+  if cost > tpm then too_large = 1; twait = reset(tlive, false) else twait = wait(tsum, tlive, tpm, cost) end
+end
+local allowed = 0
+if rwait == 0 and twait == 0 and too_large == 0 then allowed = 1 end
+local radded, tadded = false, false
+if allowed == 1 then
+  if rpm > 0 then
+    redis.call('HINCRBY', KEYS[1], now, 1); redis.call('PEXPIRE', KEYS[1], (W + 1) * 1000)
+    rsum = rsum + 1; radded = true
+  end
+  if tpm > 0 and cost > 0 then
+    redis.call('HINCRBY', KEYS[2], now, cost); redis.call('PEXPIRE', KEYS[2], (W + 1) * 1000)
+    tsum = tsum + cost; tadded = true
+  end
+end
+return {allowed, rwait, twait, too_large, rsum, tsum, reset(rlive, radded), reset(tlive, tadded), now}
+)lua";
+
+constexpr std::string_view kCorrectScript = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+)lua";
+
+// Redis names a loaded script by the SHA-1 of its text.
+std::string sha1_hex(std::string_view text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(text.data(), text.size(), digest, &len, EVP_sha1(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 0xF];
+  }
+  return out;
+}
+
+class RedisStore final : public ratelimit::CounterStore {
+ public:
+  explicit RedisStore(const config::RedisTarget& target)
+      : work_(asio::make_work_guard(ioc_)),
+        client_(ioc_, target),
+        admit_sha_(sha1_hex(kAdmitScript)),
+        correct_sha_(sha1_hex(kCorrectScript)),
+        thread_([this] { ioc_.run(); }) {}
+
+  ~RedisStore() override {
+    work_.reset();
+    ioc_.stop();
+    thread_.join();
+  }
+
+  std::string_view name() const override { return "redis"; }
+
+  asio::awaitable<std::optional<ratelimit::Admission>> admit(std::size_t, const std::string& key_name,
+                                                             const ratelimit::KeyLimits& limits,
+                                                             std::int64_t token_cost) override {
+    // Hop to the client's thread and back: the caller's I/O thread never blocks.
+    co_return co_await asio::co_spawn(ioc_, admit_on_client(key_name, limits, token_cost),
+                                      asio::use_awaitable);
+  }
+
+  void correct_tokens(std::size_t, const std::string& key_name, std::int64_t bucket_sec,
+                      std::int64_t delta) override {
+    asio::co_spawn(ioc_, correct_on_client(key_name, bucket_sec, delta), asio::detached);
+  }
+
+ private:
+  static constexpr std::string_view kRequests = "req";
+  static constexpr std::string_view kTokens = "tok";
+  // (Arguments are built before co_await: g++ 12 rejects string literals in braced lists inside
+  // a co_await expression.)
+  static std::string redis_key(const std::string& name, std::string_view kind) {
+    // The hash tag keeps both windows of a key on one shard of a cluster.
+    return "llmgw:rl:{" + name + "}:" + std::string(kind);
+  }
+
+  asio::awaitable<std::optional<Reply>> eval(std::string_view script, const std::string& sha,
+                                             std::vector<std::string> keys_and_args, int nkeys) {
+    std::vector<std::string> cmd{std::string("EVALSHA"), sha, std::to_string(nkeys)};
+    cmd.insert(cmd.end(), keys_and_args.begin(), keys_and_args.end());
+    auto r = co_await client_.command(cmd);
+    if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
+      // The script cache is empty after a restart or failover: EVAL loads it again.
+      cmd[0] = "EVAL";
+      cmd[1] = std::string(script);
+      r = co_await client_.command(std::move(cmd));
+    }
+    co_return r;
+  }
+
+  void note_health(bool ok, const std::string& detail) {
+    if (ok && down_) {
+      down_ = false;
+      log::line(log::Level::info, "rate limit store recovered", {{"store", "redis"}});
+    } else if (!ok && !down_) {
+      down_ = true;  // logged once per outage
+      log::line(log::Level::warn, "rate limit store unavailable",
+                {{"store", "redis"}, {"detail", detail}});
+    }
+  }
+
+  asio::awaitable<std::optional<ratelimit::Admission>> admit_on_client(
+      std::string key_name, ratelimit::KeyLimits limits, std::int64_t token_cost) {
+    std::vector<std::string> args{redis_key(key_name, kRequests), redis_key(key_name, kTokens),
+                                  std::to_string(limits.rpm.value_or(0)),
+                                  std::to_string(limits.tpm.value_or(0)),
+                                  std::to_string(token_cost)};
+    auto r = co_await eval(kAdmitScript, admit_sha_, std::move(args), 2);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements.size() != 9) {
+      note_health(false, !r ? "unreachable" : r->is_error() ? r->str : "unexpected reply");
+      co_return std::nullopt;
+    }
+    note_health(true, {});
+    const auto& e = r->elements;
+    ratelimit::Admission a;
+    a.allowed = e[0].integer == 1;
+    a.too_large = e[3].integer == 1;
+    const std::int64_t req_wait = e[1].integer;
+    const std::int64_t tok_wait = e[2].integer;
+    if (!a.allowed) {
+      a.rejected_by = req_wait > 0 ? ratelimit::LimitKind::requests : ratelimit::LimitKind::tokens;
+      a.retry_after_ms = std::max<std::int64_t>(std::max(req_wait, tok_wait), 1);
+    }
+    if (limits.rpm)
+      a.requests = ratelimit::LimitState{*limits.rpm, std::max<std::int64_t>(0, *limits.rpm - e[4].integer),
+                                         e[6].integer};
+    if (limits.tpm)
+      a.tokens = ratelimit::LimitState{*limits.tpm, std::max<std::int64_t>(0, *limits.tpm - e[5].integer),
+                                       e[7].integer};
+    a.bucket_sec = e[8].integer;
+    co_return a;
+  }
+
+  asio::awaitable<void> correct_on_client(std::string key_name, std::int64_t bucket_sec,
+                                          std::int64_t delta) {
+    std::vector<std::string> args{redis_key(key_name, kTokens), std::to_string(bucket_sec),
+                                  std::to_string(delta)};
+    auto r = co_await eval(kCorrectScript, correct_sha_, std::move(args), 1);
+    if (!r || r->is_error()) note_health(false, !r ? "unreachable" : r->str);
+  }
+
+  asio::io_context ioc_{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  RedisClient client_;
+  std::string admit_sha_;
+  std::string correct_sha_;
+  bool down_ = false;  // only touched on the client's thread
+  std::thread thread_;
+};
+
+}  // namespace
+
+std::shared_ptr<ratelimit::CounterStore> make_redis_store(const config::RedisTarget& target) {
+  return std::make_shared<RedisStore>(target);
+}
+
+}  // namespace llmgw::net

@@ -1,0 +1,102 @@
+#include "llm_gateway/ratelimit/limiter.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+namespace llmgw::ratelimit {
+
+std::int64_t SlidingWindow::sum(std::int64_t now_sec) const {
+  std::int64_t total = 0;
+  for (const auto& b : buckets_) {
+    if (b.sec > now_sec - kWindowBuckets && b.sec <= now_sec) total += b.value;
+  }
+  return total;
+}
+
+void SlidingWindow::add(std::int64_t sec, std::int64_t value) {
+  Bucket& b = buckets_[static_cast<std::size_t>(sec % kWindowBuckets)];
+  if (b.sec != sec) b = Bucket{sec, 0};
+  b.value += value;
+}
+
+std::int64_t SlidingWindow::wait_ms(std::int64_t now_ms, std::int64_t limit,
+                                    std::int64_t cost) const {
+  const std::int64_t now_sec = now_ms / 1000;
+  std::int64_t total = sum(now_sec);
+  if (total + cost <= limit) return 0;
+  // Oldest bucket first: when it leaves the window, its value is available again.
+  std::vector<Bucket> live;
+  for (const auto& b : buckets_) {
+    if (b.sec > now_sec - kWindowBuckets && b.sec <= now_sec && b.value != 0) live.push_back(b);
+  }
+  std::sort(live.begin(), live.end(), [](const Bucket& a, const Bucket& b) { return a.sec < b.sec; });
+  for (const auto& b : live) {
+    total -= b.value;
+    if (total + cost <= limit) return (b.sec + kWindowBuckets) * 1000 - now_ms;
+  }
+  return kWindowBuckets * 1000;
+}
+
+std::int64_t SlidingWindow::reset_ms(std::int64_t now_ms) const {
+  const std::int64_t now_sec = now_ms / 1000;
+  std::int64_t newest = -1;
+  for (const auto& b : buckets_) {
+    if (b.sec > now_sec - kWindowBuckets && b.sec <= now_sec && b.value != 0)
+      newest = std::max(newest, b.sec);
+  }
+  return newest < 0 ? 0 : (newest + kWindowBuckets) * 1000 - now_ms;
+}
+
+Admission admit(SlidingWindow& requests, SlidingWindow& tokens, const KeyLimits& limits,
+                std::int64_t token_cost, std::int64_t now_ms) {
+  Admission a;
+  const std::int64_t now_sec = now_ms / 1000;
+  a.bucket_sec = now_sec;
+  std::int64_t req_wait = 0;
+  std::int64_t tok_wait = 0;
+  if (limits.rpm) req_wait = requests.wait_ms(now_ms, *limits.rpm, 1);
+  if (limits.tpm) {
+    if (token_cost > *limits.tpm) {
+      a.too_large = true;
+      tok_wait = tokens.reset_ms(now_ms);
+    } else {
+      tok_wait = tokens.wait_ms(now_ms, *limits.tpm, token_cost);
+    }
+  }
+  a.allowed = req_wait == 0 && tok_wait == 0 && !a.too_large;
+  if (!a.allowed) {
+    a.rejected_by = req_wait > 0 ? LimitKind::requests : LimitKind::tokens;
+    a.retry_after_ms = std::max<std::int64_t>(std::max(req_wait, tok_wait), 1);
+  } else {
+    if (limits.rpm) requests.add(now_sec, 1);
+    if (limits.tpm) tokens.add(now_sec, token_cost);
+  }
+  if (limits.rpm) {
+    a.requests = LimitState{*limits.rpm, std::max<std::int64_t>(0, *limits.rpm - requests.sum(now_sec)),
+                            requests.reset_ms(now_ms)};
+  }
+  if (limits.tpm) {
+    a.tokens = LimitState{*limits.tpm, std::max<std::int64_t>(0, *limits.tpm - tokens.sum(now_sec)),
+                          tokens.reset_ms(now_ms)};
+  }
+  return a;
+}
+
+std::string format_reset(std::int64_t ms) {
+  if (ms < 0) ms = 0;
+  if (ms < 1000) return std::to_string(ms) + "ms";
+  const std::int64_t minutes = ms / 60000;
+  const std::int64_t rest = ms % 60000;
+  std::string seconds = std::to_string(rest / 1000);
+  if (rest % 1000) {
+    char frac[8];
+    std::snprintf(frac, sizeof frac, ".%03d", static_cast<int>(rest % 1000));
+    std::string f = frac;
+    while (f.back() == '0') f.pop_back();
+    seconds += f;
+  }
+  return (minutes ? std::to_string(minutes) + "m" : std::string()) + seconds + "s";
+}
+
+}  // namespace llmgw::ratelimit

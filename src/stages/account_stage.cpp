@@ -1,0 +1,157 @@
+#include "llm_gateway/stages/account_stage.hpp"
+
+#include "llm_gateway/translate/json_scan.hpp"
+
+namespace llmgw {
+namespace http = boost::beast::http;
+using accounting::JsonFacts;
+
+namespace {
+
+// A JSON body is kept whole up to this size (enough for any chat or responses answer); past it
+// only the tail, where `usage` sits, is kept.
+constexpr std::size_t kMaxJsonBody = 1024 * 1024;
+constexpr std::size_t kTailBytes = 64 * 1024;
+
+struct AccountState final : StageState, BodyRewriter {
+  enum class Mode { none, json, sse } mode = Mode::none;
+  RequestContext* ctx = nullptr;
+  bool strip_usage_chunk = false;
+  accounting::SseSplitter splitter;
+  std::string body;  // json mode
+  bool truncated = false;
+  std::string scratch;
+  std::string held;  // rewrite mode: an event cut by a piece boundary
+  std::string work;
+
+  void merge(const JsonFacts& f) {
+    if (f.usage) ctx->usage = f.usage;
+    if (!f.finish_reason.empty()) ctx->finish_reason = f.finish_reason;
+  }
+
+  // Returns true when the event is the usage chunk the gateway asked for on the client's behalf.
+  bool observe_event(std::string_view event) {
+    const std::string_view data = accounting::event_data(event, scratch);
+    if (data.empty() || data == "[DONE]") return false;
+    // Most chunks carry neither: look before parsing.
+    const bool has_usage = data.find("\"usage\":{") != std::string_view::npos ||
+                           data.find("\"usage\": {") != std::string_view::npos;
+    const bool has_finish = data.find("\"finish_reason\":\"") != std::string_view::npos ||
+                            data.find("\"finish_reason\": \"") != std::string_view::npos;
+    if (!has_usage && !has_finish) return false;
+    const JsonFacts facts = accounting::read_json_facts(data);
+    merge(facts);
+    return strip_usage_chunk && facts.usage_only_chunk;
+  }
+
+  void rewrite(std::string_view piece, bool last, std::vector<std::string_view>& out) override {
+    out.clear();
+    std::string_view text = piece;
+    if (!held.empty()) {
+      work.assign(held);
+      work.append(piece);
+      held.clear();
+      text = work;
+    }
+    std::size_t pos = 0;
+    std::size_t kept_from = 0;
+    while (auto end = accounting::find_event_end(text, pos)) {
+      if (observe_event(text.substr(pos, end->first - pos))) {
+        if (pos > kept_from) out.push_back(text.substr(kept_from, pos - kept_from));
+        kept_from = end->second;
+      }
+      pos = end->second;
+    }
+    if (pos > kept_from) out.push_back(text.substr(kept_from, pos - kept_from));
+    if (last) {
+      if (pos < text.size()) out.push_back(text.substr(pos));
+    } else {
+      held.assign(text.substr(pos));
+    }
+  }
+};
+
+std::optional<accounting::Usage> usage_from_tail(std::string_view tail) {
+  for (std::size_t at = tail.rfind("\"usage\""); at != std::string_view::npos && at > 0;
+       at = tail.rfind("\"usage\"", at - 1)) {
+    if (tail[at - 1] == '\\') continue;  // inside a string
+    std::size_t colon = tail.find_first_not_of(" \t\r\n", at + 7);
+    if (colon == std::string_view::npos || tail[colon] != ':') continue;
+    std::size_t open = tail.find_first_not_of(" \t\r\n", colon + 1);
+    if (open == std::string_view::npos || tail[open] != '{') continue;
+    json::ScanResult r = json::scan_prefix(tail.substr(open));
+    if (!r.valid) continue;
+    const std::string wrapped =
+        "{\"usage\":" + std::string(tail.substr(open, r.consumed)) + "}";
+    return accounting::read_json_facts(wrapped).usage;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool upstream_accepts_stream_options(const config::Upstream& up, Endpoint endpoint) {
+  if (up.provider == config::Provider::openai) return true;
+  const std::optional<std::string> v = api_version_for(up, endpoint);
+  if (!v) return up.api_style == config::ApiStyle::v1;
+  if (*v == "v1" || *v == "preview" || *v == "latest") return true;
+  return v->size() >= 10 && v->compare(0, 10, "2024-09-01") >= 0;
+}
+
+boost::asio::awaitable<Verdict> AccountStage::on_request(RequestContext& ctx) {
+  const BodyFacts& f = ctx.body_facts;
+  const bool chat_or_completions = ctx.path.endpoint == Endpoint::chat_completions ||
+                                   ctx.path.endpoint == Endpoint::completions;
+  if (chat_or_completions && ctx.path.deployment_scoped && f.kind == BodyKind::json && f.stream &&
+      !f.include_usage && f.object_end != std::string_view::npos && ctx.upstream &&
+      upstream_accepts_stream_options(*ctx.upstream, ctx.path.endpoint))
+    ctx.request_stream_usage = true;
+  co_return Verdict::proceed;
+}
+
+void AccountStage::on_response_headers(RequestContext& ctx, unsigned status,
+                                       http::fields& headers) {
+  if (!ctx.upstream_request) return;  // a local reply
+  auto& st = ctx.state<AccountState>(this);
+  st.ctx = &ctx;
+  const std::string_view type = headers[http::field::content_type];
+  if (type.starts_with("text/event-stream")) {
+    st.mode = AccountState::Mode::sse;
+    if (ctx.request_stream_usage && status == 200) {
+      st.strip_usage_chunk = true;
+      ctx.body_rewriter = &st;
+    }
+  } else if (type.find("json") != std::string_view::npos) {
+    st.mode = AccountState::Mode::json;
+  }
+}
+
+void AccountStage::on_response_body(RequestContext& ctx, std::string_view piece) {
+  auto* st = ctx.find_state<AccountState>(this);
+  if (!st) return;
+  switch (st->mode) {
+    case AccountState::Mode::sse:
+      if (st->strip_usage_chunk) return;  // rewrite() reads the events itself
+      st->splitter.feed(piece, [st](std::string_view event) { st->observe_event(event); });
+      return;
+    case AccountState::Mode::json:
+      if (!st->truncated && st->body.size() + piece.size() > kMaxJsonBody) st->truncated = true;
+      st->body.append(piece);
+      if (st->truncated && st->body.size() > 2 * kTailBytes)
+        st->body.erase(0, st->body.size() - kTailBytes);
+      return;
+    case AccountState::Mode::none: return;
+  }
+}
+
+void AccountStage::on_complete(RequestContext& ctx) {
+  auto* st = ctx.find_state<AccountState>(this);
+  if (!st || st->mode != AccountState::Mode::json || ctx.client_aborted) return;
+  if (!st->truncated) {
+    st->merge(accounting::read_json_facts(st->body));
+  } else if (auto u = usage_from_tail(st->body)) {
+    ctx.usage = u;
+  }
+}
+
+}  // namespace llmgw

@@ -1,0 +1,74 @@
+#include "llm_gateway/stages/auth_stage.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "llm_gateway/routing/glob.hpp"
+
+namespace llmgw {
+namespace http = boost::beast::http;
+
+bool key_allows_model(const config::ClientKey& key, std::string_view model) {
+  if (key.models.empty()) return true;
+  for (const auto& pattern : key.models) {
+    if (glob_match(pattern, model)) return true;
+  }
+  return false;
+}
+
+std::string_view AuthStage::credential(const http::fields& headers) {
+  if (auto a = headers.find(http::field::authorization); a != headers.end()) {
+    std::string_view v = a->value();
+    if (v.size() > 7 && (v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer ")) {
+      v.remove_prefix(7);
+      while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+      return v;
+    }
+  }
+  if (auto k = headers.find("api-key"); k != headers.end()) return k->value();
+  return {};
+}
+
+boost::asio::awaitable<Verdict> AuthStage::on_request(RequestContext& ctx) {
+  if (cfg_.keys.empty()) {
+    ctx.authenticated = true;  // anonymous: no client keys configured
+    co_return Verdict::proceed;
+  }
+  const std::string_view presented = credential(*ctx.headers);
+  if (presented.empty()) {
+    ctx.reply = error_reply(401, "invalid_request_error", "invalid_api_key", std::nullopt,
+                            "You didn't provide an API key. Send it as 'Authorization: Bearer "
+                            "<key>' or 'api-key: <key>'.");
+    co_return Verdict::respond;
+  }
+  config::Sha256 digest{};
+  unsigned int len = 0;
+  EVP_Digest(presented.data(), presented.size(), digest.data(), &len, EVP_sha256(), nullptr);
+  // Every digest is compared, in constant time, so the time taken says nothing about which
+  // (or whether any) key nearly matched.
+  const config::ClientKey* found = nullptr;
+  std::size_t found_index = 0;
+  for (std::size_t i = 0; i < cfg_.keys.size(); ++i) {
+    if (CRYPTO_memcmp(digest.data(), cfg_.keys[i].digest.data(), digest.size()) == 0) {
+      found = &cfg_.keys[i];
+      found_index = i;
+    }
+  }
+  if (!found) {
+    ctx.reply = error_reply(401, "invalid_request_error", "invalid_api_key", std::nullopt,
+                            "Incorrect API key provided.");
+    co_return Verdict::respond;
+  }
+  ctx.key = found;
+  ctx.key_index = found_index;
+  ctx.authenticated = true;
+  if (ctx.model && !key_allows_model(*found, *ctx.model)) {
+    ctx.reply = error_reply(403, "invalid_request_error", "model_not_allowed", "model",
+                            "The key '" + found->name + "' may not use the model '" +
+                                ctx.model->substr(0, 256) + "'.");
+    co_return Verdict::respond;
+  }
+  co_return Verdict::proceed;
+}
+
+}  // namespace llmgw

@@ -1,0 +1,152 @@
+#include "llm_gateway/stages/rate_limit_stage.hpp"
+
+#include <cmath>
+
+namespace llmgw {
+namespace http = boost::beast::http;
+using ratelimit::LimitKind;
+
+namespace {
+
+struct LimitState final : StageState {
+  std::atomic<std::uint32_t>* concurrency = nullptr;  // released when the request ends
+  std::optional<ratelimit::Admission> admission;
+  std::int64_t reserved_tokens = 0;
+  ~LimitState() override {
+    if (concurrency) concurrency->fetch_sub(1, std::memory_order_relaxed);
+  }
+};
+
+LocalReply too_many(std::string_view type, std::string message, std::int64_t retry_after_ms,
+                    std::string_view limit) {
+  LocalReply r = error_reply(429, type, "rate_limit_exceeded", std::nullopt, message);
+  const std::int64_t seconds = (retry_after_ms + 999) / 1000;
+  r.headers.emplace_back("retry-after", std::to_string(seconds));
+  r.headers.emplace_back("retry-after-ms", std::to_string(retry_after_ms));
+  // Tells the gateway's own 429 apart from an upstream's (which passes through unchanged).
+  r.headers.emplace_back("x-gateway-rate-limited", std::string(limit));
+  return r;
+}
+
+std::string seconds_text(std::int64_t ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3fs", static_cast<double>(ms) / 1000.0);
+  return buf;
+}
+
+}  // namespace
+
+std::int64_t estimate_tokens(const RequestContext& ctx, std::uint64_t default_completion_tokens) {
+  const auto chars = static_cast<std::int64_t>(prompt_characters(ctx.body, ctx.body_facts));
+  std::int64_t estimate = (chars + 3) / 4;
+  if (ctx.body_facts.max_tokens && *ctx.body_facts.max_tokens > 0) {
+    estimate += *ctx.body_facts.max_tokens;
+  } else if (ctx.path.endpoint == Endpoint::chat_completions ||
+             ctx.path.endpoint == Endpoint::completions ||
+             ctx.path.endpoint == Endpoint::responses) {
+    estimate += static_cast<std::int64_t>(default_completion_tokens);
+  }
+  return estimate;
+}
+
+RateLimitStage::RateLimitStage(const config::Config& cfg,
+                               std::shared_ptr<ratelimit::CounterStore> store)
+    : cfg_(cfg),
+      store_(std::move(store)),
+      in_flight_(std::make_unique<std::atomic<std::uint32_t>[]>(cfg.keys.size())) {}
+
+boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) {
+  if (!ctx.key) co_return Verdict::proceed;
+  const config::ClientKey& key = *ctx.key;
+  auto& state = ctx.state<LimitState>(this);
+
+  if (key.max_concurrent) {
+    auto& counter = in_flight_[ctx.key_index];
+    if (counter.fetch_add(1, std::memory_order_relaxed) >= *key.max_concurrent) {
+      counter.fetch_sub(1, std::memory_order_relaxed);
+      ctx.reply = too_many("requests",
+                           "Too many concurrent requests for key '" + key.name +
+                               "': the concurrency limit (max_concurrent) is " +
+                               std::to_string(*key.max_concurrent) + " requests in flight.",
+                           1000, "concurrency");
+      co_return Verdict::respond;
+    }
+    state.concurrency = &counter;
+  }
+
+  if (!key.rpm && !key.tpm) co_return Verdict::proceed;
+  ratelimit::KeyLimits limits;
+  if (key.rpm) limits.rpm = static_cast<std::int64_t>(*key.rpm);
+  if (key.tpm) limits.tpm = static_cast<std::int64_t>(*key.tpm);
+  const std::int64_t cost =
+      key.tpm ? estimate_tokens(ctx, cfg_.rate_limits.default_completion_tokens) : 0;
+  std::optional<ratelimit::Admission> admission =
+      co_await store_->admit(ctx.key_index, key.name, limits, cost);
+  if (!admission) {
+    if (cfg_.rate_limits.on_store_error == config::StoreErrorPolicy::deny) {
+      ctx.reply = error_reply(503, "api_error", "rate_limit_store_unavailable", std::nullopt,
+                              "The rate limit store is unavailable; try again shortly.");
+      ctx.reply->headers.emplace_back("retry-after", "1");
+      co_return Verdict::respond;
+    }
+    co_return Verdict::proceed;  // on_store_error: allow
+  }
+  state.admission = admission;
+  if (!admission->allowed) {
+    if (state.concurrency) {
+      state.concurrency->fetch_sub(1, std::memory_order_relaxed);
+      state.concurrency = nullptr;
+    }
+    const bool tokens = admission->rejected_by == LimitKind::tokens;
+    std::string message;
+    if (tokens && admission->too_large) {
+      message = "Request too large for key '" + key.name + "' on tokens per min (TPM): Limit " +
+                std::to_string(*key.tpm) + ", Requested " + std::to_string(cost) +
+                ". The input or max tokens must be reduced.";
+    } else if (tokens) {
+      message = "Rate limit reached for key '" + key.name + "' on tokens per min (TPM): Limit " +
+                std::to_string(*key.tpm) + ", Requested " + std::to_string(cost) +
+                ". Please try again in " + seconds_text(admission->retry_after_ms) + ".";
+    } else {
+      message = "Rate limit reached for key '" + key.name + "' on requests per min (RPM): Limit " +
+                std::to_string(*key.rpm) + ". Please try again in " +
+                seconds_text(admission->retry_after_ms) + ".";
+    }
+    ctx.reply = too_many(tokens ? "tokens" : "requests", std::move(message),
+                         admission->retry_after_ms, tokens ? "tokens" : "requests");
+    co_return Verdict::respond;
+  }
+  state.reserved_tokens = cost;
+  co_return Verdict::proceed;
+}
+
+void RateLimitStage::on_response_headers(RequestContext& ctx, unsigned,
+                                         boost::beast::http::fields& headers) {
+  auto* state = ctx.find_state<LimitState>(this);
+  if (!state || !state->admission) return;
+  // The gateway's limits replace the upstream's headers of the same names; a kind of limit the
+  // key does not have leaves the upstream's headers alone.
+  if (const auto& r = state->admission->requests) {
+    headers.set("x-ratelimit-limit-requests", std::to_string(r->limit));
+    headers.set("x-ratelimit-remaining-requests", std::to_string(r->remaining));
+    headers.set("x-ratelimit-reset-requests", ratelimit::format_reset(r->reset_ms));
+  }
+  if (const auto& t = state->admission->tokens) {
+    headers.set("x-ratelimit-limit-tokens", std::to_string(t->limit));
+    headers.set("x-ratelimit-remaining-tokens", std::to_string(t->remaining));
+    headers.set("x-ratelimit-reset-tokens", ratelimit::format_reset(t->reset_ms));
+  }
+}
+
+void RateLimitStage::on_complete(RequestContext& ctx) {
+  auto* state = ctx.find_state<LimitState>(this);
+  if (!state || !state->admission || !state->admission->allowed || !ctx.key || !ctx.key->tpm)
+    return;
+  // Without usage (a cut stream, an error) the estimate stands.
+  if (!ctx.usage) return;
+  const std::int64_t delta = ctx.usage->total_tokens - state->reserved_tokens;
+  if (delta != 0)
+    store_->correct_tokens(ctx.key_index, ctx.key->name, state->admission->bucket_sec, delta);
+}
+
+}  // namespace llmgw

@@ -1,0 +1,785 @@
+// Configuration: ${VAR} expansion, the YAML loader (fields, defaults, positioned errors),
+// format_problem and the embedded default configuration.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "llm_gateway/config/env_expand.hpp"
+#include "llm_gateway/config/loader.hpp"
+#include "test_support.hpp"
+
+namespace llmgw::config {
+namespace {
+
+using test::fake_env;
+using test::load_ok;
+using test::problems_text;
+using namespace std::chrono_literals;
+
+// ---------------------------------------------------------------------------------------------
+// expand_env
+// ---------------------------------------------------------------------------------------------
+
+const EnvLookup& sample_env() {
+  static const EnvLookup env = fake_env({{"HOST", "example.com"}, {"PORT", "8443"}, {"EMPTY", ""},
+                                         {"TRICKY", "${HOST}"}});
+  return env;
+}
+
+ExpandResult expand(std::string_view text) { return expand_env(text, sample_env()); }
+
+TEST(ExpandEnv, TextWithoutReferencesIsUnchanged) {
+  auto r = expand("plain $text {with} $braces$");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "plain $text {with} $braces$");
+}
+
+TEST(ExpandEnv, EmptyTextGivesEmptyValue) {
+  auto r = expand("");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "");
+}
+
+TEST(ExpandEnv, ReplacesASetVariable) {
+  auto r = expand("https://${HOST}/x");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "https://example.com/x");
+}
+
+TEST(ExpandEnv, SetButEmptyVariableExpandsToEmpty) {
+  auto r = expand("[${EMPTY}]");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "[]");
+}
+
+TEST(ExpandEnv, ColonDashDefaultIsUsedWhenUnset) {
+  auto r = expand("${NOPE:-fallback}");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "fallback");
+}
+
+TEST(ExpandEnv, ColonDashDefaultIsUsedWhenEmpty) {
+  auto r = expand("${EMPTY:-fallback}");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "fallback");
+}
+
+TEST(ExpandEnv, ColonDashDefaultIsIgnoredWhenSet) {
+  auto r = expand("${HOST:-fallback}");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "example.com");
+}
+
+TEST(ExpandEnv, ColonDashDefaultMayBeEmptyAndContainDashes) {
+  EXPECT_EQ(expand("[${NOPE:-}]").value, "[]");
+  EXPECT_EQ(expand("${NOPE:-a-b-c}").value, "a-b-c");
+  EXPECT_EQ(expand("${NOPE:-127.0.0.1:8080}").value, "127.0.0.1:8080");
+}
+
+TEST(ExpandEnv, DashDefaultIsUsedOnlyWhenUnset) {
+  EXPECT_EQ(expand("${NOPE-fallback}").value, "fallback");
+  EXPECT_EQ(expand("[${EMPTY-fallback}]").value, "[]");
+  EXPECT_EQ(expand("${HOST-fallback}").value, "example.com");
+}
+
+// BUG (src/config/env_expand.cpp): the operator is looked up with expr.find(":-") anywhere in the
+// expression before looking at the character after the name, so in `${A-x:-y}` the ":-" inside the
+// default is taken as the operator and the name becomes "A-x" (invalid). Docker Compose (which the
+// header cites) reads this as: A unset -> "x:-y".
+TEST(ExpandEnv, BUG_DashDefaultMayContainColonDash) {
+  auto r = expand("${NOPE-x:-y}");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "x:-y");
+}
+
+TEST(ExpandEnv, UnsetVariableWithoutDefaultIsAnErrorNamingIt) {
+  auto r = expand("key-${MISSING_KEY}");
+  EXPECT_NE(r.error, "");
+  EXPECT_NE(r.error.find("MISSING_KEY"), std::string::npos) << r.error;
+}
+
+TEST(ExpandEnv, DoubleDollarBraceIsALiteralDollarBrace) {
+  auto r = expand("$${HOST} and $${NOPE}");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "${HOST} and ${NOPE}");
+}
+
+TEST(ExpandEnv, UnterminatedReferenceIsAnError) {
+  auto r = expand("https://${HOST");
+  EXPECT_NE(r.error, "");
+  EXPECT_NE(r.error.find("unterminated"), std::string::npos) << r.error;
+}
+
+TEST(ExpandEnv, InvalidVariableNamesAreErrors) {
+  for (std::string_view text : {"${}", "${1ABC}", "${A B}", "${A.B}", "${:-x}", "${A:x}"}) {
+    auto r = expand(text);
+    EXPECT_NE(r.error, "") << text << " expanded to '" << r.value << "'";
+  }
+}
+
+TEST(ExpandEnv, NamesMayHaveUnderscoresAndDigitsAfterTheFirstCharacter) {
+  auto env = fake_env({{"_A1_b2", "ok"}});
+  auto r = expand_env("${_A1_b2}", env);
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "ok");
+}
+
+TEST(ExpandEnv, SeveralReferencesInOneString) {
+  auto r = expand("https://${HOST}:${PORT}/${NOPE:-v1}");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "https://example.com:8443/v1");
+}
+
+TEST(ExpandEnv, ValueContainingDollarBraceIsNotExpandedAgain) {
+  auto r = expand("${TRICKY}");
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.value, "${HOST}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loader: a full valid configuration
+// ---------------------------------------------------------------------------------------------
+
+class FullConfig : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ca_path_ = std::filesystem::path(::testing::TempDir()) / "llmgw_config_test_ca.pem";
+    std::ofstream(ca_path_) << "-----BEGIN CERTIFICATE-----\n";
+    const std::string yaml = R"(server:
+  listen: "${LISTEN}"
+  max_body_bytes: 1048576
+  max_header_bytes: 32768
+  threads: 4
+  drain_timeout_ms: 5000
+admin:
+  listen: "[::1]:9901"
+upstreams:
+  azure-east:
+    provider: azure
+    base_url: "https://contoso.openai.azure.com/"
+    api_style: v1
+    api_version: "2025-01-01-preview"
+    api_versions:
+      responses: "2025-04-01-preview"
+      embeddings: "2024-06-01"
+    api_key: "${AZURE_KEY}"
+    deployments:
+      gpt-4o: gpt4o-prod
+      "gpt-3.5-turbo": gpt35
+    strip_dots: true
+    ca_file: ")" + ca_path_.string() + R"("
+    connect_timeout_ms: 2500
+    timeout_ms: 120000
+  local:
+    provider: openai
+    base_url: "http://10.1.2.3:8000/proxy/v1/"
+    api_key: "sk-$${literal}"
+routes:
+  - match: "gpt-*"
+    upstream: azure-east
+  - {match: "*", upstream: local}
+)";
+    cfg_ = load_ok(yaml, fake_env({{"LISTEN", "0.0.0.0:9090"}, {"AZURE_KEY", "secret-key"}}));
+    ASSERT_NE(cfg_, nullptr);
+  }
+  void TearDown() override { std::filesystem::remove(ca_path_); }
+
+  const Upstream& azure() const { return cfg_->upstreams.at(0); }
+  const Upstream& local() const { return cfg_->upstreams.at(1); }
+
+  std::filesystem::path ca_path_;
+  std::shared_ptr<const Config> cfg_;
+};
+
+TEST_F(FullConfig, SourceNameIsKept) { EXPECT_EQ(cfg_->source, "test.yaml"); }
+
+TEST_F(FullConfig, ServerSettings) {
+  EXPECT_EQ(cfg_->server.listen.host, "0.0.0.0");
+  EXPECT_EQ(cfg_->server.listen.port, 9090);
+  EXPECT_EQ(cfg_->server.listen.to_string(), "0.0.0.0:9090");
+  EXPECT_EQ(cfg_->server.max_body_bytes, 1048576u);
+  EXPECT_EQ(cfg_->server.max_header_bytes, 32768u);
+  EXPECT_EQ(cfg_->server.threads, 4u);
+  EXPECT_EQ(cfg_->server.drain_timeout, 5000ms);
+}
+
+TEST_F(FullConfig, AdminListenOnIPv6) {
+  ASSERT_TRUE(cfg_->admin);
+  EXPECT_EQ(cfg_->admin->listen.host, "::1");
+  EXPECT_EQ(cfg_->admin->listen.port, 9901);
+  EXPECT_EQ(cfg_->admin->listen.to_string(), "[::1]:9901");
+}
+
+TEST_F(FullConfig, UpstreamsKeepTheirOrderAndNames) {
+  ASSERT_EQ(cfg_->upstreams.size(), 2u);
+  EXPECT_EQ(azure().name, "azure-east");
+  EXPECT_EQ(local().name, "local");
+}
+
+TEST_F(FullConfig, AzureUpstreamBaseUrl) {
+  const BaseUrl& b = azure().base;
+  EXPECT_TRUE(b.tls);
+  EXPECT_EQ(b.host, "contoso.openai.azure.com");
+  EXPECT_EQ(b.port, 443);
+  EXPECT_EQ(b.path_prefix, "");  // the trailing slash is dropped
+  EXPECT_EQ(b.host_header, "contoso.openai.azure.com");
+  EXPECT_FALSE(b.host_is_ip);
+}
+
+TEST_F(FullConfig, AzureUpstreamSettings) {
+  const Upstream& u = azure();
+  EXPECT_EQ(u.provider, Provider::azure);
+  EXPECT_EQ(u.api_style, ApiStyle::v1);
+  EXPECT_EQ(u.api_version, "2025-01-01-preview");
+  EXPECT_EQ(u.api_versions,
+            (std::map<Endpoint, std::string>{{Endpoint::responses, "2025-04-01-preview"},
+                                             {Endpoint::embeddings, "2024-06-01"}}));
+  EXPECT_EQ(u.api_key, "secret-key");
+  EXPECT_EQ(u.deployments, (std::vector<std::pair<std::string, std::string>>{
+                               {"gpt-4o", "gpt4o-prod"}, {"gpt-3.5-turbo", "gpt35"}}));
+  EXPECT_TRUE(u.strip_dots);
+  EXPECT_EQ(u.ca_file, ca_path_.string());
+  EXPECT_EQ(u.connect_timeout, 2500ms);
+  EXPECT_EQ(u.timeout, 120000ms);
+}
+
+TEST_F(FullConfig, UpstreamDeploymentLookup) {
+  ASSERT_NE(azure().deployment_for("gpt-4o"), nullptr);
+  EXPECT_EQ(*azure().deployment_for("gpt-4o"), "gpt4o-prod");
+  EXPECT_EQ(azure().deployment_for("o3"), nullptr);
+}
+
+TEST_F(FullConfig, OpenAIUpstreamOnIpWithPortAndPrefix) {
+  const Upstream& u = local();
+  EXPECT_EQ(u.provider, Provider::openai);
+  EXPECT_FALSE(u.base.tls);
+  EXPECT_EQ(u.base.host, "10.1.2.3");
+  EXPECT_EQ(u.base.port, 8000);
+  EXPECT_EQ(u.base.path_prefix, "/proxy/v1");
+  EXPECT_EQ(u.base.host_header, "10.1.2.3:8000");
+  EXPECT_TRUE(u.base.host_is_ip);
+  EXPECT_EQ(u.api_key, "sk-${literal}");
+}
+
+TEST_F(FullConfig, RoutesReferToUpstreamIndexes) {
+  ASSERT_EQ(cfg_->routes.size(), 2u);
+  EXPECT_EQ(cfg_->routes[0].match, "gpt-*");
+  EXPECT_EQ(cfg_->routes[0].upstream, 0u);
+  EXPECT_EQ(cfg_->routes[1].match, "*");
+  EXPECT_EQ(cfg_->routes[1].upstream, 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loader: defaults and value forms
+// ---------------------------------------------------------------------------------------------
+
+constexpr std::string_view kMinimalYaml = R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+routes:
+  - {match: "*", upstream: a}
+)";
+
+TEST(LoaderDefaults, ServerDefaults) {
+  auto cfg = load_ok(kMinimalYaml);
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->server.listen.to_string(), "127.0.0.1:8080");
+  EXPECT_EQ(cfg->server.max_body_bytes, 25ull * 1024 * 1024);
+  EXPECT_EQ(cfg->server.max_header_bytes, 16384u);
+  EXPECT_EQ(cfg->server.threads, 0u);
+  EXPECT_EQ(cfg->server.drain_timeout, 30000ms);
+  EXPECT_FALSE(cfg->admin);
+}
+
+TEST(LoaderDefaults, UpstreamDefaults) {
+  auto cfg = load_ok(kMinimalYaml);
+  ASSERT_TRUE(cfg);
+  const Upstream& u = cfg->upstreams.at(0);
+  EXPECT_EQ(u.api_style, ApiStyle::deployments);
+  EXPECT_FALSE(u.api_version);
+  EXPECT_TRUE(u.api_versions.empty());
+  EXPECT_FALSE(u.api_key);
+  EXPECT_TRUE(u.deployments.empty());
+  EXPECT_FALSE(u.strip_dots);
+  EXPECT_EQ(u.ca_file, "");
+  EXPECT_EQ(u.connect_timeout, 5000ms);
+  EXPECT_EQ(u.timeout, 600000ms);
+}
+
+TEST(LoaderValues, BaseUrlWithPathPrefix) {
+  auto cfg = load_ok(R"(upstreams:
+  a: {provider: azure, base_url: "https://apim.example.com/aoai/"}
+routes: [{match: "*", upstream: a}]
+)");
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->upstreams[0].base.path_prefix, "/aoai");
+  EXPECT_EQ(cfg->upstreams[0].base.host_header, "apim.example.com");
+}
+
+TEST(LoaderValues, BaseUrlExplicitDefaultPortIsNotInHostHeader) {
+  auto cfg = load_ok(R"(upstreams:
+  a: {provider: openai, base_url: "https://api.example.com:443"}
+  b: {provider: openai, base_url: "http://api.example.com:80"}
+routes: [{match: "*", upstream: a}]
+)");
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->upstreams[0].base.host_header, "api.example.com");
+  EXPECT_EQ(cfg->upstreams[1].base.port, 80);
+  EXPECT_EQ(cfg->upstreams[1].base.host_header, "api.example.com");
+}
+
+TEST(LoaderValues, BaseUrlIPv6HostIsUnbracketedButBracketedInHostHeader) {
+  auto cfg = load_ok(R"(upstreams:
+  a: {provider: openai, base_url: "http://[::1]:9000/p/"}
+routes: [{match: "*", upstream: a}]
+)");
+  ASSERT_TRUE(cfg);
+  const BaseUrl& b = cfg->upstreams[0].base;
+  EXPECT_EQ(b.host, "::1");
+  EXPECT_EQ(b.port, 9000);
+  EXPECT_EQ(b.host_header, "[::1]:9000");
+  EXPECT_EQ(b.path_prefix, "/p");
+  EXPECT_TRUE(b.host_is_ip);
+}
+
+TEST(LoaderValues, ListenLocalhostMeansLoopback) {
+  auto cfg = load_ok(std::string("server:\n  listen: localhost:7000\n") + std::string(kMinimalYaml));
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->server.listen.host, "127.0.0.1");
+  EXPECT_EQ(cfg->server.listen.port, 7000);
+}
+
+TEST(LoaderValues, EnvReferencesAreExpandedInsideValues) {
+  auto cfg = load_ok(R"(server:
+  listen: "${HOST:-127.0.0.1}:${PORT}"
+  max_body_bytes: "${BODY}"
+upstreams:
+  a:
+    provider: azure
+    base_url: "https://${RESOURCE}.openai.azure.com"
+    api_key: "${KEY}"
+routes: [{match: "${MODEL}", upstream: a}]
+)",
+                     fake_env({{"PORT", "9999"},
+                               {"BODY", "4096"},
+                               {"RESOURCE", "contoso"},
+                               {"KEY", "k1"},
+                               {"MODEL", "gpt-4o"}}));
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->server.listen.to_string(), "127.0.0.1:9999");
+  EXPECT_EQ(cfg->server.max_body_bytes, 4096u);
+  EXPECT_EQ(cfg->upstreams[0].base.host, "contoso.openai.azure.com");
+  EXPECT_EQ(cfg->upstreams[0].api_key, "k1");
+  EXPECT_EQ(cfg->routes[0].match, "gpt-4o");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loader: problems, with 1-based LINE:COL
+// ---------------------------------------------------------------------------------------------
+
+std::vector<Problem> problems_of(std::string_view yaml, const EnvLookup& env = fake_env()) {
+  LoadResult r = load_config_text(yaml, "test.yaml", env);
+  if (!r.problems.empty()) {
+    EXPECT_EQ(r.config, nullptr) << "config must be null with problems";
+  }
+  return r.problems;
+}
+
+// Expects exactly one problem at line:col whose message contains `needle`.
+void expect_one_problem(std::string_view yaml, int line, int col, std::string_view needle,
+                        const EnvLookup& env = fake_env()) {
+  LoadResult r = load_config_text(yaml, "test.yaml", env);
+  EXPECT_EQ(r.config, nullptr);
+  ASSERT_EQ(r.problems.size(), 1u) << problems_text(r);
+  EXPECT_EQ(r.problems[0].line, line) << problems_text(r);
+  EXPECT_EQ(r.problems[0].column, col) << problems_text(r);
+  EXPECT_NE(r.problems[0].message.find(needle), std::string::npos)
+      << "expected '" << needle << "' in: " << r.problems[0].message;
+}
+
+TEST(LoaderProblems, UnknownTopLevelKey) {
+  expect_one_problem(std::string("sevrer:\n  listen: 127.0.0.1:8080\n") + std::string(kMinimalYaml),
+                     1, 1, "unknown key 'sevrer'");
+}
+
+TEST(LoaderProblems, UnknownKeyInsideAnUpstream) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_kee: secret
+routes:
+  - {match: "*", upstream: a}
+)",
+                     5, 5, "unknown key 'api_kee' in upstreams.a");
+}
+
+TEST(LoaderProblems, UnknownKeyInServer) {
+  expect_one_problem(std::string("server:\n  listen: 127.0.0.1:8080\n  max_body: 10\n") +
+                         std::string(kMinimalYaml),
+                     3, 3, "unknown key 'max_body' in server");
+}
+
+TEST(LoaderProblems, RouteToUndefinedUpstream) {
+  expect_one_problem(R"(upstreams:
+  a: {provider: openai, base_url: "https://api.openai.com"}
+routes:
+  - match: "*"
+    upstream: nowhere
+)",
+                     5, 15, "'nowhere', which is not defined");
+}
+
+TEST(LoaderProblems, UnsetEnvVariableIsNamedAtItsValue) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_key: "${MISSING_KEY}"
+routes:
+  - {match: "*", upstream: a}
+)",
+                     5, 14, "MISSING_KEY");
+}
+
+TEST(LoaderProblems, BadNumber) {
+  expect_one_problem(std::string("server:\n  max_body_bytes: lots\n") + std::string(kMinimalYaml),
+                     2, 19, "server.max_body_bytes must be a whole number");
+}
+
+TEST(LoaderProblems, NegativeNumber) {
+  expect_one_problem(std::string("server:\n  threads: -1\n") + std::string(kMinimalYaml), 2, 12,
+                     "server.threads");
+}
+
+TEST(LoaderProblems, NumberOutOfRange) {
+  expect_one_problem(std::string("server:\n  max_header_bytes: 100\n") + std::string(kMinimalYaml),
+                     2, 21, "between 1024 and");
+}
+
+TEST(LoaderProblems, ListenWithoutPort) {
+  expect_one_problem(std::string("server:\n  listen: \"nohost\"\n") + std::string(kMinimalYaml), 2,
+                     11, "server.listen must be HOST:PORT");
+}
+
+TEST(LoaderProblems, ListenWithHostName) {
+  expect_one_problem(std::string("server:\n  listen: \"example.com:80\"\n") +
+                         std::string(kMinimalYaml),
+                     2, 11, "must be an IP address");
+}
+
+TEST(LoaderProblems, ListenPortOutOfRange) {
+  expect_one_problem(std::string("server:\n  listen: \"127.0.0.1:70000\"\n") +
+                         std::string(kMinimalYaml),
+                     2, 11, "port '70000'");
+}
+
+TEST(LoaderProblems, BaseUrlWithUnsupportedScheme) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: openai
+    base_url: ftp://files.example.com
+routes:
+  - {match: "*", upstream: a}
+)",
+                     4, 15, "must start with http:// or https://");
+}
+
+TEST(LoaderProblems, BaseUrlThatIsNotAbsolute) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: openai
+    base_url: api.openai.com
+routes:
+  - {match: "*", upstream: a}
+)",
+                     4, 15, "not an absolute URL");
+}
+
+TEST(LoaderProblems, UnknownApiVersionsOperation) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_versions:
+      chat: "2024-10-21"
+routes:
+  - {match: "*", upstream: a}
+)",
+                     6, 7, "unknown operation 'chat'");
+}
+
+TEST(LoaderProblems, UnknownProvider) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: anthropic
+    base_url: https://api.example.com
+routes:
+  - {match: "*", upstream: a}
+)",
+                     3, 15, "provider must be azure or openai");
+}
+
+TEST(LoaderProblems, UnknownApiStyle) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_style: v2
+routes:
+  - {match: "*", upstream: a}
+)",
+                     5, 16, "api_style must be deployments or v1");
+}
+
+TEST(LoaderProblems, DeploymentsOnOpenAIUpstream) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: openai
+    base_url: https://api.openai.com
+    deployments:
+      gpt-4o: d
+routes:
+  - {match: "*", upstream: a}
+)",
+                     6, 7, "deployments only applies to provider azure");
+}
+
+TEST(LoaderProblems, MissingProviderAndBaseUrl) {
+  auto problems = problems_of(R"(upstreams:
+  a:
+    api_key: k
+routes:
+  - {match: "*", upstream: a}
+)");
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_NE(problems[0].message.find("provider is required"), std::string::npos);
+  EXPECT_NE(problems[1].message.find("base_url is required"), std::string::npos);
+  EXPECT_EQ(problems[0].line, 3);
+  EXPECT_EQ(problems[0].column, 5);
+}
+
+TEST(LoaderProblems, YamlSyntaxErrorHasItsPosition) {
+  // ` threads` is indented by one space: it can belong to neither map. yaml-cpp reports the key.
+  expect_one_problem("server:\n  listen: 127.0.0.1:8080\n threads: 2\n", 3, 2,
+                     "end of map not found");
+}
+
+TEST(LoaderProblems, YamlSyntaxErrorInFlowSequence) {
+  auto problems = problems_of("routes: [{match: \"*\", upstream: a}\nupstreams: {}\n");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_GE(problems[0].line, 1);
+  EXPECT_GE(problems[0].column, 1);
+  EXPECT_NE(problems[0].message, "");
+}
+
+TEST(LoaderProblems, MissingUpstreams) {
+  auto problems = problems_of("routes:\n  - {match: \"*\", upstream: a}\n");
+  ASSERT_EQ(problems.size(), 2u);  // and the route's upstream is then undefined
+  EXPECT_EQ(problems[0].line, 1);
+  EXPECT_EQ(problems[0].column, 1);
+  EXPECT_NE(problems[0].message.find("upstreams is required"), std::string::npos);
+  EXPECT_EQ(problems[1].line, 2);
+  EXPECT_EQ(problems[1].column, 28);
+  EXPECT_NE(problems[1].message.find("'a', which is not defined"), std::string::npos);
+}
+
+TEST(LoaderProblems, MissingRoutes) {
+  expect_one_problem("upstreams:\n  a: {provider: openai, base_url: \"https://api.openai.com\"}\n",
+                     1, 1, "routes is required");
+}
+
+TEST(LoaderProblems, EmptyRoutesList) {
+  expect_one_problem(
+      "upstreams:\n  a: {provider: openai, base_url: \"https://api.openai.com\"}\nroutes: []\n", 3,
+      9, "at least one route");
+}
+
+TEST(LoaderProblems, EmptyUpstreamsMap) {
+  auto problems = problems_of("upstreams: {}\nroutes:\n  - {match: \"*\", upstream: a}\n");
+  ASSERT_FALSE(problems.empty());
+  EXPECT_NE(problems[0].message.find("at least one upstream"), std::string::npos);
+  EXPECT_EQ(problems[0].line, 1);
+  EXPECT_EQ(problems[0].column, 12);
+}
+
+TEST(LoaderProblems, EmptyDocument) {
+  expect_one_problem("", 1, 1, "empty");
+}
+
+TEST(LoaderProblems, DuplicateTopLevelKey) {
+  expect_one_problem(std::string("server: {}\nserver: {}\n") + std::string(kMinimalYaml), 2, 1,
+                     "duplicate key 'server'");
+}
+
+TEST(LoaderProblems, DuplicateDeploymentKey) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    deployments:
+      gpt-4o: d1
+      gpt-4o: d2
+routes:
+  - {match: "*", upstream: a}
+)",
+                     7, 7, "duplicate key 'gpt-4o'");
+}
+
+TEST(LoaderProblems, EmptyRouteMatch) {
+  expect_one_problem(R"(upstreams:
+  a: {provider: openai, base_url: "https://api.openai.com"}
+routes:
+  - match: ""
+    upstream: a
+)",
+                     4, 12, "route match must not be empty");
+}
+
+TEST(LoaderProblems, EmptyApiKey) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_key: "${EMPTY}"
+routes:
+  - {match: "*", upstream: a}
+)",
+                     5, 14, "api_key is empty", fake_env({{"EMPTY", ""}}));
+}
+
+TEST(LoaderProblems, UnreadableCaFile) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    ca_file: /nonexistent/llmgw/ca.pem
+routes:
+  - {match: "*", upstream: a}
+)",
+                     5, 14, "cannot be read");
+}
+
+TEST(LoaderProblems, EveryProblemIsReportedNotJustTheFirst) {
+  auto problems = problems_of(R"(server:
+  listen: nohost
+  threads: many
+upstreams:
+  a:
+    provider: openai
+    base_url: https://api.openai.com
+    bogus: 1
+routes:
+  - {match: "*", upstream: b}
+)");
+  ASSERT_EQ(problems.size(), 4u);
+  EXPECT_EQ(problems[0].line, 2);
+  EXPECT_EQ(problems[1].line, 3);
+  EXPECT_EQ(problems[2].line, 8);
+  EXPECT_EQ(problems[3].line, 10);
+}
+
+TEST(LoadConfigFile, MissingFileIsAProblem) {
+  LoadResult r = load_config_file("/nonexistent/llmgw/gateway.yaml", fake_env());
+  EXPECT_EQ(r.config, nullptr);
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].line, 1);
+  EXPECT_EQ(r.problems[0].column, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// format_problem
+// ---------------------------------------------------------------------------------------------
+
+TEST(FormatProblem, FileLineColMessage) {
+  EXPECT_EQ(format_problem("gateway.yaml", Problem{3, 7, "boom"}), "gateway.yaml:3:7: boom");
+}
+
+TEST(FormatProblem, FormatsARealLoaderProblem) {
+  LoadResult r = load_config_text(std::string("sevrer: {}\n") + std::string(kMinimalYaml),
+                                  "gw.yaml", fake_env());
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(format_problem("gw.yaml", r.problems[0]).rfind("gw.yaml:1:1: unknown key 'sevrer'", 0),
+            0u)
+      << format_problem("gw.yaml", r.problems[0]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// embedded_default_yaml
+// ---------------------------------------------------------------------------------------------
+
+std::shared_ptr<const Config> load_embedded(const EnvLookup& env) {
+  LoadResult r = load_config_text(embedded_default_yaml(env), "<embedded default>", env);
+  EXPECT_TRUE(r.problems.empty()) << problems_text(r);
+  return r.config;
+}
+
+TEST(EmbeddedDefault, AzureWhenEndpointAndKeyAreSet) {
+  auto env = fake_env({{"AZURE_OPENAI_ENDPOINT", "https://contoso.openai.azure.com/"},
+                       {"AZURE_OPENAI_API_KEY", "az-key"}});
+  auto cfg = load_embedded(env);
+  ASSERT_TRUE(cfg);
+  ASSERT_EQ(cfg->upstreams.size(), 1u);
+  const Upstream& u = cfg->upstreams[0];
+  EXPECT_EQ(u.provider, Provider::azure);
+  EXPECT_EQ(u.base.host, "contoso.openai.azure.com");
+  EXPECT_TRUE(u.base.tls);
+  EXPECT_EQ(u.api_key, "az-key");
+  EXPECT_EQ(u.api_version, "2024-10-21");
+  EXPECT_EQ(u.api_style, ApiStyle::deployments);
+  ASSERT_EQ(cfg->routes.size(), 1u);
+  EXPECT_EQ(cfg->routes[0].match, "*");
+  EXPECT_EQ(cfg->routes[0].upstream, 0u);
+}
+
+TEST(EmbeddedDefault, OpenAIPassThroughWithoutAzureVariables) {
+  auto cfg = load_embedded(fake_env());
+  ASSERT_TRUE(cfg);
+  ASSERT_EQ(cfg->upstreams.size(), 1u);
+  const Upstream& u = cfg->upstreams[0];
+  EXPECT_EQ(u.provider, Provider::openai);
+  EXPECT_EQ(u.base.host, "api.openai.com");
+  EXPECT_TRUE(u.base.tls);
+  EXPECT_EQ(u.base.port, 443);
+  EXPECT_FALSE(u.api_key);
+  ASSERT_EQ(cfg->routes.size(), 1u);
+  EXPECT_EQ(cfg->routes[0].match, "*");
+}
+
+TEST(EmbeddedDefault, OnlyEndpointSetIsNotEnoughForAzure) {
+  auto cfg = load_embedded(fake_env({{"AZURE_OPENAI_ENDPOINT", "https://contoso.openai.azure.com"}}));
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->upstreams[0].provider, Provider::openai);
+}
+
+TEST(EmbeddedDefault, EmptyKeyIsNotEnoughForAzure) {
+  auto cfg = load_embedded(fake_env({{"AZURE_OPENAI_ENDPOINT", "https://contoso.openai.azure.com"},
+                                     {"AZURE_OPENAI_API_KEY", ""}}));
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->upstreams[0].provider, Provider::openai);
+}
+
+TEST(EmbeddedDefault, ListensOnLoopback8080ByDefault) {
+  auto cfg = load_embedded(fake_env());
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->server.listen.to_string(), "127.0.0.1:8080");
+}
+
+TEST(EmbeddedDefault, ListenVariableOverridesListen) {
+  auto cfg = load_embedded(fake_env({{"LLM_GATEWAY_LISTEN", "0.0.0.0:9000"}}));
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->server.listen.to_string(), "0.0.0.0:9000");
+}
+
+TEST(EmbeddedDefault, EmptyListenVariableFallsBackToDefault) {
+  auto cfg = load_embedded(fake_env({{"LLM_GATEWAY_LISTEN", ""}}));
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->server.listen.to_string(), "127.0.0.1:8080");
+}
+
+}  // namespace
+}  // namespace llmgw::config

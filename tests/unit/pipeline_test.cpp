@@ -1,0 +1,426 @@
+// The request pipeline (parse -> models -> route -> translate) run on hand-built requests, and the
+// gateway's own replies (OpenAI error shape, statuses).
+#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/http/fields.hpp>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <exception>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "llm_gateway/pipeline/context.hpp"
+#include "llm_gateway/pipeline/local_reply.hpp"
+#include "llm_gateway/pipeline/pipeline.hpp"
+#include "test_support.hpp"
+
+namespace llmgw {
+namespace {
+
+namespace http = boost::beast::http;
+using http::verb;
+using nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+// Azure for the gpt-4o family (gpt-4o mapped to prod-4o), OpenAI for dall-e-3; no "*" route.
+constexpr std::string_view kNoDefaultYaml = R"(
+upstreams:
+  azure:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_key: K
+    deployments:
+      gpt-4o: prod-4o
+      gpt-4o-mini: mini-prod
+  openai:
+    provider: openai
+    base_url: https://api.openai.com
+    api_key: K2
+routes:
+  - {match: "gpt-4o*", upstream: azure}
+  - {match: "dall-e-3", upstream: openai}
+)";
+
+// The same plus a catch-all to OpenAI.
+const std::string kWithDefaultYaml =
+    std::string(kNoDefaultYaml) + "  - {match: \"*\", upstream: openai}\n";
+
+// A request the test owns; RequestContext only views it.
+struct Request {
+  verb method = verb::post;
+  std::string target;
+  std::string body;
+  http::fields headers;
+};
+
+Request json_request(verb method, std::string target, std::string body) {
+  Request r;
+  r.method = method;
+  r.target = std::move(target);
+  r.body = std::move(body);
+  if (!r.body.empty()) r.headers.set(http::field::content_type, "application/json");
+  return r;
+}
+
+Request get(std::string target) { return json_request(verb::get, std::move(target), ""); }
+
+// Runs snapshot->pipeline.on_request(ctx) to completion on an io_context.
+Verdict run_pipeline(const Snapshot& snapshot, RequestContext& ctx) {
+  boost::asio::io_context io;
+  std::optional<Verdict> verdict;
+  std::exception_ptr error;
+  boost::asio::co_spawn(io, snapshot.pipeline.on_request(ctx),
+                        [&](std::exception_ptr e, Verdict v) {
+                          error = e;
+                          verdict = v;
+                        });
+  io.run();
+  if (error) std::rethrow_exception(error);
+  EXPECT_TRUE(verdict) << "the pipeline did not complete";
+  return verdict.value_or(Verdict::proceed);
+}
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  void use_config(std::string_view yaml) {
+    auto cfg = test::load_ok(yaml);
+    ASSERT_TRUE(cfg);
+    snapshot_ = make_snapshot(cfg);
+  }
+
+  // Runs `req` through the pipeline of the current snapshot.
+  Verdict run(const Request& req) {
+    ctx_ = RequestContext{};
+    ctx_.config = snapshot_->config.get();
+    ctx_.request_id = "rid-1";
+    ctx_.peer = "127.0.0.1:5555";
+    ctx_.received = Clock::now();
+    ctx_.method = req.method;
+    ctx_.target = req.target;
+    ctx_.headers = &req.headers;
+    ctx_.body = req.body;
+    ctx_.bytes_in = req.body.size();
+    return run_pipeline(*snapshot_, ctx_);
+  }
+
+  json reply_json() const {
+    EXPECT_TRUE(ctx_.reply);
+    if (!ctx_.reply) return {};
+    return json::parse(ctx_.reply->body);
+  }
+
+  // Expects a local error reply with this status and code.
+  void expect_error(unsigned status, std::string_view code) const {
+    ASSERT_TRUE(ctx_.reply);
+    EXPECT_EQ(ctx_.reply->status, status);
+    EXPECT_EQ(ctx_.reply->error_code, code);
+    EXPECT_EQ(ctx_.reply->content_type, "application/json");
+    json body = json::parse(ctx_.reply->body);
+    EXPECT_EQ(body["error"]["code"], code);
+    EXPECT_FALSE(ctx_.upstream_request.has_value());
+  }
+
+  std::shared_ptr<const Snapshot> snapshot_;
+  RequestContext ctx_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(PipelineTest, SnapshotHoldsConfigAndStagesInOrder) {
+  use_config(kWithDefaultYaml);
+  ASSERT_TRUE(snapshot_->config);
+  std::vector<std::string> names;
+  for (const auto& stage : snapshot_->pipeline.stages()) names.emplace_back(stage->name());
+  ASSERT_GE(names.size(), 4u);
+  EXPECT_EQ(names.front(), "parse");
+  EXPECT_EQ(names.back(), "translate");
+  // models before route before translate
+  auto pos = [&](std::string_view n) { return std::find(names.begin(), names.end(), n); };
+  EXPECT_LT(pos("parse"), pos("models"));
+  EXPECT_LT(pos("models"), pos("route"));
+  EXPECT_LT(pos("route"), pos("translate"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors answered by the pipeline
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(PipelineTest, InvalidJsonIs400InvalidJson) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(json_request(verb::post, "/v1/chat/completions", R"({"model":"gpt-4o",)")),
+            Verdict::respond);
+  expect_error(400, "invalid_json");
+  EXPECT_EQ(reply_json()["error"]["type"], "invalid_request_error");
+}
+
+TEST_F(PipelineTest, ModelThatIsNotAStringIs400) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(json_request(verb::post, "/v1/chat/completions", R"({"model":4})")),
+            Verdict::respond);
+  ASSERT_TRUE(ctx_.reply);
+  EXPECT_EQ(ctx_.reply->status, 400u);
+  EXPECT_EQ(reply_json()["error"]["param"], "model");
+}
+
+TEST_F(PipelineTest, MissingModelOnChatIs400MissingModel) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(json_request(verb::post, "/v1/chat/completions", R"({"messages":[]})")),
+            Verdict::respond);
+  expect_error(400, "missing_model");
+  EXPECT_EQ(reply_json()["error"]["param"], "model");
+}
+
+TEST_F(PipelineTest, EmptyModelOnChatIs400MissingModel) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(json_request(verb::post, "/v1/embeddings", R"({"model":"","input":"x"})")),
+            Verdict::respond);
+  expect_error(400, "missing_model");
+}
+
+TEST_F(PipelineTest, MissingModelOnMultipartTranscriptionIs400MissingModel) {
+  use_config(kWithDefaultYaml);
+  Request r;
+  r.target = "/v1/audio/transcriptions";
+  r.body = "--b\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nen\r\n--b--\r\n";
+  r.headers.set(http::field::content_type, "multipart/form-data; boundary=b");
+  EXPECT_EQ(run(r), Verdict::respond);
+  expect_error(400, "missing_model");
+}
+
+TEST_F(PipelineTest, UnknownModelIs404ModelNotFound) {
+  use_config(kNoDefaultYaml);
+  EXPECT_EQ(run(json_request(verb::post, "/v1/chat/completions", R"({"model":"claude-3"})")),
+            Verdict::respond);
+  expect_error(404, "model_not_found");
+  EXPECT_NE(reply_json()["error"]["message"].get<std::string>().find("claude-3"),
+            std::string::npos);
+}
+
+TEST_F(PipelineTest, FilesWithoutModelAndNoStarRouteIs404NoDefaultRoute) {
+  use_config(kNoDefaultYaml);
+  EXPECT_EQ(run(get("/v1/files")), Verdict::respond);
+  expect_error(404, "no_default_route");
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /v1/models
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(PipelineTest, ModelsListIs200WithListedModels) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(get("/v1/models")), Verdict::respond);
+  ASSERT_TRUE(ctx_.reply);
+  EXPECT_EQ(ctx_.reply->status, 200u);
+  EXPECT_EQ(ctx_.reply->content_type, "application/json");
+  json body = reply_json();
+  EXPECT_EQ(body["object"], "list");
+  ASSERT_TRUE(body["data"].is_array());
+  std::vector<std::string> ids;
+  for (const auto& m : body["data"]) {
+    EXPECT_EQ(m["object"], "model");
+    EXPECT_TRUE(m.contains("created"));
+    EXPECT_TRUE(m.contains("owned_by"));
+    ids.push_back(m["id"].get<std::string>());
+  }
+  EXPECT_EQ(ids, (std::vector<std::string>{"gpt-4o", "gpt-4o-mini", "dall-e-3"}));
+  EXPECT_FALSE(ctx_.upstream_request.has_value());
+}
+
+TEST_F(PipelineTest, ModelsListWithoutV1Prefix) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(get("/models")), Verdict::respond);
+  ASSERT_TRUE(ctx_.reply);
+  EXPECT_EQ(ctx_.reply->status, 200u);
+  EXPECT_EQ(reply_json()["object"], "list");
+}
+
+TEST_F(PipelineTest, ModelsGetKnownIdIs200) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(get("/v1/models/gpt-4o-mini")), Verdict::respond);
+  ASSERT_TRUE(ctx_.reply);
+  EXPECT_EQ(ctx_.reply->status, 200u);
+  json body = reply_json();
+  EXPECT_EQ(body["id"], "gpt-4o-mini");
+  EXPECT_EQ(body["object"], "model");
+}
+
+TEST_F(PipelineTest, ModelsGetUnknownIdIs404ModelNotFound) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(get("/v1/models/o3")), Verdict::respond);
+  expect_error(404, "model_not_found");
+}
+
+TEST_F(PipelineTest, ModelsGetPercentEncodedIdIsDecoded) {
+  use_config(R"(
+upstreams:
+  a: {provider: openai, base_url: "https://api.openai.com"}
+routes:
+  - {match: "org/model x", upstream: a}
+)");
+  EXPECT_EQ(run(get("/v1/models/org%2Fmodel%20x")), Verdict::respond);
+  ASSERT_TRUE(ctx_.reply);
+  EXPECT_EQ(ctx_.reply->status, 200u);
+  EXPECT_EQ(reply_json()["id"], "org/model x");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests that proceed to the upstream
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(PipelineTest, ValidChatRequestProceedsWithTranslatedTarget) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(json_request(verb::post, "/v1/chat/completions",
+                             R"({"model":"gpt-4o","messages":[],"stream":true})")),
+            Verdict::proceed);
+  EXPECT_FALSE(ctx_.reply);
+  EXPECT_EQ(ctx_.model, "gpt-4o");
+  EXPECT_TRUE(ctx_.body_facts.stream);
+  ASSERT_TRUE(ctx_.route);
+  EXPECT_EQ(ctx_.route->upstream, 0u);
+  EXPECT_EQ(ctx_.route->deployment, "prod-4o");
+  ASSERT_NE(ctx_.upstream, nullptr);
+  EXPECT_EQ(ctx_.upstream->name, "azure");
+  ASSERT_TRUE(ctx_.upstream_request);
+  EXPECT_EQ(ctx_.upstream_request->method, verb::post);
+  EXPECT_EQ(ctx_.upstream_request->target,
+            "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21");
+  EXPECT_EQ(ctx_.upstream_request->headers["api-key"], "K");
+  EXPECT_EQ(ctx_.upstream_request->headers["x-request-id"], "rid-1");
+}
+
+TEST_F(PipelineTest, OpenAIRoutedRequestProceeds) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(json_request(verb::post, "/v1/images/generations", R"({"model":"dall-e-3"})")),
+            Verdict::proceed);
+  ASSERT_TRUE(ctx_.upstream_request);
+  EXPECT_EQ(ctx_.upstream_request->target, "/v1/images/generations");
+  EXPECT_EQ(ctx_.upstream_request->headers[http::field::authorization], "Bearer K2");
+}
+
+TEST_F(PipelineTest, AzureDeploymentPathNamesTheModel) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(json_request(verb::post,
+                             "/openai/deployments/gpt-4o-mini/chat/completions?api-version=1",
+                             R"({"messages":[]})")),
+            Verdict::proceed);
+  EXPECT_EQ(ctx_.model, "gpt-4o-mini");
+  ASSERT_TRUE(ctx_.upstream_request);
+  EXPECT_EQ(ctx_.upstream_request->target,
+            "/openai/deployments/mini-prod/chat/completions?api-version=2024-10-21");
+}
+
+TEST_F(PipelineTest, FilesWithoutModelUseTheStarRoute) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(get("/v1/files")), Verdict::proceed);
+  EXPECT_FALSE(ctx_.model);
+  ASSERT_TRUE(ctx_.route);
+  EXPECT_EQ(ctx_.route->route, 2u);
+  ASSERT_TRUE(ctx_.upstream_request);
+  EXPECT_EQ(ctx_.upstream_request->target, "/v1/files");
+}
+
+TEST_F(PipelineTest, DeleteModelIsForwardedNotAnsweredLocally) {
+  use_config(kWithDefaultYaml);
+  EXPECT_EQ(run(json_request(verb::delete_, "/v1/models/ft:gpt-4o:org", "")), Verdict::proceed);
+  EXPECT_FALSE(ctx_.reply);
+  ASSERT_TRUE(ctx_.upstream_request);
+  EXPECT_EQ(ctx_.upstream_request->method, verb::delete_);
+  EXPECT_EQ(ctx_.upstream_request->target, "/v1/models/ft:gpt-4o:org");
+}
+
+// ---------------------------------------------------------------------------------------------
+// local_reply
+// ---------------------------------------------------------------------------------------------
+
+struct ErrorRow {
+  GatewayError error;
+  unsigned status;
+  std::string_view type;
+  bool param_is_model;
+};
+
+const ErrorRow kErrors[] = {
+    {GatewayError::bad_request, 400, "invalid_request_error", false},
+    {GatewayError::invalid_json, 400, "invalid_request_error", false},
+    {GatewayError::missing_model, 400, "invalid_request_error", true},
+    {GatewayError::model_not_found, 404, "invalid_request_error", true},
+    {GatewayError::no_default_route, 404, "invalid_request_error", false},
+    {GatewayError::not_found, 404, "invalid_request_error", false},
+    {GatewayError::request_too_large, 413, "invalid_request_error", false},
+    {GatewayError::header_too_large, 431, "invalid_request_error", false},
+    {GatewayError::upstream_unreachable, 502, "api_error", false},
+    {GatewayError::upstream_tls_error, 502, "api_error", false},
+    {GatewayError::upstream_protocol_error, 502, "api_error", false},
+    {GatewayError::upstream_timeout, 504, "api_error", false},
+    {GatewayError::service_unavailable, 503, "api_error", false},
+};
+
+TEST(ErrorReply, EveryGatewayErrorHasItsStatusAndOpenAIShape) {
+  for (const ErrorRow& row : kErrors) {
+    SCOPED_TRACE(testing::Message() << "GatewayError #" << static_cast<int>(row.error));
+    LocalReply r = error_reply(row.error, "it \"broke\"\n");
+    EXPECT_EQ(r.status, row.status);
+    EXPECT_EQ(r.content_type, "application/json");
+    EXPECT_NE(r.error_code, "");
+    json body = json::parse(r.body);
+    ASSERT_TRUE(body.is_object());
+    EXPECT_EQ(body.size(), 1u);
+    const json& e = body["error"];
+    ASSERT_TRUE(e.is_object());
+    EXPECT_EQ(e.size(), 4u);
+    EXPECT_EQ(e["message"], "it \"broke\"\n");
+    EXPECT_EQ(e["type"], std::string(row.type));
+    EXPECT_EQ(e["code"], r.error_code);
+    if (row.param_is_model) {
+      EXPECT_EQ(e["param"], "model");
+    } else {
+      EXPECT_TRUE(e["param"].is_null());
+    }
+  }
+}
+
+TEST(ErrorReply, CodesNameTheError) {
+  EXPECT_EQ(error_reply(GatewayError::invalid_json, "m").error_code, "invalid_json");
+  EXPECT_EQ(error_reply(GatewayError::missing_model, "m").error_code, "missing_model");
+  EXPECT_EQ(error_reply(GatewayError::model_not_found, "m").error_code, "model_not_found");
+  EXPECT_EQ(error_reply(GatewayError::no_default_route, "m").error_code, "no_default_route");
+  EXPECT_EQ(error_reply(GatewayError::request_too_large, "m").error_code, "request_too_large");
+  EXPECT_EQ(error_reply(GatewayError::upstream_timeout, "m").error_code, "upstream_timeout");
+}
+
+TEST(ErrorReply, ExplicitFields) {
+  LocalReply r = error_reply(429, "rate_limit_error", "rate_limited", "key", "slow down");
+  EXPECT_EQ(r.status, 429u);
+  EXPECT_EQ(r.error_code, "rate_limited");
+  json e = json::parse(r.body)["error"];
+  EXPECT_EQ(e["message"], "slow down");
+  EXPECT_EQ(e["type"], "rate_limit_error");
+  EXPECT_EQ(e["param"], "key");
+  EXPECT_EQ(e["code"], "rate_limited");
+}
+
+TEST(ErrorReply, ExplicitFieldsWithoutParam) {
+  LocalReply r = error_reply(418, "t", "c", std::nullopt, "m");
+  EXPECT_TRUE(json::parse(r.body)["error"]["param"].is_null());
+}
+
+TEST(JsonReply, CarriesStatusAndBody) {
+  LocalReply r = json_reply(201, R"({"ok":true})");
+  EXPECT_EQ(r.status, 201u);
+  EXPECT_EQ(r.content_type, "application/json");
+  EXPECT_EQ(r.body, R"({"ok":true})");
+  EXPECT_EQ(r.error_code, "");
+}
+
+}  // namespace
+}  // namespace llmgw
