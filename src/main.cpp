@@ -79,8 +79,18 @@ int main(int argc, char** argv) {
       std::cerr << llmgw::config::format_problem(source, p) << "\n";
     return 1;
   }
+  const auto& cfg = *loaded.config;
+  llmgw::log::set_min_level(static_cast<llmgw::log::Level>(cfg.logging.level));
   llmgw::PipelineServices services;
-  if (loaded.config->rate_limits.store == llmgw::config::LimitStore::redis && !loaded.config->keys.empty())
-    services.counter_store = llmgw::net::make_redis_store(*loaded.config->rate_limits.redis);
-  return llmgw::net::run_gateway(llmgw::make_snapshot(std::move(loaded.config), std::move(services)));
+  if (cfg.rate_limits.store == llmgw::config::LimitStore::redis && !cfg.keys.empty())
+    services.counter_store = llmgw::net::make_redis_store(*cfg.rate_limits.redis);
+  services.metrics = std::make_shared<llmgw::observability::Metrics>(
+      cfg, llmgw::net::worker_count(cfg), LLMGW_VERSION);
+  if (cfg.logging.access_log != "off") {
+    services.access_log = std::make_shared<llmgw::observability::AccessLogWriter>(cfg.logging.access_log);
+    if (!services.access_log->ok()) return 1;
+  }
+  llmgw::net::GatewayServices net_services{services.metrics, services.access_log};
+  return llmgw::net::run_gateway(llmgw::make_snapshot(std::move(loaded.config), std::move(services)),
+                                 std::move(net_services));
 }

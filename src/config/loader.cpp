@@ -457,24 +457,77 @@ void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
   }
 }
 
+void load_logging(Reader& r, const YAML::Node& n, LoggingSettings& l) {
+  if (!r.check_map(n, "logging", {"access_log", "level", "bodies"})) return;
+  if (auto v = n["access_log"]) {
+    if (auto s = r.string(v, "logging.access_log")) {
+      if (s->empty()) {
+        r.error(v, "logging.access_log must be stdout, off or a file path");
+      } else {
+        l.access_log = *s;
+      }
+    }
+  }
+  if (auto v = n["level"]) {
+    if (auto s = r.string(v, "logging.level")) {
+      if (*s == "debug") {
+        l.level = LogLevel::debug;
+      } else if (*s == "info") {
+        l.level = LogLevel::info;
+      } else if (*s == "warn") {
+        l.level = LogLevel::warn;
+      } else if (*s == "error") {
+        l.level = LogLevel::error;
+      } else {
+        r.error(v, "logging.level must be debug, info, warn or error");
+      }
+    }
+  }
+  if (auto v = n["bodies"]) {
+    if (r.check_map(v, "logging.bodies", {"enabled", "max_bytes"})) {
+      if (auto e = v["enabled"]) {
+        if (auto b = r.boolean(e, "logging.bodies.enabled")) l.bodies = *b;
+      }
+      if (auto m = v["max_bytes"]) {
+        if (auto x = r.number(m, "logging.bodies.max_bytes", 0, 1 << 20)) l.body_max_bytes = *x;
+      }
+    }
+  }
+}
+
 void load_document(Reader& r, const YAML::Node& root, Config& c) {
   if (root.IsNull()) {
     r.error(root, "the configuration is empty");
     return;
   }
   if (!r.check_map(root, "the configuration",
-                   {"server", "admin", "upstreams", "routes", "keys", "rate_limits"}))
+                   {"server", "admin", "upstreams", "routes", "keys", "rate_limits", "logging"}))
     return;
   if (auto n = root["server"]) load_server(r, n, c.server);
   if (auto n = root["admin"]) {
-    if (r.check_map(n, "admin", {"listen"})) {
+    if (r.check_map(n, "admin", {"listen", "token"})) {
+      AdminSettings admin;
+      bool ok = true;
       if (auto l = n["listen"]) {
-        if (auto a = r.listen(l, "admin.listen")) c.admin = AdminSettings{*a};
+        if (auto a = r.listen(l, "admin.listen")) {
+          admin.listen = *a;
+        } else {
+          ok = false;
+        }
       } else {
         r.error(n, "admin.listen is required when admin is set");
+        ok = false;
       }
+      if (auto t = n["token"]) {
+        if (auto s = r.string(t, "admin.token")) {
+          if (s->empty()) r.error(t, "admin.token is empty");
+          admin.token = *s;
+        }
+      }
+      if (ok) c.admin = admin;
     }
   }
+  if (auto n = root["logging"]) load_logging(r, n, c.logging);
   std::map<std::string, std::size_t> upstream_index;
   if (auto ups = root["upstreams"]) {
     if (r.check_map(ups, "upstreams", {})) {

@@ -1,6 +1,7 @@
 // Accept & parse: listeners, worker threads, client sessions (HTTP/1.1 keep-alive), built-in
 // health endpoints, and graceful drain on SIGTERM/SIGINT. Requests are handed to the pipeline and
 // then to forward_and_relay (upstream.cpp).
+#include <openssl/crypto.h>
 #include <signal.h>
 
 #include <atomic>
@@ -41,8 +42,9 @@ struct SessionEntry {
 // One event loop and thread. A connection lives on one worker for its whole life, and each
 // worker owns its upstream pool and id generator, so the data plane takes no locks.
 struct Worker {
-  explicit Worker(std::size_t upstream_count)
-      : pool(upstream_count), rng(std::random_device{}()), ioc(1) {}
+  Worker(unsigned i, std::size_t upstream_count, observability::Metrics* metrics)
+      : index(i), pool(upstream_count, metrics), rng(std::random_device{}()), ioc(1) {}
+  unsigned index;
   UpstreamPool pool;
   std::mt19937_64 rng;
   std::list<SessionEntry*> sessions;
@@ -79,12 +81,12 @@ std::string endpoint_string(const tcp::endpoint& ep) {
 
 class Gateway {
  public:
-  explicit Gateway(std::shared_ptr<const Snapshot> snapshot)
-      : snapshot_(snapshot), tls_(make_upstream_tls(*snapshot->config)) {
-    unsigned threads = snapshot->config->server.threads;
-    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  Gateway(std::shared_ptr<const Snapshot> snapshot, GatewayServices services)
+      : snapshot_(snapshot), tls_(make_upstream_tls(*snapshot->config)), services_(std::move(services)) {
+    const unsigned threads = worker_count(*snapshot->config);
     for (unsigned i = 0; i < threads; ++i)
-      workers_.push_back(std::make_unique<Worker>(snapshot->config->upstreams.size()));
+      workers_.push_back(std::make_unique<Worker>(i, snapshot->config->upstreams.size(),
+                                                  services_.metrics.get()));
   }
 
   int run() {
@@ -110,6 +112,16 @@ class Gateway {
         if (!ec2) stop_all();
       });
     });
+
+    // SIGUSR1: reopen the access log file (after logrotate moved it).
+    asio::signal_set reopen_signal(first.ioc, SIGUSR1);
+    std::function<void(boost::system::error_code, int)> on_reopen =
+        [this, &reopen_signal, &on_reopen](boost::system::error_code ec, int) {
+          if (ec) return;
+          if (services_.access_log) services_.access_log->reopen();
+          reopen_signal.async_wait(on_reopen);
+        };
+    reopen_signal.async_wait(on_reopen);
 
     ready_ = true;
     log::line(log::Level::info, "ready",
@@ -235,7 +247,7 @@ class Gateway {
 
       if (auto length = parser.content_length(); length && *length > limits.max_body_bytes) {
         co_await reject(worker, stream, peer, GatewayError::request_too_large,
-                        too_large_message(limits.max_body_bytes));
+                        too_large_message(limits.max_body_bytes), &parser);
         break;
       }
       if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
@@ -249,7 +261,7 @@ class Gateway {
         auto [bec, bn] = co_await http::async_read_some(stream, buffer, parser, nothrow_awaitable);
         if (bec == http::error::body_limit) {
           co_await reject(worker, stream, peer, GatewayError::request_too_large,
-                          too_large_message(limits.max_body_bytes));
+                          too_large_message(limits.max_body_bytes), &parser);
           body_ok = false;
           break;
         }
@@ -281,18 +293,48 @@ class Gateway {
 
   // Answers a request the gateway could not accept, then the connection is closed.
   asio::awaitable<void> reject(Worker& worker, beast::tcp_stream& stream, const std::string& peer,
-                               GatewayError error, std::string message) {
+                               GatewayError error, std::string message,
+                               const http::request_parser<http::string_body>* parser = nullptr) {
+    auto snapshot = snapshot_.load();
     RequestContext ctx;
+    ctx.config = snapshot->config.get();
+    ctx.received = Clock::now();
+    ctx.worker = worker.index;
     ctx.peer = peer;
+    if (parser && parser->is_header_done()) {
+      ctx.method = parser->get().method();
+      ctx.target = parser->get().target();
+      ctx.headers = &parser->get().base();
+    }
     ctx.request_id = generate_request_id(worker.rng);
     ctx.reply = error_reply(error, message);
     DownstreamReply reply{11, false};
     co_await write_local_reply(stream, ctx, nullptr, reply);
+    // Counted and logged like any request the gateway answered.
+    snapshot->pipeline.on_complete(ctx);
   }
 
-  // Built-in endpoints: /healthz and /readyz everywhere, nothing else on the admin listener.
+  // Built-in endpoints: /healthz and /readyz everywhere; /metrics on the admin listener (on the
+  // main one when there is no admin listener); nothing else on the admin listener.
   bool builtin(RequestContext& ctx, bool admin) {
     std::string_view path = ctx.target.substr(0, ctx.target.find('?'));
+    const auto& cfg = *ctx.config;
+    if (path == "/metrics" && services_.metrics && (admin || !cfg.admin)) {
+      const std::string& token = cfg.admin ? cfg.admin->token : std::string();
+      if (!token.empty()) {
+        const std::string expected = "Bearer " + token;
+        const std::string_view given = (*ctx.headers)[http::field::authorization];
+        if (given.size() != expected.size() ||
+            CRYPTO_memcmp(given.data(), expected.data(), expected.size()) != 0) {
+          ctx.reply = error_reply(401, "invalid_request_error", "invalid_admin_token",
+                                  std::nullopt, "/metrics needs 'Authorization: Bearer <admin.token>'.");
+          return true;
+        }
+      }
+      ctx.reply = LocalReply{200, "text/plain; version=0.0.4; charset=utf-8",
+                             services_.metrics->render(), {}, {}};
+      return true;
+    }
     if (path == "/healthz") {
       ctx.reply = json_reply(200, "{\"status\":\"ok\"}");
       return true;
@@ -323,6 +365,7 @@ class Gateway {
     RequestContext ctx;
     ctx.config = snapshot.config.get();
     ctx.received = Clock::now();
+    ctx.worker = worker.index;
     ctx.peer = peer;
     ctx.method = req.method();
     ctx.target = req.target();
@@ -384,6 +427,7 @@ class Gateway {
 
   std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
   UpstreamTls tls_;
+  GatewayServices services_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<tcp::acceptor> main_acceptor_;
   std::unique_ptr<tcp::acceptor> admin_acceptor_;
@@ -418,10 +462,14 @@ asio::awaitable<void> write_local_reply(beast::tcp_stream& down, RequestContext&
   }
 }
 
-int run_gateway(std::shared_ptr<const Snapshot> snapshot) {
+unsigned worker_count(const config::Config& cfg) {
+  return cfg.server.threads ? cfg.server.threads : std::max(1u, std::thread::hardware_concurrency());
+}
+
+int run_gateway(std::shared_ptr<const Snapshot> snapshot, GatewayServices services) {
   ::signal(SIGPIPE, SIG_IGN);
   try {
-    Gateway gateway(std::move(snapshot));
+    Gateway gateway(std::move(snapshot), std::move(services));
     return gateway.run();
   } catch (const std::exception& e) {
     log::line(log::Level::error, "cannot start", {{"detail", e.what()}});

@@ -59,14 +59,24 @@ struct UpstreamConnection {
   }
 };
 
-UpstreamPool::UpstreamPool(std::size_t upstream_count) : idle_(upstream_count) {}
+UpstreamPool::UpstreamPool(std::size_t upstream_count, observability::Metrics* metrics)
+    : idle_(upstream_count), metrics_(metrics) {}
 UpstreamPool::~UpstreamPool() = default;
+
+void UpstreamPool::note_idle(std::size_t upstream, int delta) {
+  if (metrics_) metrics_->upstream_connections(upstream, false).Increment(delta);
+}
+
+void UpstreamPool::note_active(std::size_t upstream, int delta) {
+  if (metrics_) metrics_->upstream_connections(upstream, true).Increment(delta);
+}
 
 std::unique_ptr<UpstreamConnection> UpstreamPool::take(std::size_t upstream) {
   auto& stack = idle_[upstream];
   while (!stack.empty()) {
     std::unique_ptr<UpstreamConnection> c = std::move(stack.back());
     stack.pop_back();
+    note_idle(upstream, -1);
     if (c->looks_reusable()) return c;
   }
   return nullptr;
@@ -74,13 +84,20 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::take(std::size_t upstream) {
 
 void UpstreamPool::give_back(std::size_t upstream, std::unique_ptr<UpstreamConnection> conn) {
   auto& stack = idle_[upstream];
-  if (stack.size() >= kMaxIdlePerUpstream) stack.erase(stack.begin());  // drop the coldest
+  if (stack.size() >= kMaxIdlePerUpstream) {
+    stack.erase(stack.begin());  // drop the coldest
+    note_idle(upstream, -1);
+  }
   conn->idle_since = Clock::now();
   stack.push_back(std::move(conn));
+  note_idle(upstream, 1);
 }
 
 void UpstreamPool::clear() {
-  for (auto& stack : idle_) stack.clear();
+  for (std::size_t u = 0; u < idle_.size(); ++u) {
+    note_idle(u, -static_cast<int>(idle_[u].size()));
+    idle_[u].clear();
+  }
 }
 
 UpstreamTls make_upstream_tls(const config::Config& cfg) {
@@ -105,6 +122,7 @@ namespace {
 struct Failure {
   GatewayError error = GatewayError::upstream_unreachable;
   std::string message;
+  bool after_connect = false;  // the connection was up: a reset rather than a connect failure
 };
 
 GatewayError classify(const boost::system::error_code& ec) {
@@ -116,12 +134,12 @@ GatewayError classify(const boost::system::error_code& ec) {
   return GatewayError::upstream_unreachable;
 }
 
-std::string_view error_kind(GatewayError e) {
-  switch (e) {
+std::string_view error_kind(const Failure& f) {
+  switch (f.error) {
     case GatewayError::upstream_timeout: return "timeout";
     case GatewayError::upstream_tls_error: return "tls";
     case GatewayError::upstream_protocol_error: return "protocol";
-    default: return "connect";
+    default: return f.after_connect ? "reset" : "connect";
   }
 }
 
@@ -245,9 +263,10 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
   auto [wec, wn] = co_await http::async_write(up, req, nothrow_awaitable);
   if (wec) {
     result.outcome = reused && wec != beast::error::timeout ? Outcome::retryable : Outcome::failed;
-    result.failure = {classify(wec), "sending the request upstream failed: " + wec.message()};
+    result.failure = {classify(wec), "sending the request upstream failed: " + wec.message(), true};
     co_return result;
   }
+  ctx.upstream_request_written = Clock::now();
 
   std::optional<http::response_parser<http::buffer_body>> parser;
   for (;;) {
@@ -262,7 +281,8 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
       result.outcome = reused && nothing_received && rec != beast::error::timeout && !watch.client_gone
                            ? Outcome::retryable
                            : Outcome::failed;
-      result.failure = {classify(rec), "reading the upstream response failed: " + rec.message()};
+      result.failure = {classify(rec), "reading the upstream response failed: " + rec.message(),
+                        true};
       co_return result;
     }
     const unsigned status = parser->get().result_int();
@@ -271,6 +291,7 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
   auto& res = parser->get();
   ctx.upstream_first_byte = Clock::now();
   ctx.status = res.result_int();
+  ctx.upstream_status = ctx.status;
   const bool upstream_keep_alive = res.keep_alive();
   const auto content_type = res[http::field::content_type];
   ctx.streamed = res.chunked() || content_type.starts_with("text/event-stream");
@@ -302,6 +323,7 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
     co_return result;
   }
   ctx.bytes_out += hn;
+  ctx.client_first_byte = Clock::now();
 
   // The relay: each read_some returns as soon as the parser made progress, so an SSE event is
   // written to the client the moment it arrives rather than when a buffer fills up.
@@ -318,7 +340,8 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
       if (rec == ssl::error::stream_truncated && parser->is_done()) rec = {};
       if (rec) {
         result.outcome = Outcome::broken;
-        result.failure = {classify(rec), "relaying the upstream body failed: " + rec.message()};
+        result.failure = {classify(rec), "relaying the upstream body failed: " + rec.message(),
+                          true};
         ctx.client_aborted = watch.client_gone;
         co_return result;
       }
@@ -413,6 +436,7 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
       ctx.client_aborted = true;
       co_return false;
     }
+    pool.note_active(upstream_index, 1);
     watch->upstream = &conn->lowest();
     if (conn->tls) {
       result = co_await exchange(*conn->tls, *conn, reused, req, deadline, pipeline, ctx, down,
@@ -422,6 +446,7 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
                                  reply, *watch);
     }
     watch->upstream = nullptr;
+    pool.note_active(upstream_index, -1);
     if (result.outcome == Outcome::relayed && result.upstream_reusable) {
       pool.give_back(upstream_index, std::move(conn));
     }
@@ -437,16 +462,18 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
       if (!ctx.client_aborted) {
         log::line(log::Level::warn, "upstream response cut",
                   {{"upstream", upcfg.name}, {"request_id", ctx.request_id},
-                   {"kind", error_kind(result.failure.error)}, {"detail", result.failure.message}});
+                   {"kind", error_kind(result.failure)}, {"detail", result.failure.message}});
+        ctx.upstream_error_kind = std::string(error_kind(result.failure));
       }
       co_return false;
     case Outcome::retryable:
     case Outcome::failed: break;
   }
   if (ctx.client_aborted) co_return false;
+  ctx.upstream_error_kind = std::string(error_kind(result.failure));
   log::line(log::Level::warn, "upstream request failed",
             {{"upstream", upcfg.name}, {"request_id", ctx.request_id},
-             {"kind", error_kind(result.failure.error)}, {"detail", result.failure.message}});
+             {"kind", ctx.upstream_error_kind}, {"detail", result.failure.message}});
   ctx.reply = error_reply(result.failure.error,
                           "Upstream '" + upcfg.name + "': " + result.failure.message);
   co_await write_local_reply(down, ctx, &pipeline, reply);

@@ -1,5 +1,6 @@
 #include "llm_gateway/observability/log.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -8,8 +9,15 @@
 
 namespace llmgw::log {
 
-std::string rfc3339_now() {
-  const auto now = std::chrono::system_clock::now();
+namespace {
+std::atomic<int> min_level{static_cast<int>(Level::info)};
+}
+
+void set_min_level(Level level) { min_level.store(static_cast<int>(level)); }
+
+std::string rfc3339_now() { return rfc3339(std::chrono::system_clock::now()); }
+
+std::string rfc3339(std::chrono::system_clock::time_point now) {
   const auto ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
@@ -22,6 +30,7 @@ std::string rfc3339_now() {
 }
 
 void line(Level level, std::string_view msg, std::initializer_list<Field> fields) {
+  if (static_cast<int>(level) < min_level.load(std::memory_order_relaxed)) return;
   static constexpr const char* kNames[] = {"debug", "info", "warn", "error"};
   std::string out = "{\"ts\":\"" + rfc3339_now() + "\",\"level\":\"" +
                     kNames[static_cast<int>(level)] + "\",\"msg\":" + json::encode_string(msg);

@@ -3,6 +3,7 @@
 #include "llm_gateway/stages/account_stage.hpp"
 #include "llm_gateway/stages/auth_stage.hpp"
 #include "llm_gateway/stages/models_stage.hpp"
+#include "llm_gateway/stages/observe_stages.hpp"
 #include "llm_gateway/stages/parse_stage.hpp"
 #include "llm_gateway/stages/rate_limit_stage.hpp"
 #include "llm_gateway/stages/route_stage.hpp"
@@ -19,27 +20,32 @@ boost::asio::awaitable<Verdict> Pipeline::on_request(RequestContext& ctx) const 
 
 void Pipeline::on_response_headers(RequestContext& ctx, unsigned status,
                                    boost::beast::http::fields& headers) const {
-  for (const auto& stage : stages_) stage->on_response_headers(ctx, status, headers);
+  for (auto it = stages_.rbegin(); it != stages_.rend(); ++it)
+    (*it)->on_response_headers(ctx, status, headers);
 }
 
 void Pipeline::on_response_body(RequestContext& ctx, std::string_view piece) const {
-  for (const auto& stage : stages_) stage->on_response_body(ctx, piece);
+  for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) (*it)->on_response_body(ctx, piece);
 }
 
 void Pipeline::on_complete(RequestContext& ctx) const {
-  for (const auto& stage : stages_) stage->on_complete(ctx);
+  for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) (*it)->on_complete(ctx);
 }
 
 Pipeline build_pipeline(const config::Config& cfg, const PipelineServices& services) {
   std::shared_ptr<ratelimit::CounterStore> store = services.counter_store;
   if (!store) store = std::make_shared<ratelimit::MemoryStore>(cfg.keys.size(), ratelimit::system_now_ms());
   std::vector<std::unique_ptr<Stage>> stages;
-  stages.push_back(std::make_unique<ParseStage>());
+  if (services.metrics) stages.push_back(std::make_unique<MetricsStage>(cfg, services.metrics));
+  if (services.access_log)
+    stages.push_back(std::make_unique<AccessLogStage>(cfg, services.access_log));
   stages.push_back(std::make_unique<AuthStage>(cfg));
+  stages.push_back(std::make_unique<ParseStage>());
+  stages.push_back(std::make_unique<AuthorizeStage>());
   stages.push_back(std::make_unique<ModelsStage>(cfg));
   stages.push_back(std::make_unique<RouteStage>(cfg));
-  stages.push_back(std::make_unique<AccountStage>());
   stages.push_back(std::make_unique<RateLimitStage>(cfg, std::move(store)));
+  stages.push_back(std::make_unique<AccountStage>());
   stages.push_back(std::make_unique<TranslateStage>());
   return Pipeline(std::move(stages));
 }

@@ -38,6 +38,9 @@ struct AccountState final : StageState, BodyRewriter {
                            data.find("\"usage\": {") != std::string_view::npos;
     const bool has_finish = data.find("\"finish_reason\":\"") != std::string_view::npos ||
                             data.find("\"finish_reason\": \"") != std::string_view::npos;
+    if (data.find("filter_result") != std::string_view::npos ||
+        data.find("\"prompt_annotations\"") != std::string_view::npos)
+      ctx->content_filter.read_document(data);
     if (!has_usage && !has_finish) return false;
     const JsonFacts facts = accounting::read_json_facts(data);
     merge(facts);
@@ -114,6 +117,9 @@ void AccountStage::on_response_headers(RequestContext& ctx, unsigned status,
   if (!ctx.upstream_request) return;  // a local reply
   auto& st = ctx.state<AccountState>(this);
   st.ctx = &ctx;
+  std::string_view id = headers["apim-request-id"];
+  if (id.empty()) id = headers["x-request-id"];
+  ctx.upstream_request_id = std::string(id.substr(0, 128));
   const std::string_view type = headers[http::field::content_type];
   if (type.starts_with("text/event-stream")) {
     st.mode = AccountState::Mode::sse;
@@ -149,6 +155,11 @@ void AccountStage::on_complete(RequestContext& ctx) {
   if (!st || st->mode != AccountState::Mode::json || ctx.client_aborted) return;
   if (!st->truncated) {
     st->merge(accounting::read_json_facts(st->body));
+    if (ctx.status == 400) {
+      ctx.content_filter.read_error(st->body);
+    } else if (ctx.status == 200 && st->body.find("filter_result") != std::string::npos) {
+      ctx.content_filter.read_document(st->body);
+    }
   } else if (auto u = usage_from_tail(st->body)) {
     ctx.usage = u;
   }

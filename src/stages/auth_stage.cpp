@@ -62,9 +62,13 @@ boost::asio::awaitable<Verdict> AuthStage::on_request(RequestContext& ctx) {
   ctx.key = found;
   ctx.key_index = found_index;
   ctx.authenticated = true;
-  if (ctx.model && !key_allows_model(*found, *ctx.model)) {
+  co_return Verdict::proceed;
+}
+
+boost::asio::awaitable<Verdict> AuthorizeStage::on_request(RequestContext& ctx) {
+  if (ctx.key && ctx.model && !key_allows_model(*ctx.key, *ctx.model)) {
     ctx.reply = error_reply(403, "invalid_request_error", "model_not_allowed", "model",
-                            "The key '" + found->name + "' may not use the model '" +
+                            "The key '" + ctx.key->name + "' may not use the model '" +
                                 ctx.model->substr(0, 256) + "'.");
     co_return Verdict::respond;
   }

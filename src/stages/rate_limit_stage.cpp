@@ -64,6 +64,7 @@ boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) 
     auto& counter = in_flight_[ctx.key_index];
     if (counter.fetch_add(1, std::memory_order_relaxed) >= *key.max_concurrent) {
       counter.fetch_sub(1, std::memory_order_relaxed);
+      ctx.rate_limited = static_cast<int>(LimitKind::concurrency);
       ctx.reply = too_many("requests",
                            "Too many concurrent requests for key '" + key.name +
                                "': the concurrency limit (max_concurrent) is " +
@@ -83,6 +84,7 @@ boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) 
   std::optional<ratelimit::Admission> admission =
       co_await store_->admit(ctx.key_index, key.name, limits, cost);
   if (!admission) {
+    ctx.rate_limit_store_error = store_->name();
     if (cfg_.rate_limits.on_store_error == config::StoreErrorPolicy::deny) {
       ctx.reply = error_reply(503, "api_error", "rate_limit_store_unavailable", std::nullopt,
                               "The rate limit store is unavailable; try again shortly.");
@@ -98,6 +100,7 @@ boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) 
       state.concurrency = nullptr;
     }
     const bool tokens = admission->rejected_by == LimitKind::tokens;
+    ctx.rate_limited = static_cast<int>(admission->rejected_by);
     std::string message;
     if (tokens && admission->too_large) {
       message = "Request too large for key '" + key.name + "' on tokens per min (TPM): Limit " +

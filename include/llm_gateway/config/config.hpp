@@ -64,6 +64,16 @@ struct ServerSettings {
 
 struct AdminSettings {
   ListenAddress listen;
+  std::string token;  // when set, /metrics needs `Authorization: Bearer <token>`; secret
+};
+
+enum class LogLevel { debug, info, warn, error };
+
+struct LoggingSettings {
+  std::string access_log = "stdout";  // "stdout", "off", or a file path (SIGUSR1 reopens it)
+  LogLevel level = LogLevel::info;     // diagnostics on stderr
+  bool bodies = false;                 // add truncated request/response bodies to access logs
+  std::size_t body_max_bytes = 4096;
 };
 
 using Sha256 = std::array<unsigned char, 32>;
@@ -103,6 +113,9 @@ struct Config {
   std::vector<Route> routes;
   std::vector<ClientKey> keys;  // empty: no client authentication (local sidecar mode)
   RateLimitSettings rate_limits;
+  LoggingSettings logging;
+  // Where /metrics is served when there is no admin listener: the main listener. Its token, if
+  // any, is admin.token; without an admin section /metrics on the main listener is open.
 };
 
 }  // namespace llmgw::config

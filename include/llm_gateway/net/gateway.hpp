@@ -7,6 +7,14 @@
 
 namespace llmgw::net {
 
-int run_gateway(std::shared_ptr<const Snapshot> snapshot);
+struct GatewayServices {
+  std::shared_ptr<observability::Metrics> metrics;             // served at /metrics; may be null
+  std::shared_ptr<observability::AccessLogWriter> access_log;  // reopened on SIGUSR1; may be null
+};
+
+// The number of I/O threads a configuration asks for (server.threads, 0 = hardware threads).
+unsigned worker_count(const config::Config& cfg);
+
+int run_gateway(std::shared_ptr<const Snapshot> snapshot, GatewayServices services = {});
 
 }  // namespace llmgw::net

@@ -29,14 +29,18 @@ struct UpstreamConnection;
 // Only its own thread touches it, so it needs no lock.
 class UpstreamPool {
  public:
-  explicit UpstreamPool(std::size_t upstream_count);
+  UpstreamPool(std::size_t upstream_count, observability::Metrics* metrics);
   ~UpstreamPool();
   std::unique_ptr<UpstreamConnection> take(std::size_t upstream);
   void give_back(std::size_t upstream, std::unique_ptr<UpstreamConnection> conn);
   void clear();
+  // Connections in use, for the llm_gateway_upstream_connections{state="active"} gauge.
+  void note_active(std::size_t upstream, int delta);
 
  private:
+  void note_idle(std::size_t upstream, int delta);
   std::vector<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  observability::Metrics* metrics_;
 };
 
 // TLS client contexts, one per https upstream (null for http), built once at startup.

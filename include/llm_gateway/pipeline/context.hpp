@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "llm_gateway/accounting/content_filter.hpp"
 #include "llm_gateway/accounting/response_reader.hpp"
 #include "llm_gateway/config/config.hpp"
 #include "llm_gateway/pipeline/local_reply.hpp"
@@ -85,6 +86,19 @@ struct RequestContext {
   // account stage (response side)
   std::optional<accounting::Usage> usage;
   std::string finish_reason;
+  accounting::ContentFilterSummary content_filter;
+  std::string upstream_request_id;  // apim-request-id, else the upstream's x-request-id
+
+  // forward & relay timings and failures (for metrics and the access log)
+  std::optional<Clock::time_point> upstream_request_written;
+  std::optional<Clock::time_point> client_first_byte;  // first response byte written
+  std::string upstream_error_kind;  // connect | tls | timeout | reset | protocol, when it failed
+  std::optional<unsigned> upstream_status;  // the upstream's status, when one answered
+  unsigned worker = 0;              // the I/O thread running this request
+
+  // rate limit stage
+  int rate_limited = -1;                   // ratelimit::LimitKind when the gateway answered 429
+  std::string_view rate_limit_store_error;  // the store's name when it could not answer
 
   // The state `owner` (a stage) keeps for this request, created on first use.
   template <class T>

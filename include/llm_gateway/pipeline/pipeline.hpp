@@ -2,6 +2,8 @@
 #include <memory>
 #include <vector>
 
+#include "llm_gateway/observability/access_log.hpp"
+#include "llm_gateway/observability/metrics.hpp"
 #include "llm_gateway/pipeline/stage.hpp"
 #include "llm_gateway/ratelimit/store.hpp"
 
@@ -27,12 +29,17 @@ class Pipeline {
 // What stages need from outside the pipeline (made by the caller, which may do I/O).
 struct PipelineServices {
   std::shared_ptr<ratelimit::CounterStore> counter_store;  // null: a MemoryStore is made
+  std::shared_ptr<observability::Metrics> metrics;          // null: no metrics stage
+  std::shared_ptr<observability::AccessLogWriter> access_log;  // null: no access log stage
 };
 
-// The gateway's stages in order:
-//   parse -> authenticate -> models -> route -> account -> rate_limit -> translate
-// Forward & relay is the terminal step the network layer performs after the last stage; then
-// every stage sees the response (headers, body pieces) and the completed request, in this order.
+// The gateway's stages, request path in this order:
+//   metrics -> access_log -> authenticate -> parse -> authorize -> models -> route
+//   -> rate_limit -> account -> translate
+// Forward & relay is the terminal step the network layer performs after the last stage. The
+// response path (headers, body pieces, completion) visits the stages in reverse order, as
+// Envoy's encoder filters do: account reads usage before rate_limit corrects its reservation,
+// and metrics and the access log see everything the others learned.
 Pipeline build_pipeline(const config::Config& cfg, const PipelineServices& services);
 
 // An immutable configuration together with the pipeline built from it. Requests hold a

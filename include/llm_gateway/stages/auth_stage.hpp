@@ -5,8 +5,8 @@ namespace llmgw {
 
 // Authenticate: with client keys configured, the request must present one (`Authorization:
 // Bearer K` or `api-key: K`); it is compared in constant time against the stored SHA-256
-// digests. A key's `models` allow-list is enforced here too. Without keys every request is
-// anonymous (local sidecar mode).
+// digests. It runs before anything else looks at the request, so a client without a valid key
+// learns nothing. Without keys every request is anonymous (local sidecar mode).
 class AuthStage final : public Stage {
  public:
   explicit AuthStage(const config::Config& cfg) : cfg_(cfg) {}
@@ -18,6 +18,14 @@ class AuthStage final : public Stage {
 
  private:
   const config::Config& cfg_;
+};
+
+// Authorize: a key's `models` allow-list (globs), checked once the model is known. 403
+// model_not_allowed otherwise.
+class AuthorizeStage final : public Stage {
+ public:
+  std::string_view name() const override { return "authorize"; }
+  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
 };
 
 // True when `key` may use `model` (no allow-list, or a glob of it matches).

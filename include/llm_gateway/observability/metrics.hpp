@@ -1,0 +1,95 @@
+#pragma once
+// Prometheus metrics (prometheus-cpp core; served by the gateway's own admin handler). Label
+// values are bounded by the configuration whatever clients send. Handles are resolved once per
+// (labels, I/O thread) and cached by integer key, so the hot path never builds label maps.
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "llm_gateway/config/config.hpp"
+#include "llm_gateway/translate/endpoint.hpp"
+
+namespace llmgw::observability {
+
+class Metrics {
+ public:
+  Metrics(const config::Config& cfg, unsigned workers, const std::string& version);
+
+  std::string render() const;  // Prometheus text exposition format
+
+  // Label indexes (see README "Metrics"): models named in the config, then route patterns, then
+  // "none"; keys by name, then "anonymous" and "unauthenticated"; upstreams by name, then "none".
+  std::size_t model_label(const std::string* model, std::optional<std::size_t> route) const;
+  std::size_t key_anonymous() const { return key_names_.size(); }
+  std::size_t key_unauthenticated() const { return key_names_.size() + 1; }
+  std::size_t upstream_none() const { return upstream_names_.size(); }
+
+  // Per I/O thread (worker) cached handles.
+  prometheus::Counter& requests(unsigned worker, Endpoint e, std::size_t model, std::size_t upstream,
+                                std::size_t key, unsigned code);
+  prometheus::Histogram& duration(unsigned worker, Endpoint e, std::size_t model, std::size_t upstream);
+  prometheus::Histogram& first_byte(unsigned worker, Endpoint e, std::size_t model,
+                                    std::size_t upstream);
+  prometheus::Histogram& overhead(unsigned worker, Endpoint e);
+  prometheus::Counter& tokens(unsigned worker, std::size_t model, std::size_t key, bool completion);
+  prometheus::Counter& rate_limited(unsigned worker, std::size_t key, std::size_t limit_kind);
+  prometheus::Counter& upstream_responses(unsigned worker, std::size_t upstream, unsigned code);
+  prometheus::Counter& upstream_errors(unsigned worker, std::size_t upstream, std::size_t kind);
+  prometheus::Counter& content_filter(unsigned worker, std::size_t stage, std::size_t category,
+                                      std::size_t severity, bool filtered);
+  prometheus::Counter& content_filtered_requests(unsigned worker, std::size_t stage, std::size_t key);
+  prometheus::Counter& store_errors(std::size_t store);  // 0 memory, 1 redis
+
+  prometheus::Gauge& in_flight() { return *in_flight_; }
+  prometheus::Gauge& active_streams() { return *active_streams_; }
+  prometheus::Gauge& upstream_connections(std::size_t upstream, bool active) {
+    return *(active ? conn_active_ : conn_idle_)[upstream];
+  }
+
+  static constexpr std::array<const char*, 3> kLimitKinds{"requests", "tokens", "concurrency"};
+  static constexpr std::array<const char*, 5> kErrorKinds{"connect", "tls", "timeout", "reset",
+                                                          "protocol"};
+
+ private:
+  template <class T>
+  using Cache = std::unordered_map<std::uint64_t, T*>;
+  struct WorkerCache {
+    Cache<prometheus::Counter> counters;
+    Cache<prometheus::Histogram> histograms;
+  };
+  template <class T, class Make>
+  T& cached(Cache<T>& cache, std::uint64_t key, Make&& make);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::vector<std::string> model_names_;  // label values
+  std::unordered_map<std::string, std::size_t> model_index_;
+  std::size_t route_label_base_ = 0;
+  std::vector<std::string> key_names_;
+  std::vector<std::string> upstream_names_;
+  std::vector<WorkerCache> caches_;
+
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Histogram>* duration_;
+  prometheus::Family<prometheus::Histogram>* first_byte_;
+  prometheus::Family<prometheus::Histogram>* overhead_;
+  prometheus::Family<prometheus::Counter>* tokens_;
+  prometheus::Family<prometheus::Counter>* rate_limited_;
+  prometheus::Family<prometheus::Counter>* upstream_responses_;
+  prometheus::Family<prometheus::Counter>* upstream_errors_;
+  prometheus::Family<prometheus::Counter>* content_filter_;
+  prometheus::Family<prometheus::Counter>* content_filtered_requests_;
+  std::array<prometheus::Counter*, 2> store_errors_{};
+  prometheus::Gauge* in_flight_;
+  prometheus::Gauge* active_streams_;
+  std::vector<prometheus::Gauge*> conn_active_;
+  std::vector<prometheus::Gauge*> conn_idle_;
+};
+
+}  // namespace llmgw::observability

@@ -1,0 +1,45 @@
+#pragma once
+// The accounting stages that only watch: Prometheus metrics and the JSON access log. They sit
+// first in the chain, so their on_complete runs last (response hooks run in reverse order), after
+// the account stage has read usage and content-filter results.
+#include <memory>
+
+#include "llm_gateway/observability/access_log.hpp"
+#include "llm_gateway/observability/metrics.hpp"
+#include "llm_gateway/pipeline/stage.hpp"
+
+namespace llmgw {
+
+class MetricsStage final : public Stage {
+ public:
+  MetricsStage(const config::Config& cfg, std::shared_ptr<observability::Metrics> metrics)
+      : cfg_(cfg), metrics_(std::move(metrics)) {}
+  std::string_view name() const override { return "metrics"; }
+  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  void on_response_headers(RequestContext& ctx, unsigned status,
+                           boost::beast::http::fields& headers) override;
+  void on_complete(RequestContext& ctx) override;
+
+ private:
+  const config::Config& cfg_;
+  std::shared_ptr<observability::Metrics> metrics_;
+};
+
+class AccessLogStage final : public Stage {
+ public:
+  AccessLogStage(const config::Config& cfg, std::shared_ptr<observability::AccessLogWriter> writer)
+      : cfg_(cfg), writer_(std::move(writer)) {}
+  std::string_view name() const override { return "access_log"; }
+  boost::asio::awaitable<Verdict> on_request(RequestContext&) override { co_return Verdict::proceed; }
+  void on_response_body(RequestContext& ctx, std::string_view piece) override;
+  void on_complete(RequestContext& ctx) override;
+
+  // The access-log line for a completed request (exposed for tests).
+  std::string render(RequestContext& ctx) const;
+
+ private:
+  const config::Config& cfg_;
+  std::shared_ptr<observability::AccessLogWriter> writer_;
+};
+
+}  // namespace llmgw

@@ -1,0 +1,232 @@
+#include "llm_gateway/stages/observe_stages.hpp"
+
+#include "llm_gateway/observability/log.hpp"
+#include "llm_gateway/translate/json_scan.hpp"
+
+namespace llmgw {
+namespace http = boost::beast::http;
+using accounting::FilterStage;
+
+namespace {
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+struct MetricsState final : StageState {
+  observability::Metrics* metrics = nullptr;
+  bool in_flight = false;
+  bool streaming = false;
+  ~MetricsState() override {
+    // Also when a request ends without on_complete (the process is stopping): gauges stay true.
+    if (in_flight) metrics->in_flight().Decrement();
+    if (streaming) metrics->active_streams().Decrement();
+  }
+};
+
+std::size_t error_kind_index(std::string_view kind) {
+  const auto& kinds = observability::Metrics::kErrorKinds;
+  for (std::size_t i = 0; i < kinds.size(); ++i) {
+    if (kind == kinds[i]) return i;
+  }
+  return 0;
+}
+
+}  // namespace
+
+boost::asio::awaitable<Verdict> MetricsStage::on_request(RequestContext& ctx) {
+  auto& st = ctx.state<MetricsState>(this);
+  st.metrics = metrics_.get();
+  st.in_flight = true;
+  metrics_->in_flight().Increment();
+  co_return Verdict::proceed;
+}
+
+void MetricsStage::on_response_headers(RequestContext& ctx, unsigned, http::fields&) {
+  if (!ctx.streamed) return;
+  auto& st = ctx.state<MetricsState>(this);
+  st.metrics = metrics_.get();
+  if (!st.streaming) {
+    st.streaming = true;
+    metrics_->active_streams().Increment();
+  }
+}
+
+void MetricsStage::on_complete(RequestContext& ctx) {
+  auto& m = *metrics_;
+  const unsigned w = ctx.worker;
+  const Endpoint endpoint = ctx.path.endpoint;
+  const std::size_t model = m.model_label(ctx.model ? &*ctx.model : nullptr,
+                                          ctx.route ? std::optional(ctx.route->route) : std::nullopt);
+  const std::size_t upstream = ctx.route ? ctx.route->upstream : m.upstream_none();
+  const std::size_t key = ctx.key ? ctx.key_index
+                          : cfg_.keys.empty() ? m.key_anonymous()
+                                              : m.key_unauthenticated();
+  const auto now = Clock::now();
+
+  m.requests(w, endpoint, model, upstream, key, ctx.status).Increment();
+  m.duration(w, endpoint, model, upstream).Observe(seconds_between(ctx.received, now));
+  if (ctx.upstream_first_byte)
+    m.first_byte(w, endpoint, model, upstream).Observe(seconds_between(ctx.received, *ctx.upstream_first_byte));
+  if (ctx.upstream_request_written && ctx.upstream_first_byte && ctx.client_first_byte) {
+    const double overhead = seconds_between(ctx.received, *ctx.upstream_request_written) +
+                            seconds_between(*ctx.upstream_first_byte, *ctx.client_first_byte);
+    m.overhead(w, endpoint).Observe(overhead);
+  }
+  if (ctx.usage) {
+    m.tokens(w, model, key, false).Increment(static_cast<double>(ctx.usage->prompt_tokens));
+    m.tokens(w, model, key, true).Increment(static_cast<double>(ctx.usage->completion_tokens));
+  }
+  if (ctx.rate_limited >= 0 && ctx.key)
+    m.rate_limited(w, ctx.key_index, static_cast<std::size_t>(ctx.rate_limited)).Increment();
+  if (!ctx.rate_limit_store_error.empty())
+    m.store_errors(ctx.rate_limit_store_error == "redis" ? 1 : 0).Increment();
+  if (ctx.route) {
+    if (ctx.upstream_status) m.upstream_responses(w, upstream, *ctx.upstream_status).Increment();
+    if (!ctx.upstream_error_kind.empty())
+      m.upstream_errors(w, upstream, error_kind_index(ctx.upstream_error_kind)).Increment();
+  }
+  // Content filter: one count per stage and category per request.
+  const auto& cf = ctx.content_filter;
+  for (std::size_t stage = 0; stage < 2; ++stage) {
+    for (std::size_t c = 0; c < accounting::kFilterCategories.size(); ++c) {
+      const auto& r = cf.result(static_cast<FilterStage>(stage), c);
+      if (!r.seen) continue;
+      m.content_filter(w, stage, c, static_cast<std::size_t>(r.severity), r.filtered).Increment();
+    }
+  }
+  const std::size_t filter_key = ctx.key ? ctx.key_index : m.key_anonymous();
+  if (ctx.upstream_status == 400u && cf.filtered(FilterStage::prompt))
+    m.content_filtered_requests(w, 0, filter_key).Increment();
+  if (ctx.finish_reason == "content_filter")
+    m.content_filtered_requests(w, 1, filter_key).Increment();
+}
+
+namespace {
+
+struct BodyCapture final : StageState {
+  std::string response;
+};
+
+void field(std::string& out, std::string_view name, std::string_view value) {
+  out += ",\"";
+  out += name;
+  out += "\":";
+  out += json::encode_string(value);
+}
+void field_or_null(std::string& out, std::string_view name, std::string_view value) {
+  if (value.empty()) {
+    out += ",\"";
+    out += name;
+    out += "\":null";
+  } else {
+    field(out, name, value);
+  }
+}
+void number(std::string& out, std::string_view name, std::optional<long long> value) {
+  out += ",\"";
+  out += name;
+  out += "\":";
+  out += value ? std::to_string(*value) : "null";
+}
+
+std::string_view trace_id(const http::fields& headers) {
+  // W3C traceparent: version "-" trace-id (32 hex) "-" parent-id (16 hex) "-" flags
+  const std::string_view tp = headers["traceparent"];
+  if (tp.size() < 55 || tp[2] != '-' || tp[35] != '-') return {};
+  const std::string_view id = tp.substr(3, 32);
+  if (id.find_first_not_of("0123456789abcdef") != std::string_view::npos) return {};
+  if (id == "00000000000000000000000000000000") return {};
+  return id;
+}
+
+std::string categories(const accounting::ContentFilterSummary& cf, FilterStage stage) {
+  std::string out = "[";
+  bool first = true;
+  for (std::string_view c : cf.flagged(stage)) {
+    if (!first) out += ',';
+    out += json::encode_string(c);
+    first = false;
+  }
+  return out + "]";
+}
+
+}  // namespace
+
+void AccessLogStage::on_response_body(RequestContext& ctx, std::string_view piece) {
+  if (!cfg_.logging.bodies) return;
+  auto& st = ctx.state<BodyCapture>(this);
+  const std::size_t room = cfg_.logging.body_max_bytes - std::min(cfg_.logging.body_max_bytes, st.response.size());
+  st.response.append(piece.substr(0, room));
+}
+
+std::string AccessLogStage::render(RequestContext& ctx) const {
+  const auto now = Clock::now();
+  const auto wall_received =
+      std::chrono::system_clock::now() -
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(now - ctx.received);
+  std::string out;
+  out.reserve(1024);
+  out += "{\"ts\":";
+  out += json::encode_string(log::rfc3339(wall_received));
+  field(out, "request_id", ctx.request_id);
+  field(out, "key", ctx.key ? std::string_view(ctx.key->name)
+                     : cfg_.keys.empty() ? "anonymous"
+                                         : "unauthenticated");
+  field(out, "method", http::to_string(ctx.method));
+  field(out, "path", ctx.target.substr(0, ctx.target.find('?')).substr(0, 1024));
+  field(out, "endpoint", endpoint_name(ctx.path.endpoint));
+  field_or_null(out, "model", ctx.model ? std::string_view(*ctx.model).substr(0, 256) : "");
+  field_or_null(out, "upstream", ctx.upstream ? std::string_view(ctx.upstream->name) : "");
+  field_or_null(out, "deployment", ctx.route ? std::string_view(ctx.route->deployment) : "");
+  number(out, "status", ctx.status);
+  out += ",\"stream\":";
+  out += ctx.streamed ? "true" : "false";
+  number(out, "bytes_in", static_cast<long long>(ctx.bytes_in));
+  number(out, "bytes_out", static_cast<long long>(ctx.bytes_out));
+  number(out, "duration_ms",
+         std::chrono::duration_cast<std::chrono::milliseconds>(now - ctx.received).count());
+  number(out, "upstream_first_byte_ms",
+         ctx.upstream_first_byte
+             ? std::optional<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            *ctx.upstream_first_byte - ctx.received)
+                                            .count())
+             : std::nullopt);
+  std::optional<long long> overhead;
+  if (ctx.upstream_request_written && ctx.upstream_first_byte && ctx.client_first_byte) {
+    overhead = std::chrono::duration_cast<std::chrono::microseconds>(
+                   (*ctx.upstream_request_written - ctx.received) +
+                   (*ctx.client_first_byte - *ctx.upstream_first_byte))
+                   .count();
+  }
+  number(out, "overhead_us", overhead);
+  number(out, "prompt_tokens", ctx.usage ? std::optional<long long>(ctx.usage->prompt_tokens) : std::nullopt);
+  number(out, "completion_tokens",
+         ctx.usage ? std::optional<long long>(ctx.usage->completion_tokens) : std::nullopt);
+  number(out, "total_tokens", ctx.usage ? std::optional<long long>(ctx.usage->total_tokens) : std::nullopt);
+  field_or_null(out, "finish_reason", ctx.finish_reason);
+  out += ",\"content_filter\":";
+  if (ctx.content_filter.any()) {
+    out += "{\"prompt\":" + categories(ctx.content_filter, FilterStage::prompt) +
+           ",\"completion\":" + categories(ctx.content_filter, FilterStage::completion) + "}";
+  } else {
+    out += "null";
+  }
+  field_or_null(out, "error", ctx.error_code);
+  field_or_null(out, "upstream_request_id", ctx.upstream_request_id);
+  field_or_null(out, "client", ctx.peer);
+  field_or_null(out, "user_agent",
+                ctx.headers ? (*ctx.headers)[http::field::user_agent].substr(0, 512) : "");
+  field_or_null(out, "trace_id", ctx.headers ? trace_id(*ctx.headers) : "");
+  if (cfg_.logging.bodies) {
+    field(out, "request_body", ctx.body.substr(0, cfg_.logging.body_max_bytes));
+    auto* st = ctx.find_state<BodyCapture>(this);
+    field(out, "response_body", st ? std::string_view(st->response) : "");
+  }
+  out += '}';
+  return out;
+}
+
+void AccessLogStage::on_complete(RequestContext& ctx) { writer_->write(render(ctx)); }
+
+}  // namespace llmgw
