@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of llm-gateway on this machine, installing what they need first:
-#   unit tests (GoogleTest, through ctest) and the integration suite, which runs the real
-#   binary over loopback against the project's mock upstream (tests/integration, node:test).
+#   unit tests (GoogleTest, through ctest); the integration suite, which runs the real binary
+#   over loopback against the project's mock upstream (tests/integration, node:test); and the
+#   end-to-end suite with the official openai npm SDK (tests/e2e, installed with npm ci).
 # Environment:
 #   BUILD_DIR=build-test   where the test build goes (Debug, warnings as errors)
 #   SANITIZE=1             build with AddressSanitizer + UndefinedBehaviorSanitizer
@@ -23,6 +24,10 @@ fi
 echo "== unit tests"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j2
 
-echo "== integration tests (real binary over loopback)"
+echo "== integration tests (real binary over loopback; redis-server started by the tests)"
 export LLM_GATEWAY_BIN="$PWD/$BUILD_DIR/llm-gateway"
 node --test tests/integration/*.test.mjs
+
+echo "== end-to-end tests with the official openai npm SDK (pinned in tests/e2e/package-lock.json)"
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+node --test tests/e2e/*.test.mjs
