@@ -449,7 +449,10 @@ asio::awaitable<void> write_local_reply(beast::tcp_stream& down, RequestContext&
   res.body() = std::move(local.body);
   ctx.status = local.status;
   ctx.error_code = local.error_code;
-  if (pipeline) pipeline->on_response_headers(ctx, local.status, res.base());
+  if (pipeline) {
+    pipeline->on_response_headers(ctx, local.status, res.base());
+    pipeline->on_response_end(ctx);
+  }
   res.keep_alive(reply.keep_alive);
   res.prepare_payload();
   down.expires_after(kReplyWriteTimeout);

@@ -355,6 +355,7 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
         out.push_back(got);
       }
     }
+    if (done) pipeline.on_response_end(ctx);  // before the last bytes reach the client
     // Each piece is written as soon as it is read. An empty buffer would read as the end of
     // the body to the serializer, so the end is signalled with the last piece or with none.
     for (std::size_t i = 0; i < out.size() || (i == 0 && done); ++i) {

@@ -28,6 +28,10 @@ void Pipeline::on_response_body(RequestContext& ctx, std::string_view piece) con
   for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) (*it)->on_response_body(ctx, piece);
 }
 
+void Pipeline::on_response_end(RequestContext& ctx) const {
+  for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) (*it)->on_response_end(ctx);
+}
+
 void Pipeline::on_complete(RequestContext& ctx) const {
   for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) (*it)->on_complete(ctx);
 }

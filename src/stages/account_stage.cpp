@@ -150,9 +150,9 @@ void AccountStage::on_response_body(RequestContext& ctx, std::string_view piece)
   }
 }
 
-void AccountStage::on_complete(RequestContext& ctx) {
+void AccountStage::on_response_end(RequestContext& ctx) {
   auto* st = ctx.find_state<AccountState>(this);
-  if (!st || st->mode != AccountState::Mode::json || ctx.client_aborted) return;
+  if (!st || st->mode != AccountState::Mode::json) return;
   if (!st->truncated) {
     st->merge(accounting::read_json_facts(st->body));
     if (ctx.status == 400) {

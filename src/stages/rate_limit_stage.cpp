@@ -141,10 +141,16 @@ void RateLimitStage::on_response_headers(RequestContext& ctx, unsigned,
   }
 }
 
-void RateLimitStage::on_complete(RequestContext& ctx) {
+void RateLimitStage::on_response_end(RequestContext& ctx) {
   auto* state = ctx.find_state<LimitState>(this);
-  if (!state || !state->admission || !state->admission->allowed || !ctx.key || !ctx.key->tpm)
-    return;
+  if (!state) return;
+  // The request no longer counts against max_concurrent once its answer is complete (a cut
+  // response releases its slot when the request context goes away).
+  if (state->concurrency) {
+    state->concurrency->fetch_sub(1, std::memory_order_relaxed);
+    state->concurrency = nullptr;
+  }
+  if (!state->admission || !state->admission->allowed || !ctx.key || !ctx.key->tpm) return;
   // Without usage (a cut stream, an error) the estimate stands.
   if (!ctx.usage) return;
   const std::int64_t delta = ctx.usage->total_tokens - state->reserved_tokens;

@@ -436,6 +436,62 @@ export function streamRequest(url, options = {}) {
   };
 }
 
+/**
+ * A request sent all but its last body byte ahead of time, on a connection of its own: fire()
+ * sends that byte, so the server can act on it at once (no connect, no header round trip).
+ * For "the very next request after X" checks.
+ * @returns {{connected: Promise<void>, fire(): Promise<{status: number, headers: object, body: Buffer, text: string, json: any}>}}
+ */
+export function armedRequest(url, { headers = {}, body, timeoutMs = 15_000 } = {}) {
+  const u = new URL(url);
+  const payload = Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+  const agent = new http.Agent({ keepAlive: false });
+  const req = http.request({
+    method: 'POST',
+    host: u.hostname,
+    port: u.port,
+    path: u.pathname + u.search,
+    headers: { 'content-type': 'application/json', 'content-length': String(payload.length), ...headers },
+    agent,
+  });
+  const connected = new Promise((resolve, reject) => {
+    req.once('socket', (s) => {
+      s.setNoDelay(true);
+      if (s.connecting) s.once('connect', resolve);
+      else resolve();
+    });
+    req.once('error', reject);
+  });
+  connected.catch(() => {});
+  const response = new Promise((resolve, reject) => {
+    req.on('response', (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        agent.destroy();
+        const b = Buffer.concat(chunks);
+        let json = null;
+        try {
+          json = JSON.parse(b.toString('utf8'));
+        } catch {}
+        resolve({ status: res.statusCode, headers: res.headers, body: b, text: b.toString('utf8'), json });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+  response.catch(() => {});
+  req.write(payload.subarray(0, payload.length - 1));
+  return {
+    connected,
+    fire() {
+      const timer = setTimeout(() => req.destroy(new Error(`armed request timed out after ${timeoutMs} ms`)), timeoutMs);
+      req.end(payload.subarray(payload.length - 1));
+      return response.finally(() => clearTimeout(timer));
+    },
+  };
+}
+
 /** Resolve when a TCP connect to host:port is refused (true) or accepted (false). */
 export function tcpConnectRefused(port, host = '127.0.0.1', timeoutMs = 3000) {
   return new Promise((resolve, reject) => {
@@ -632,4 +688,184 @@ export function assertRelayed(res, rec) {
       `client: ${res.body.subarray(0, 400).toString()}\nmock:   ${rec.responseBody.subarray(0, 400).toString()}`,
   );
   assert.ok(res.headers['x-gateway-request-id'], 'x-gateway-request-id present');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream usage chunks. On chat/completions and completions streams whose client did not ask for
+// usage, the gateway asks the upstream for it (stream_options.include_usage: true) and removes the
+// usage chunk from what the client receives; every other byte is relayed unchanged.
+
+/**
+ * Split raw SSE bytes into events, keeping exact byte ranges: each entry covers the event and the
+ * blank line that ends it ("\n\n" or "\r\n\r\n"); a trailing unterminated piece is its own entry.
+ * @returns {{start: number, end: number, data: string}[]}  data: the event's data lines, joined by \n
+ */
+export function sseEventRanges(buf) {
+  const text = Buffer.from(buf).toString('latin1'); // one char per byte: offsets are byte offsets
+  const out = [];
+  let pos = 0;
+  while (pos < text.length) {
+    const lf = text.indexOf('\n\n', pos);
+    const crlf = text.indexOf('\r\n\r\n', pos);
+    let end;
+    let sepEnd;
+    if (lf === -1 && crlf === -1) {
+      end = text.length;
+      sepEnd = text.length;
+    } else if (crlf !== -1 && (lf === -1 || crlf < lf)) {
+      end = crlf;
+      sepEnd = crlf + 4;
+    } else {
+      end = lf;
+      sepEnd = lf + 2;
+    }
+    const event = Buffer.from(text.slice(pos, end), 'latin1').toString('utf8');
+    const data = event
+      .split(/\r?\n/)
+      .filter((l) => l.startsWith('data:'))
+      .map((l) => l.slice(5).replace(/^ /, ''))
+      .join('\n');
+    out.push({ start: pos, end: sepEnd, data });
+    pos = sepEnd;
+  }
+  return out;
+}
+
+/** True for an SSE data payload that is a usage chunk: JSON with `choices: []` and a non-null usage object. */
+export function isUsageChunk(data) {
+  let o;
+  try {
+    o = JSON.parse(data);
+  } catch {
+    return false;
+  }
+  return (
+    o !== null && typeof o === 'object' && Array.isArray(o.choices) && o.choices.length === 0 &&
+    o.usage !== null && typeof o.usage === 'object' && !Array.isArray(o.usage)
+  );
+}
+
+/**
+ * `buf` minus its usage chunk: the one SSE event whose JSON has `choices: []` and a non-null
+ * `usage` object, with the blank line that ends it. Throws unless there is exactly one such event.
+ * @returns {Buffer}
+ */
+export function withoutUsageChunk(buf) {
+  const b = Buffer.from(buf);
+  const usage = sseEventRanges(b).filter((e) => isUsageChunk(e.data));
+  if (usage.length !== 1) {
+    throw new assert.AssertionError({
+      message: `expected exactly one usage chunk in the stream, found ${usage.length}:\n${b.toString('utf8')}`,
+    });
+  }
+  const [{ start, end }] = usage;
+  return Buffer.concat([b.subarray(0, start), b.subarray(end)]);
+}
+
+/** Number of usage chunks (see isUsageChunk) in an SSE body. */
+export function countUsageChunks(buf) {
+  return sseEventRanges(buf).filter((e) => isUsageChunk(e.data)).length;
+}
+
+/**
+ * Assert a stream the gateway asked usage for on the client's behalf: the upstream got
+ * stream_options.include_usage === true, and `clientBody` is the upstream's bytes minus exactly
+ * the usage chunk.
+ */
+export function assertUsageStripped(clientBody, rec) {
+  assert.equal(rec.json?.stream_options?.include_usage, true, `the gateway asks the upstream for usage; upstream body: ${rec.body}`);
+  const expected = withoutUsageChunk(rec.responseBody);
+  assert.ok(
+    Buffer.from(clientBody).equals(expected),
+    `client bytes = upstream bytes minus the usage chunk (client ${clientBody.length} bytes, expected ${expected.length})\n` +
+      `client:   ${Buffer.from(clientBody).toString()}\nexpected: ${expected.toString()}`,
+  );
+  assert.equal(countUsageChunks(clientBody), 0, 'no usage chunk reaches the client');
+}
+
+/** assertRelayed for such a stream: status and relayed headers as sent, body minus the usage chunk. */
+export function assertRelayedWithoutUsage(res, rec) {
+  assert.equal(res.status, rec.responseStatus, 'status relayed');
+  for (const h of RELAYED_HEADERS) {
+    const sent = rec.responseHeaders[h];
+    if (sent === undefined) continue;
+    assert.equal(res.headers[h], String(sent), `header ${h} relayed unchanged`);
+  }
+  assertUsageStripped(res.body, rec);
+  assert.ok(res.headers['x-gateway-request-id'], 'x-gateway-request-id present');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis (for the shared rate-limit store)
+
+export const REDIS_SERVER_BIN = process.env.REDIS_SERVER_BIN || '/usr/bin/redis-server';
+
+/** True when the redis-server binary is there. */
+export function haveRedisServer() {
+  try {
+    fs.accessSync(REDIS_SERVER_BIN, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Start redis-server on 127.0.0.1 (a free port, or `port` to restart on the same one), without
+ * persistence. Resolves once it logs "Ready to accept connections".
+ * @returns {Promise<{port: number, url: string, proc: import('node:child_process').ChildProcess,
+ *   output: string[], exited: Promise<{code: number|null, signal: string|null}>,
+ *   stop: (signal?: string) => Promise<{code: number|null, signal: string|null}>}>}
+ */
+export async function startRedis({ port, readyTimeoutMs = 10_000 } = {}) {
+  port ??= await closedPort();
+  const dir = tmpDir('llmgw-redis-');
+  const proc = spawn(
+    REDIS_SERVER_BIN,
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  liveProcs.add(proc);
+  const output = [];
+  const exited = new Promise((resolve) => {
+    proc.once('close', (code, signal) => {
+      liveProcs.delete(proc);
+      resolve({ code, signal });
+    });
+  });
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`redis-server not ready after ${readyTimeoutMs} ms:\n${output.join('\n')}`));
+    }, readyTimeoutMs);
+    proc.once('error', (e) => {
+      clearTimeout(timer);
+      liveProcs.delete(proc);
+      reject(new Error(`cannot start ${REDIS_SERVER_BIN}: ${e.message}`));
+    });
+    exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`redis-server exited before ready (code ${code}, signal ${signal}):\n${output.join('\n')}`));
+    });
+    const onLine = (l) => {
+      output.push(l);
+      if (l.includes('Ready to accept connections')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout.on('data', lineSplitter(onLine));
+    proc.stderr.on('data', lineSplitter(onLine));
+  });
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}/0`,
+    proc,
+    output,
+    exited,
+    async stop(signal = 'SIGKILL') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
 }

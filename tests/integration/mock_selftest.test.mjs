@@ -300,6 +300,44 @@ describe('mock upstream', () => {
     assert.ok(Date.now() - t0 >= 60, 'six pauses of 10 ms');
   });
 
+  test('completions stream: usage chunk (choices []) only with include_usage', T, async () => {
+    for (const includeUsage of [false, true]) {
+      const body = { model: 'm', prompt: 'x', stream: true };
+      if (includeUsage) body.stream_options = { include_usage: true };
+      const res = await request(`${mock.url}/openai/deployments/d/completions`, { body });
+      assert.equal(res.status, 200);
+      const events = parseSSE(res.text);
+      assert.equal(events.at(-1).data, '[DONE]');
+      const js = events.slice(0, -1).map((e) => JSON.parse(e.data));
+      assert.equal(js[2].choices[0].finish_reason, 'stop');
+      if (includeUsage) {
+        assert.equal(js.length, 4);
+        assert.deepEqual(js[3].choices, []);
+        assert.equal(js[3].object, 'text_completion');
+        assert.deepEqual(js[3].usage, { prompt_tokens: 11, completion_tokens: 7, total_tokens: 18 });
+      } else {
+        assert.equal(js.length, 3);
+        assert.ok(js.every((c) => !c.usage));
+      }
+    }
+  });
+
+  test('x-mock-split-ms: every event arrives in two pieces, same bytes as unsplit', T, async () => {
+    const body = { model: 'm', stream: true, stream_options: { include_usage: true } };
+    const plain = await request(`${mock.url}/v1/chat/completions`, { body });
+    const s = streamRequest(`${mock.url}/v1/chat/completions`, { headers: { 'x-mock-split-ms': '15' }, body });
+    const reads = [];
+    s.onData((c) => reads.push(c.toString()));
+    const done = await s.done;
+    assert.equal(done.complete, true);
+    // Bodies differ only in the ids (a per-request counter): compare with the ids normalised.
+    const norm = (t) => t.replace(/chatcmpl-mock\d+/g, 'ID');
+    assert.equal(norm(done.body.toString()), norm(plain.text));
+    const events = parseSSE(plain.text).length;
+    assert.ok(reads.length >= 2 * events - 2, `expected about ${2 * events} reads, got ${reads.length}`);
+    assert.ok(reads.some((r) => r.startsWith('data: {') && !r.includes('\n\n')), 'an event cut in its JSON');
+  });
+
   test('streamRequest: async iteration and onData see the same bytes', T, async () => {
     const s = streamRequest(`${mock.url}/v1/chat/completions`, {
       headers: { 'x-mock-scenario': 'slow-stream', 'x-mock-delay-ms': '5' },

@@ -19,7 +19,9 @@
 //   3. the JSON body `model` if it is a scenario name
 //   4. `default`
 // Knobs (headers): x-mock-delay-ms (pause between stream events), x-mock-tag (gate tag for
-// gated-stream, default "gate"), x-mock-status (status for scenario `error`, default 500).
+// gated-stream, default "gate"), x-mock-status (status for scenario `error`, default 500),
+// x-mock-split-ms (write every stream event in two pieces, cut inside its JSON, this many ms apart),
+// x-mock-pad-bytes (non-streaming chat: this many 'x' appended to the answer's content).
 
 import http from 'node:http';
 import https from 'node:https';
@@ -410,6 +412,16 @@ export async function startMock(opts = {}) {
     const delayHeader = Number(req.headers['x-mock-delay-ms']);
     const delayMs = Number.isFinite(delayHeader) && delayHeader >= 0 ? delayHeader : scenario === 'slow-stream' ? 50 : 0;
     const tag = req.headers['x-mock-tag'] || 'gate';
+    const splitHeader = Number(req.headers['x-mock-split-ms']);
+    const splitMs = req.headers['x-mock-split-ms'] !== undefined && Number.isFinite(splitHeader) && splitHeader >= 0 ? splitHeader : null;
+    // One event, as one write or (x-mock-split-ms) as two writes cut in the middle of the event.
+    const writeEvent = async (e) => {
+      if (splitMs === null || e.length < 2) return write(e);
+      const cut = Math.floor(e.length / 2);
+      if (!write(e.slice(0, cut))) return false;
+      await sleep(splitMs);
+      return write(e.slice(cut));
+    };
 
     // Streams: chunked transfer encoding (no content-length), one write per SSE event.
     const sendStream = async (events, { gated = false } = {}) => {
@@ -420,7 +432,7 @@ export async function startMock(opts = {}) {
       });
       for (let i = 0; i < events.length; i++) {
         if (i > 0 && delayMs > 0) await sleep(delayMs);
-        if (!write(events[i])) return;
+        if (!(await writeEvent(events[i]))) return;
         if (i === 0 && gated) {
           gatedTags.add(tag);
           emitter.emit('gated', tag);
@@ -474,10 +486,11 @@ export async function startMock(opts = {}) {
         const events = chatStreamEvents(n, json?.stream_options?.include_usage === true);
         return sendStream(events, { gated });
       }
-      return sendJson(200, chatCompletion(n), extra);
+      const pad = Math.min(Math.max(Number(req.headers['x-mock-pad-bytes']) || 0, 0), 64 * 1024 * 1024);
+      return sendJson(200, chatCompletion(n, pad), extra);
     }
     if (op === 'completions') {
-      if (stream) return sendStream(completionStreamEvents(n), { gated });
+      if (stream) return sendStream(completionStreamEvents(n, json?.stream_options?.include_usage === true), { gated });
       return sendJson(200, textCompletion(n), extra);
     }
     if (op === 'embeddings') {
@@ -700,7 +713,7 @@ function azureErrorBody(status) {
   return { error: { code: String(status), message: messages[status] ?? `Mock upstream error ${status}.` } };
 }
 
-function chatCompletion(n) {
+function chatCompletion(n, pad = 0) {
   return {
     choices: [
       {
@@ -708,7 +721,7 @@ function chatCompletion(n) {
         finish_reason: 'stop',
         index: 0,
         logprobs: null,
-        message: { content: 'Hello world', refusal: null, role: 'assistant' },
+        message: { content: 'Hello world' + 'x'.repeat(pad), refusal: null, role: 'assistant' },
       },
     ],
     created: CREATED,
@@ -778,16 +791,18 @@ function textCompletion(n) {
   };
 }
 
-function completionStreamEvents(n) {
+/** Completions stream; with include_usage a final `choices: []` chunk carries the usage (as OpenAI sends it). */
+function completionStreamEvents(n, includeUsage) {
+  const base = { created: CREATED, id: `cmpl-mock${n}`, model: UPSTREAM_MODEL, object: 'text_completion' };
   const c = (text, finish) =>
     JSON.stringify({
       choices: [{ content_filter_results: SAFE4, finish_reason: finish, index: 0, logprobs: null, text }],
-      created: CREATED,
-      id: `cmpl-mock${n}`,
-      model: UPSTREAM_MODEL,
-      object: 'text_completion',
+      ...base,
     });
-  return [c('Hello', null), c(' world', null), c('', 'stop'), '[DONE]'].map((e) => `data: ${e}\n\n`);
+  const events = [c('Hello', null), c(' world', null), c('', 'stop')];
+  if (includeUsage) events.push(JSON.stringify({ choices: [], ...base, usage: USAGE }));
+  events.push('[DONE]');
+  return events.map((e) => `data: ${e}\n\n`);
 }
 
 function responseObject(id, model, status) {

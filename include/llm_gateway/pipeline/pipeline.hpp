@@ -18,6 +18,7 @@ class Pipeline {
   void on_response_headers(RequestContext& ctx, unsigned status,
                            boost::beast::http::fields& headers) const;
   void on_response_body(RequestContext& ctx, std::string_view piece) const;
+  void on_response_end(RequestContext& ctx) const;
   void on_complete(RequestContext& ctx) const;
 
   const std::vector<std::unique_ptr<Stage>>& stages() const { return stages_; }

@@ -29,6 +29,12 @@ class Stage {
                                    boost::beast::http::fields&) {}
   virtual void on_response_body(RequestContext&, std::string_view /*piece*/) {}
 
+  // The whole response has been read (or made), and its last bytes are about to be written to
+  // the client: settle what the request cost here (usage, limits), so that a client that sends
+  // its next request the moment this one ends already sees it settled. Not called when the
+  // response was cut.
+  virtual void on_response_end(RequestContext&) {}
+
   // Always called once the response is finished (or the client went away), local replies too.
   virtual void on_complete(RequestContext&) {}
 };

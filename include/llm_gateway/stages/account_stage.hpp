@@ -15,7 +15,7 @@ class AccountStage final : public Stage {
   void on_response_headers(RequestContext& ctx, unsigned status,
                            boost::beast::http::fields& headers) override;
   void on_response_body(RequestContext& ctx, std::string_view piece) override;
-  void on_complete(RequestContext& ctx) override;
+  void on_response_end(RequestContext& ctx) override;
 };
 
 // Whether the upstream accepts stream_options on this endpoint: OpenAI and Azure's v1 API do;

@@ -19,7 +19,7 @@ class RateLimitStage final : public Stage {
   boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
   void on_response_headers(RequestContext& ctx, unsigned status,
                            boost::beast::http::fields& headers) override;
-  void on_complete(RequestContext& ctx) override;
+  void on_response_end(RequestContext& ctx) override;
 
  private:
   const config::Config& cfg_;

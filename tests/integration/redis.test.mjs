@@ -1,0 +1,238 @@
+// Rate limits in Redis (rate_limits.store: redis): the counters are shared by every gateway
+// process, and an outage of Redis is handled by on_store_error (allow | deny) and healed by the
+// gateway itself (reconnect backoff 100 ms doubling up to 5 s). The test runs its own redis-server.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+
+import { startMock } from '../mock_upstream/mock_upstream.mjs';
+import {
+  startGateway,
+  startRedis,
+  haveRedisServer,
+  REDIS_SERVER_BIN,
+  request,
+  streamRequest,
+  closedPort,
+  eventually,
+  uid,
+  assertGatewayError,
+} from './harness.mjs';
+
+const T = { timeout: 30_000 };
+const HOOK = { timeout: 30_000 };
+const SKIP = haveRedisServer() ? false : `${REDIS_SERVER_BIN} not found (install the redis-server package)`;
+
+describe('rate limits in Redis', { skip: SKIP }, () => {
+  let mock;
+  let redis;
+  before(async () => {
+    mock = await startMock();
+    redis = await startRedis();
+  }, HOOK);
+  after(async () => {
+    await redis?.stop();
+    await mock?.close();
+  });
+
+  const newKey = () => `sk-redis-${crypto.randomBytes(10).toString('hex')}`;
+  /** A config with one key; names are unique per test so Redis counters never mix. */
+  const config = ({ name, rpm, tpm, onStoreError = 'allow', redisUrl = redis.url }) => `
+server:
+  listen: "127.0.0.1:0"
+upstreams:
+  az:
+    provider: azure
+    base_url: "${mock.url}"
+    api_key: "redis-upstream"
+routes:
+  - {match: "*", upstream: az}
+keys:
+  - name: ${name}
+    key: "\${REDIS_TEST_KEY}"${rpm ? `\n    rpm: ${rpm}` : ''}${tpm ? `\n    tpm: ${tpm}` : ''}
+rate_limits:
+  store: redis
+  redis_url: "${redisUrl}"
+  on_store_error: ${onStoreError}
+  default_completion_tokens: 1000
+`;
+  const hi = [{ role: 'user', content: 'hello' }]; // 9 characters -> 3 tokens
+  const chat = (gw, key, extra = {}) =>
+    request(`${gw.url}/v1/chat/completions`, {
+      headers: { 'x-test-id': uid(), authorization: `Bearer ${key}` },
+      body: { model: 'gpt-4o', messages: hi, ...extra },
+      timeoutMs: 5000,
+    });
+
+  test('two gateways share one rpm: 8 requests alternating -> exactly 5 pass, 3 get 429', T, async (t) => {
+    const key = newKey();
+    const name = `shared-${uid()}`;
+    const env = { REDIS_TEST_KEY: key };
+    const gws = [await startGateway(config({ name, rpm: 5 }), { env, t }), await startGateway(config({ name, rpm: 5 }), { env, t })];
+    const results = [];
+    for (let i = 0; i < 8; i++) results.push(await chat(gws[i % 2], key));
+    const statuses = results.map((r) => r.status);
+    assert.equal(statuses.filter((s) => s === 200).length, 5, `statuses ${statuses}`);
+    assert.equal(statuses.filter((s) => s === 429).length, 3, `statuses ${statuses}`);
+    assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429, 429, 429], 'the first five pass');
+    // One window across both processes: the remaining count goes down across them.
+    assert.deepEqual(
+      results.slice(0, 5).map((r) => r.headers['x-ratelimit-remaining-requests']),
+      ['4', '3', '2', '1', '0'],
+    );
+    for (const r of results.slice(5)) {
+      assertGatewayError(r, 429, 'rate_limit_exceeded', { type: 'requests', param: null });
+      assert.equal(r.headers['x-gateway-rate-limited'], 'requests');
+      assert.ok(Number(r.headers['retry-after']) > 0);
+      assert.equal(Number(r.headers['retry-after']), Math.ceil(Number(r.headers['retry-after-ms']) / 1000));
+      assert.equal(r.headers['x-ratelimit-limit-requests'], '5');
+    }
+  });
+
+  test('two gateways share one tpm, and the correction to the real usage', T, async (t) => {
+    const key = newKey();
+    const name = `tpm-${uid()}`;
+    const env = { REDIS_TEST_KEY: key };
+    const TPM = 2000;
+    const gws = [await startGateway(config({ name, tpm: TPM }), { env, t }), await startGateway(config({ name, tpm: TPM }), { env, t })];
+    const est = 3 + 1000;
+    const r1 = await chat(gws[0], key);
+    assert.equal(r1.status, 200, r1.text);
+    assert.equal(r1.headers['x-ratelimit-limit-tokens'], String(TPM));
+    assert.equal(r1.headers['x-ratelimit-remaining-tokens'], String(TPM - est));
+    // With Redis the correction travels to the store after the answer, so it is awaited here, read
+    // through a probe that reserves nothing: a request estimated over the tpm is refused (429)
+    // with the current remaining tokens in its headers.
+    const probe = async (gw) => {
+      const r = await chat(gw, key, { max_tokens: TPM + 1 });
+      assertGatewayError(r, 429, 'rate_limit_exceeded', { type: 'tokens' });
+      return Number(r.headers['x-ratelimit-remaining-tokens']);
+    };
+    await eventually(async () => (await probe(gws[1])) === TPM - 18, {
+      timeoutMs: 3000,
+      what: 'the other gateway seeing request 1 counted at its usage (18)',
+    });
+    assert.equal(await probe(gws[0]), TPM - 18, 'probes reserve nothing');
+    const r2 = await chat(gws[1], key);
+    assert.equal(r2.status, 200, r2.text);
+    assert.equal(r2.headers['x-ratelimit-remaining-tokens'], String(TPM - 18 - est));
+    // Over what is left (at most TPM - 36, whether r2 is corrected yet or not), though not over
+    // the tpm itself: a plain tokens 429.
+    const tooMuch = await chat(gws[0], key, { max_tokens: TPM - 3 - 10 });
+    assertGatewayError(tooMuch, 429, 'rate_limit_exceeded', { type: 'tokens' });
+    assert.equal(tooMuch.headers['x-gateway-rate-limited'], 'tokens');
+  });
+
+  test('max_concurrent stays per gateway process with the redis store', T, async (t) => {
+    const key = newKey();
+    const name = `conc-${uid()}`;
+    const env = { REDIS_TEST_KEY: key };
+    const yaml = config({ name, rpm: 100 }).replace('    rpm: 100', '    rpm: 100\n    max_concurrent: 1');
+    const gws = [await startGateway(yaml, { env, t }), await startGateway(yaml, { env, t })];
+    const tags = [uid('gate'), uid('gate')];
+    const streams = gws.map((gw, i) =>
+      streamRequest(`${gw.url}/v1/chat/completions`, {
+        headers: { authorization: `Bearer ${key}`, 'x-mock-scenario': 'gated-stream', 'x-mock-tag': tags[i] },
+        body: { model: 'gpt-4o', stream: true, messages: hi },
+      }),
+    );
+    t.after(() => tags.forEach((tag) => mock.release(tag)));
+    const heads = await Promise.all(streams.map((s) => s.response));
+    assert.deepEqual(heads.map((h) => h.status), [200, 200], 'one stream in flight on each process');
+    await Promise.all(tags.map((tag) => mock.waitGated(tag)));
+    for (const gw of gws) {
+      const r = await chat(gw, key);
+      assertGatewayError(r, 429, 'rate_limit_exceeded', { type: 'requests' });
+      assert.equal(r.headers['x-gateway-rate-limited'], 'concurrency');
+    }
+    for (const tag of tags) mock.release(tag);
+    for (const s of streams) assert.equal((await s.done).complete, true);
+  });
+
+  test('Redis down: allow lets requests through, deny answers 503; both recover by themselves', { timeout: 60_000 }, async (t) => {
+    // A Redis of its own, so that stopping it does not disturb the other tests.
+    const own = await startRedis();
+    t.after(() => own.stop());
+    const allowKey = newKey();
+    const denyKey = newKey();
+    const allow = await startGateway(config({ name: `allow-${uid()}`, rpm: 1000, redisUrl: own.url }), {
+      env: { REDIS_TEST_KEY: allowKey },
+      t,
+    });
+    const deny = await startGateway(config({ name: `deny-${uid()}`, rpm: 1000, onStoreError: 'deny', redisUrl: own.url }), {
+      env: { REDIS_TEST_KEY: denyKey },
+      t,
+    });
+    const unavailable = (gw) => gw.logs.filter((o) => o.msg === 'rate limit store unavailable');
+    const recovered = (gw) => gw.logs.filter((o) => o.msg === 'rate limit store recovered');
+
+    // Up: both count in Redis.
+    for (const [gw, key] of [[allow, allowKey], [deny, denyKey]]) {
+      const r = await chat(gw, key);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.headers['x-ratelimit-remaining-requests'], '999');
+    }
+
+    await own.stop('SIGKILL');
+    for (let i = 0; i < 4; i++) {
+      const a = await chat(allow, allowKey);
+      assert.equal(a.status, 200, `allow: the request passes while Redis is down (${a.text})`);
+      assert.equal(a.headers['x-ratelimit-limit-requests'], undefined, 'no store, no rate-limit headers');
+      const d = await chat(deny, denyKey);
+      assertGatewayError(d, 503, 'rate_limit_store_unavailable');
+    }
+    for (const gw of [allow, deny]) {
+      const line = await gw.waitForLog((o) => o.msg === 'rate limit store unavailable');
+      assert.equal(line.level, 'warn');
+      assert.equal(unavailable(gw).length, 1, 'logged once per outage');
+      assert.equal(recovered(gw).length, 0);
+    }
+
+    // Redis back on the same port (empty: no persistence). Each gateway reconnects by itself;
+    // poll with requests (each waits on its answer), bounded at ~15 s.
+    const again = await startRedis({ port: own.port });
+    t.after(() => again.stop());
+    const pollUntilLimited = async (gw, key, expectWhileDown) => {
+      const deadline = Date.now() + 15_000;
+      for (let n = 0; ; n++) {
+        const r = await chat(gw, key);
+        if (r.headers['x-ratelimit-limit-requests'] !== undefined) return { r, n };
+        assert.equal(r.status, expectWhileDown, `while reconnecting: ${r.status} ${r.text}`);
+        if (Date.now() > deadline) assert.fail(`no rate-limited answer within 15 s (${n} requests)`);
+      }
+    };
+    const a = await pollUntilLimited(allow, allowKey, 200);
+    assert.equal(a.r.status, 200);
+    assert.equal(a.r.headers['x-ratelimit-remaining-requests'], '999', 'counting again, in the new Redis');
+    const d = await pollUntilLimited(deny, denyKey, 503);
+    t.diagnostic(`recovered after ${a.n} (allow) and ${d.n} (deny) requests answered without the store`);
+    assert.equal(d.r.status, 200);
+    assert.equal(d.r.headers['x-ratelimit-remaining-requests'], '999');
+    for (const gw of [allow, deny]) {
+      const line = await gw.waitForLog((o) => o.msg === 'rate limit store recovered');
+      assert.equal(line.level, 'info');
+      assert.equal(unavailable(gw).length, 1, 'still one "unavailable" line for the one outage');
+      assert.equal(recovered(gw).length, 1);
+      const iu = gw.logs.findIndex((o) => o.msg === 'rate limit store unavailable');
+      const ir = gw.logs.findIndex((o) => o.msg === 'rate limit store recovered');
+      assert.ok(iu < ir, '"recovered" comes after "unavailable"');
+    }
+    // And it limits again: the deny gateway's next answers count down.
+    const next = await chat(deny, denyKey);
+    assert.equal(next.headers['x-ratelimit-remaining-requests'], '998');
+  });
+
+  test('Redis unreachable from the start: deny -> 503, allow -> 200', T, async (t) => {
+    const url = `redis://127.0.0.1:${await closedPort()}/0`;
+    const key = newKey();
+    const env = { REDIS_TEST_KEY: key };
+    const deny = await startGateway(config({ name: `nodeny-${uid()}`, rpm: 5, onStoreError: 'deny', redisUrl: url }), { env, t });
+    const allow = await startGateway(config({ name: `noallow-${uid()}`, rpm: 5, redisUrl: url }), { env, t });
+    const d = await chat(deny, key);
+    assertGatewayError(d, 503, 'rate_limit_store_unavailable');
+    // More than the rpm: with no store, allow admits them all.
+    for (let i = 0; i < 7; i++) assert.equal((await chat(allow, key)).status, 200);
+    await deny.waitForLog((o) => o.msg === 'rate limit store unavailable');
+    await allow.waitForLog((o) => o.msg === 'rate limit store unavailable');
+  });
+});
