@@ -35,11 +35,14 @@ void AccessLogWriter::open_file() {
 
 void AccessLogWriter::write(std::string line) {
   line += '\n';
+  bool was_empty = false;
   {
     std::lock_guard lock(mutex_);
+    was_empty = queue_.empty();
     queue_.push_back(std::move(line));
   }
-  wake_.notify_one();
+  // The writer drains the whole queue when it wakes: only the first line of a batch wakes it.
+  if (was_empty) wake_.notify_one();
 }
 
 void AccessLogWriter::reopen() {

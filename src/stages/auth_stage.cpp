@@ -3,6 +3,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include <boost/beast/core/string.hpp>
+
 #include "llm_gateway/routing/glob.hpp"
 
 namespace llmgw {
@@ -19,7 +21,8 @@ bool key_allows_model(const config::ClientKey& key, std::string_view model) {
 std::string_view AuthStage::credential(const http::fields& headers) {
   if (auto a = headers.find(http::field::authorization); a != headers.end()) {
     std::string_view v = a->value();
-    if (v.size() > 7 && (v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer ")) {
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    if (v.size() > 7 && boost::beast::iequals(v.substr(0, 7), "bearer ")) {
       v.remove_prefix(7);
       while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
       return v;

@@ -302,13 +302,55 @@ std::optional<std::string> decode_string(std::string_view token) {
   return out;
 }
 
+namespace {
+// Length of the valid UTF-8 sequence starting at s[i], or 0 if it is not one.
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  const auto b0 = static_cast<unsigned char>(s[i]);
+  std::size_t len = 0;
+  std::uint32_t min = 0;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2;
+    min = 0x80;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    len = 3;
+    min = 0x800;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    len = 4;
+    min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  std::uint32_t cp = b0 & (0xFF >> (len + 1));
+  for (std::size_t k = 1; k < len; ++k) {
+    const auto b = static_cast<unsigned char>(s[i + k]);
+    if ((b & 0xC0) != 0x80) return 0;
+    cp = cp << 6 | (b & 0x3F);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return len;
+}
+}  // namespace
+
 std::string encode_string(std::string_view value) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(value.size() + 2);
   out += '"';
-  for (const char ch : value) {
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const char ch = value[i];
     const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80) {
+      // Bytes that are not UTF-8 (a Latin-1 header, a cut character) cannot appear in a JSON
+      // string: each becomes U+FFFD, so the document stays valid.
+      if (const std::size_t len = utf8_sequence(value, i)) {
+        out.append(value.substr(i, len));
+        i += len - 1;
+      } else {
+        out += "\xEF\xBF\xBD";
+      }
+      continue;
+    }
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;

@@ -203,8 +203,17 @@ std::size_t prompt_characters(std::string_view body, const BodyFacts& facts) {
         continue;
       }
       if (c == '\\') {
-        ++p;  // an escape is one character
+        // An escape is one character; \uXXXX too, and a surrogate pair (\uD83D\uDE00) as well.
         ++string_chars;
+        if (p + 1 < end && body[p + 1] == 'u') {
+          p += 5;
+          if (p + 6 < end && body[p + 1] == '\\' && body[p + 2] == 'u' &&
+              (body[p - 3] == 'd' || body[p - 3] == 'D') &&
+              std::string_view("89abAB").find(body[p - 2]) != std::string_view::npos)
+            p += 6;
+        } else {
+          ++p;
+        }
       } else if (c == '"') {
         in_string = false;
         std::size_t q = p + 1;

@@ -85,11 +85,9 @@ TEST(ExpandEnv, DashDefaultIsUsedOnlyWhenUnset) {
   EXPECT_EQ(expand("${HOST-fallback}").value, "example.com");
 }
 
-// BUG (src/config/env_expand.cpp): the operator is looked up with expr.find(":-") anywhere in the
-// expression before looking at the character after the name, so in `${A-x:-y}` the ":-" inside the
-// default is taken as the operator and the name becomes "A-x" (invalid). Docker Compose (which the
-// header cites) reads this as: A unset -> "x:-y".
-TEST(ExpandEnv, BUG_DashDefaultMayContainColonDash) {
+// The operator is the text right after the name, so in `${A-x:-y}` the ":-" belongs to the default:
+// as in Docker Compose, A unset -> "x:-y".
+TEST(ExpandEnv, DashDefaultMayContainColonDash) {
   auto r = expand("${NOPE-x:-y}");
   EXPECT_EQ(r.error, "");
   EXPECT_EQ(r.value, "x:-y");

@@ -264,12 +264,21 @@ TEST(JsonEncodeString, OutputIsAValidJsonString) {
 }
 
 TEST(JsonEncodeString, RoundTripsThroughDecode) {
-  std::string all;
-  for (int c = 0; c < 256; ++c) all += static_cast<char>(c);
+  std::string ascii;
+  for (int c = 0; c < 128; ++c) ascii += static_cast<char>(c);
   for (const std::string& s : {std::string("gpt-4o"), std::string("a \"quoted\" \\ path/x"),
-                               std::string("tab\tnl\ncr\r"), all}) {
+                               std::string("tab\tnl\ncr\r"), ascii,
+                               std::string("h\xC3\xA9llo \xE2\x9C\x93 \xF0\x9F\x98\x80")}) {
     EXPECT_EQ(decode_string(encode_string(s)), s);
   }
+}
+
+TEST(JsonEncodeString, BytesThatAreNotUtf8BecomeReplacementCharacters) {
+  // A Latin-1 header value, a character cut in half, a lone continuation byte, an overlong form.
+  const std::string input = "caf\xE9 \xE2\x9C \x80 \xC0\xAF";
+  const std::string encoded = encode_string(input);
+  EXPECT_EQ(encoded, "\"caf\xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD \xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD\"");
+  EXPECT_TRUE(scan(encoded).valid);
 }
 
 }  // namespace
