@@ -22,6 +22,19 @@
 // gated-stream, default "gate"), x-mock-status (status for scenario `error`, default 500),
 // x-mock-split-ms (write every stream event in two pieces, cut inside its JSON, this many ms apart),
 // x-mock-pad-bytes (non-streaming chat: this many 'x' appended to the answer's content).
+//
+// Scenarios for the SDK end-to-end tests (tests/e2e/):
+//   tool-call             chat with a non-empty `tools`: the model calls the first function tool, with
+//                         arguments = sampleFromSchema(its parameters) (streams too); else as default
+//   json-schema           chat with response_format json_schema: the content is
+//                         JSON.stringify(sampleFromSchema(schema)) (streams too); else as default
+//   retry-after-ms        the first K attempts (per x-test-id) get 429 with `retry-after-ms: N` and no
+//                         `retry-after`; later attempts are answered as default. Knobs:
+//                         x-mock-fail-times (K, default 1), x-mock-retry-after-ms (N, default 400)
+//   per-input-embeddings  embeddings: one vector per input, vector i = embeddingVector(i)
+// Knob x-mock-no-trailing-annotation: 1 — chat streams leave out the annotation chunk without
+// `delta` after the finish chunk (Azure's default filter mode sends none; the asynchronous filter does).
+// Each record also has `receivedAt` (performance.now() when the request was recorded).
 
 import http from 'node:http';
 import https from 'node:https';
@@ -42,6 +55,10 @@ export const SCENARIOS = Object.freeze([
   'reset-if-reused',
   'close',
   'echo',
+  'tool-call',
+  'json-schema',
+  'retry-after-ms',
+  'per-input-embeddings',
 ]);
 const SCENARIO_SET = new Set(SCENARIOS);
 
@@ -221,6 +238,7 @@ export async function startMock(opts = {}) {
   const timers = new Set();
   const releasedTags = new Set();
   const gatedTags = new Set();
+  const retryAttempts = new Map(); // x-test-id -> attempts seen (scenario retry-after-ms)
   let nextSocketId = 0;
   let upstreamRequestCounter = 0;
   let closed = false;
@@ -348,6 +366,7 @@ export async function startMock(opts = {}) {
       socketRequestIndex,
       // TLS only: the SNI host name the client sent (false when it sent none), else undefined.
       tlsServername: sock.encrypted ? sock.servername : undefined,
+      receivedAt: performance.now(),
       aborted: false,
       resetByMock: false, // true when the mock itself destroyed the socket (reset-if-reused)
       finished: false, // true once the mock ended the response
@@ -469,6 +488,23 @@ export async function startMock(opts = {}) {
         return sendJson(200, { method: req.method, url: target, headers: req.headers, bodyLength: body.length });
       case 'filtered-stream':
         return sendStream(FILTERED_STREAM_EVENTS.map((e) => `data: ${e}\n\n`));
+      case 'retry-after-ms': {
+        const key = String(req.headers['x-test-id'] ?? '');
+        const attempt = (retryAttempts.get(key) ?? 0) + 1;
+        retryAttempts.set(key, attempt);
+        const failHeader = Number(req.headers['x-mock-fail-times']);
+        const failTimes = Number.isFinite(failHeader) && failHeader >= 0 ? failHeader : 1;
+        if (attempt <= failTimes) {
+          const msHeader = Number(req.headers['x-mock-retry-after-ms']);
+          const ms = Number.isFinite(msHeader) && msHeader >= 0 ? msHeader : 400;
+          return sendJson(
+            429,
+            { error: { code: '429', message: `Rate limit is exceeded. Try again in ${Math.ceil(ms / 1000)} seconds.` } },
+            { 'retry-after-ms': String(ms) },
+          );
+        }
+        break; // answered like `default`
+      }
       default:
         break;
     }
@@ -482,12 +518,20 @@ export async function startMock(opts = {}) {
 
     // ---- per-operation default bodies
     if (op === 'chat/completions') {
+      const includeUsage = json?.stream_options?.include_usage === true;
+      const toolCall = scenario === 'tool-call' ? mockToolCall(json?.tools) : null;
+      const content =
+        scenario === 'json-schema' && json?.response_format?.type === 'json_schema'
+          ? JSON.stringify(sampleFromSchema(json.response_format.json_schema?.schema))
+          : undefined;
       if (stream) {
-        const events = chatStreamEvents(n, json?.stream_options?.include_usage === true);
+        if (toolCall) return sendStream(toolCallStreamEvents(n, toolCall, includeUsage), { gated });
+        const events = chatStreamEvents(n, includeUsage, content, req.headers['x-mock-no-trailing-annotation'] !== '1');
         return sendStream(events, { gated });
       }
+      if (toolCall) return sendJson(200, toolCallCompletion(n, toolCall), extra);
       const pad = Math.min(Math.max(Number(req.headers['x-mock-pad-bytes']) || 0, 0), 64 * 1024 * 1024);
-      return sendJson(200, chatCompletion(n, pad), extra);
+      return sendJson(200, chatCompletion(n, pad, content), extra);
     }
     if (op === 'completions') {
       if (stream) return sendStream(completionStreamEvents(n, json?.stream_options?.include_usage === true), { gated });
@@ -495,13 +539,21 @@ export async function startMock(opts = {}) {
     }
     if (op === 'embeddings') {
       const b64 = json?.encoding_format === 'base64';
+      const encode = (vec) => (b64 ? Buffer.from(new Float32Array(vec).buffer).toString('base64') : vec);
       const vec = [0.1, 0.2, 0.3];
-      const embedding = b64 ? Buffer.from(new Float32Array(vec).buffer).toString('base64') : vec;
+      const embedding = encode(vec);
+      let data = [{ object: 'embedding', index: 0, embedding }];
+      if (scenario === 'per-input-embeddings') {
+        const input = json?.input;
+        // A string, or an array of token ids, is one input; any other array is one input per element.
+        const count = Array.isArray(input) && !input.every((x) => typeof x === 'number') ? input.length : 1;
+        data = Array.from({ length: count }, (_, i) => ({ object: 'embedding', index: i, embedding: encode(embeddingVector(i)) }));
+      }
       return sendJson(
         200,
         {
           object: 'list',
-          data: [{ object: 'embedding', index: 0, embedding }],
+          data,
           model: 'text-embedding-3-small',
           usage: { prompt_tokens: 3, total_tokens: 3 },
         },
@@ -601,9 +653,10 @@ export async function startMock(opts = {}) {
     server,
     requests,
 
-    /** Forget recorded requests and released gates. */
+    /** Forget recorded requests, released gates and retry-after-ms attempt counts. */
     clear() {
       requests.length = 0;
+      retryAttempts.clear();
       releasedTags.clear();
       gatedTags.clear();
     },
@@ -713,7 +766,7 @@ function azureErrorBody(status) {
   return { error: { code: String(status), message: messages[status] ?? `Mock upstream error ${status}.` } };
 }
 
-function chatCompletion(n, pad = 0) {
+function chatCompletion(n, pad = 0, content = 'Hello world') {
   return {
     choices: [
       {
@@ -721,7 +774,7 @@ function chatCompletion(n, pad = 0) {
         finish_reason: 'stop',
         index: 0,
         logprobs: null,
-        message: { content: 'Hello world' + 'x'.repeat(pad), refusal: null, role: 'assistant' },
+        message: { content: content + 'x'.repeat(pad), refusal: null, role: 'assistant' },
       },
     ],
     created: CREATED,
@@ -735,7 +788,7 @@ function chatCompletion(n, pad = 0) {
 }
 
 /** Default Azure chat stream (§3.3 + trailing §3.5 annotation + optional §8 usage chunk). */
-function chatStreamEvents(n, includeUsage) {
+function chatStreamEvents(n, includeUsage, text = undefined, trailingAnnotation = true) {
   const id = `chatcmpl-mock${n}`;
   const chunk = (choices, more = {}) =>
     JSON.stringify({
@@ -752,11 +805,13 @@ function chatStreamEvents(n, includeUsage) {
   const events = [
     STREAM_FIRST_EVENT,
     chunk([{ content_filter_results: {}, delta: { content: '', role: 'assistant' }, finish_reason: null, index: 0, logprobs: null }]),
-    content('Hello'),
-    content(' world'),
+    // The answer in two pieces: "Hello", " world" by default, else `text` cut in the middle.
+    ...(text === undefined ? ['Hello', ' world'] : [text.slice(0, text.length >> 1), text.slice(text.length >> 1)]).map(content),
     chunk([{ content_filter_results: {}, delta: {}, finish_reason: 'stop', index: 0, logprobs: null }]),
-    // Trailing annotation chunk after the finish chunk: no `delta`, empty id/model (§3.5).
-    JSON.stringify({
+  ];
+  // Trailing annotation chunk after the finish chunk: no `delta`, empty id/model (§3.5).
+  if (trailingAnnotation) {
+    events.push(JSON.stringify({
       id: '',
       object: '',
       created: 0,
@@ -770,7 +825,86 @@ function chatStreamEvents(n, includeUsage) {
         },
       ],
       usage: null,
-    }),
+    }));
+  }
+  if (includeUsage) events.push(chunk([], { usage: USAGE }));
+  events.push('[DONE]');
+  return events.map((e) => `data: ${e}\n\n`);
+}
+
+/**
+ * A value that satisfies a (simple) JSON schema, deterministically: objects get every property in
+ * order, arrays one item, strings their first enum value or "mock", integers 42, numbers 1.5,
+ * booleans true; anyOf/oneOf/allOf take the first branch.
+ */
+export function sampleFromSchema(schema) {
+  if (!schema || typeof schema !== 'object') return null;
+  if (Array.isArray(schema.enum) && schema.enum.length) return schema.enum[0];
+  if ('const' in schema) return schema.const;
+  for (const k of ['anyOf', 'oneOf', 'allOf']) if (Array.isArray(schema[k]) && schema[k].length) return sampleFromSchema(schema[k][0]);
+  const type = Array.isArray(schema.type) ? schema.type.find((t) => t !== 'null') ?? 'null' : schema.type;
+  switch (type ?? (schema.properties ? 'object' : undefined)) {
+    case 'object':
+      return Object.fromEntries(Object.entries(schema.properties ?? {}).map(([k, v]) => [k, sampleFromSchema(v)]));
+    case 'array':
+      return [sampleFromSchema(schema.items)];
+    case 'string':
+      return 'mock';
+    case 'integer':
+      return 42;
+    case 'number':
+      return 1.5;
+    case 'boolean':
+      return true;
+    default:
+      return null;
+  }
+}
+
+/** Scenario per-input-embeddings: the vector for input i (exact in float32, so base64 round-trips). */
+export function embeddingVector(i) {
+  return [i + 0.5, -0.25 * (i + 1), 0.125, 2 ** -(i + 3)];
+}
+
+/** Scenario tool-call: a call of the first function tool in `tools`, or null when there is none. */
+function mockToolCall(tools) {
+  const tool = Array.isArray(tools) ? tools.find((t) => t?.type === 'function' && t.function?.name) : undefined;
+  if (!tool) return null;
+  return {
+    id: 'call_mock1',
+    type: 'function',
+    function: { name: tool.function.name, arguments: JSON.stringify(sampleFromSchema(tool.function.parameters)) },
+  };
+}
+
+function toolCallCompletion(n, toolCall) {
+  const c = chatCompletion(n);
+  c.choices[0].finish_reason = 'tool_calls';
+  c.choices[0].message = { content: null, refusal: null, role: 'assistant', tool_calls: [toolCall] };
+  return c;
+}
+
+/** A chat stream whose answer is the tool call (arguments in two pieces), finish_reason tool_calls. */
+function toolCallStreamEvents(n, toolCall, includeUsage) {
+  const chunk = (choices, more = {}) =>
+    JSON.stringify({
+      choices,
+      created: CREATED,
+      id: `chatcmpl-mock${n}`,
+      model: UPSTREAM_MODEL,
+      object: 'chat.completion.chunk',
+      system_fingerprint: null,
+      ...more,
+    });
+  const delta = (d, finish = null) => chunk([{ content_filter_results: {}, delta: d, finish_reason: finish, index: 0, logprobs: null }]);
+  const args = toolCall.function.arguments;
+  const cut = args.length >> 1;
+  const events = [
+    STREAM_FIRST_EVENT,
+    delta({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: toolCall.id, type: 'function', function: { name: toolCall.function.name, arguments: '' } }] }),
+    delta({ tool_calls: [{ index: 0, function: { arguments: args.slice(0, cut) } }] }),
+    delta({ tool_calls: [{ index: 0, function: { arguments: args.slice(cut) } }] }),
+    delta({}, 'tool_calls'),
   ];
   if (includeUsage) events.push(chunk([], { usage: USAGE }));
   events.push('[DONE]');
