@@ -230,7 +230,7 @@ class Gateway {
         if (ec == http::error::body_limit) {
           // Beast checks Content-Length against the body limit while reading the header.
           co_await reject(worker, stream, peer, GatewayError::request_too_large,
-                          too_large_message(limits.max_body_bytes));
+                          too_large_message(limits.max_body_bytes), &parser);
         } else if (ec == http::error::header_limit) {
           co_await reject(worker, stream, peer, GatewayError::header_too_large,
                           "The request's header block is larger than this gateway accepts (" +
@@ -301,12 +301,17 @@ class Gateway {
     ctx.received = Clock::now();
     ctx.worker = worker.index;
     ctx.peer = peer;
-    if (parser && parser->is_header_done()) {
+    if (parser && parser->got_some()) {
+      // The header may be complete (413 on Content-Length) or not (431): use what arrived.
       ctx.method = parser->get().method();
       ctx.target = parser->get().target();
       ctx.headers = &parser->get().base();
+      ctx.path = classify_path(ctx.method, ctx.target);
     }
-    ctx.request_id = generate_request_id(worker.rng);
+    std::string_view client_id;
+    if (ctx.headers) client_id = (*ctx.headers)["x-request-id"];
+    ctx.request_id = valid_client_request_id(client_id) ? std::string(client_id)
+                                                        : generate_request_id(worker.rng);
     ctx.reply = error_reply(error, message);
     DownstreamReply reply{11, false};
     co_await write_local_reply(stream, ctx, nullptr, reply);
@@ -372,6 +377,7 @@ class Gateway {
     ctx.headers = &req.base();
     ctx.body = req.body();
     ctx.bytes_in = bytes_in;
+    ctx.path = classify_path(ctx.method, ctx.target);
     const auto client_id = req["x-request-id"];
     ctx.request_id = valid_client_request_id(client_id) ? std::string(client_id)
                                                         : generate_request_id(worker.rng);
@@ -388,6 +394,9 @@ class Gateway {
     } else {
       keep_alive = co_await forward_and_relay(worker.pool, tls_, pipeline, ctx, stream, reply);
     }
+    // A client that went away before any response got nothing: logged and counted as 499, as
+    // nginx does.
+    if (ctx.status == 0 && ctx.client_aborted) ctx.status = 499;
     pipeline.on_complete(ctx);
     co_return keep_alive && !draining_;
   }

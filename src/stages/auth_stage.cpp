@@ -1,3 +1,4 @@
+#include "llm_gateway/translate/json_scan.hpp"
 #include "llm_gateway/stages/auth_stage.hpp"
 
 #include <openssl/crypto.h>
@@ -72,7 +73,7 @@ boost::asio::awaitable<Verdict> AuthorizeStage::on_request(RequestContext& ctx) 
   if (ctx.key && ctx.model && !key_allows_model(*ctx.key, *ctx.model)) {
     ctx.reply = error_reply(403, "invalid_request_error", "model_not_allowed", "model",
                             "The key '" + ctx.key->name + "' may not use the model '" +
-                                ctx.model->substr(0, 256) + "'.");
+                                std::string(json::truncate_chars(*ctx.model, 256)) + "'.");
     co_return Verdict::respond;
   }
   co_return Verdict::proceed;

@@ -54,7 +54,7 @@ boost::asio::awaitable<Verdict> ModelsStage::on_request(RequestContext& ctx) {
     ctx.reply = json_reply(200, model_object(id));
   } else {
     ctx.reply = error_reply(GatewayError::model_not_found,
-                            "The model '" + id.substr(0, 256) + "' does not exist.");
+                            "The model '" + std::string(json::truncate_chars(id, 256)) + "' does not exist.");
   }
   co_return Verdict::respond;
 }

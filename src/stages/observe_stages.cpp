@@ -176,7 +176,7 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
   field(out, "method", http::to_string(ctx.method));
   field(out, "path", ctx.target.substr(0, ctx.target.find('?')).substr(0, 1024));
   field(out, "endpoint", endpoint_name(ctx.path.endpoint));
-  field_or_null(out, "model", ctx.model ? std::string_view(*ctx.model).substr(0, 256) : "");
+  field_or_null(out, "model", ctx.model ? json::truncate_chars(*ctx.model, 256) : "");
   field_or_null(out, "upstream", ctx.upstream ? std::string_view(ctx.upstream->name) : "");
   field_or_null(out, "deployment", ctx.route ? std::string_view(ctx.route->deployment) : "");
   number(out, "status", ctx.status);
@@ -206,7 +206,8 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
   number(out, "total_tokens", ctx.usage ? std::optional<long long>(ctx.usage->total_tokens) : std::nullopt);
   field_or_null(out, "finish_reason", ctx.finish_reason);
   out += ",\"content_filter\":";
-  if (ctx.content_filter.any()) {
+  if (!ctx.content_filter.flagged(FilterStage::prompt).empty() ||
+      !ctx.content_filter.flagged(FilterStage::completion).empty()) {
     out += "{\"prompt\":" + categories(ctx.content_filter, FilterStage::prompt) +
            ",\"completion\":" + categories(ctx.content_filter, FilterStage::completion) + "}";
   } else {

@@ -4,7 +4,6 @@ namespace llmgw {
 namespace http = boost::beast::http;
 
 boost::asio::awaitable<Verdict> ParseStage::on_request(RequestContext& ctx) {
-  ctx.path = classify_path(ctx.method, ctx.target);
   std::string_view content_type;
   if (auto it = ctx.headers->find(http::field::content_type); it != ctx.headers->end())
     content_type = it->value();

@@ -1,3 +1,4 @@
+#include "llm_gateway/translate/json_scan.hpp"
 #include "llm_gateway/stages/route_stage.hpp"
 
 namespace llmgw {
@@ -7,7 +8,7 @@ boost::asio::awaitable<Verdict> RouteStage::on_request(RequestContext& ctx) {
     ctx.route = route_model(cfg_, *ctx.model);
     if (!ctx.route) {
       ctx.reply = error_reply(GatewayError::model_not_found,
-                              "The model '" + ctx.model->substr(0, 256) +
+                              "The model '" + std::string(json::truncate_chars(*ctx.model, 256)) +
                                   "' does not exist or no route of this gateway serves it.");
       co_return Verdict::respond;
     }

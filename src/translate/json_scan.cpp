@@ -332,6 +332,15 @@ std::size_t utf8_sequence(std::string_view s, std::size_t i) {
 }
 }  // namespace
 
+std::string_view truncate_chars(std::string_view text, std::size_t max_chars) {
+  std::size_t chars = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if ((static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) continue;  // continuation byte
+    if (chars++ == max_chars) return text.substr(0, i);
+  }
+  return text;
+}
+
 std::string encode_string(std::string_view value) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;

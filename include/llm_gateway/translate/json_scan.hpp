@@ -56,7 +56,11 @@ std::optional<long long> integer_member(std::string_view text, const ScanResult&
 // Decodes the contents of a JSON string token (with its quotes). nullopt if malformed.
 std::optional<std::string> decode_string(std::string_view token);
 
-// Encodes `value` as a JSON string token, quotes included.
+// Encodes `value` as a JSON string token, quotes included. Bytes that are not UTF-8 become
+// U+FFFD, so the result is always valid JSON.
 std::string encode_string(std::string_view value);
+
+// The first `max_chars` characters (UTF-8 code points) of `text`, never cutting one in half.
+std::string_view truncate_chars(std::string_view text, std::size_t max_chars);
 
 }  // namespace llmgw::json
