@@ -891,6 +891,7 @@ bool asks_for_usage(const Snapshot& snapshot, std::string target, std::string bo
   ctx.config = snapshot.config.get();
   ctx.method = http::verb::post;
   ctx.target = target;
+  ctx.path = llmgw::classify_path(ctx.method, ctx.target);  // as the session does
   ctx.headers = &headers;
   ctx.body = body;
   boost::asio::io_context io;

@@ -1,6 +1,7 @@
 // Configuration: ${VAR} expansion, the YAML loader (fields, defaults, positioned errors),
 // format_problem and the embedded default configuration.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -144,7 +145,9 @@ TEST(ExpandEnv, ValueContainingDollarBraceIsNotExpandedAgain) {
 class FullConfig : public ::testing::Test {
  protected:
   void SetUp() override {
-    ca_path_ = std::filesystem::path(::testing::TempDir()) / "llmgw_config_test_ca.pem";
+    // One file per process: ctest runs tests in parallel processes.
+    ca_path_ = std::filesystem::path(::testing::TempDir()) /
+               ("llmgw_config_test_ca_" + std::to_string(::getpid()) + ".pem");
     std::ofstream(ca_path_) << "-----BEGIN CERTIFICATE-----\n";
     const std::string yaml = R"(server:
   listen: "${LISTEN}"

@@ -342,6 +342,7 @@ TEST(MetricsStage, CountsARequestAndTracksInFlight) {
     ctx.config = cfg.get();
     ctx.method = http::verb::post;
     ctx.target = "/v1/chat/completions";
+    ctx.path = llmgw::classify_path(ctx.method, ctx.target);  // as the session does
     ctx.headers = &headers;
     ctx.body = body;
     ctx.received = Clock::now();
@@ -443,6 +444,7 @@ TEST_F(AccessLogTest, EveryFieldOfAProxiedRequest) {
   ctx.received = Clock::now() - std::chrono::milliseconds(1500);
   ctx.method = http::verb::post;
   ctx.target = "/v1/chat/completions?api-version=2024-10-21";
+  ctx.path = llmgw::classify_path(ctx.method, ctx.target);  // as the session does
   ctx.headers = &headers;
   ctx.body = body;
   ctx.bytes_in = body.size();
@@ -510,6 +512,7 @@ TEST_F(AccessLogTest, NullWhereNotApplicable) {
   ctx.received = Clock::now();
   ctx.method = http::verb::get;
   ctx.target = "/v1/models";
+  ctx.path = llmgw::classify_path(ctx.method, ctx.target);  // as the session does
   ctx.headers = &headers;
   ctx.path.endpoint = Endpoint::models;
   ctx.status = 401;
@@ -572,6 +575,7 @@ TEST_F(AccessLogTest, StringsAreEscaped) {
   ctx.headers = &headers;
   ctx.model = "evil\"model\n{";
   ctx.target = "/v1/x\"y";
+  ctx.path = llmgw::classify_path(ctx.method, ctx.target);  // as the session does
   const json j = render(ctx);
   EXPECT_EQ(j["model"], "evil\"model\n{");
   EXPECT_EQ(j["user_agent"], "quote\" backslash\\ tab\there");

@@ -105,6 +105,7 @@ class PipelineTest : public ::testing::Test {
     ctx_.received = Clock::now();
     ctx_.method = req.method;
     ctx_.target = req.target;
+    ctx_.path = llmgw::classify_path(ctx_.method, ctx_.target);  // as the session does
     ctx_.headers = &req.headers;
     ctx_.body = req.body;
     ctx_.bytes_in = req.body.size();

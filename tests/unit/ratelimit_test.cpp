@@ -660,6 +660,7 @@ class KeysTest : public ::testing::Test {
     c->ctx.received = Clock::now();
     c->ctx.method = method;
     c->ctx.target = c->target;
+    c->ctx.path = llmgw::classify_path(c->ctx.method, c->ctx.target);  // as the session does
     c->ctx.headers = &c->headers;
     c->ctx.body = c->body;
     c->ctx.bytes_in = c->body.size();
@@ -808,6 +809,7 @@ TEST_F(KeysTest, AuthSchemeIsCaseInsensitive) {
   c->ctx.method = verb::get;
   c->target = "/v1/models";
   c->ctx.target = c->target;
+  c->ctx.path = llmgw::classify_path(c->ctx.method, c->ctx.target);  // as the session does
   c->ctx.headers = &c->headers;
   c->verdict = run_pipeline(*snapshot_, c->ctx);
   ASSERT_TRUE(c->ctx.reply);
@@ -1214,6 +1216,7 @@ TEST(RateLimitStage, DefaultSnapshotUsesASystemClockMemoryStore) {
     c->ctx.config = cfg.get();
     c->ctx.method = verb::post;
     c->ctx.target = c->target;
+    c->ctx.path = llmgw::classify_path(c->ctx.method, c->ctx.target);  // as the session does
     c->ctx.headers = &c->headers;
     c->ctx.body = c->body;
     c->ctx.received = Clock::now();
