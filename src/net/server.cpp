@@ -33,6 +33,10 @@ constexpr auto kFirstRequestTimeout = std::chrono::seconds(30);  // connect -> f
 constexpr auto kKeepAliveIdle = std::chrono::seconds(75);       // between requests
 constexpr auto kBodyReadIdle = std::chrono::seconds(60);        // per read while a body arrives
 constexpr auto kReplyWriteTimeout = std::chrono::seconds(30);
+// Beast reads max(512, free capacity) bytes per system call: room for a whole typical request up
+// front, and more once a large body (audio, embedding batches) is announced.
+constexpr std::size_t kRequestReadBuffer = 8 * 1024;
+constexpr std::size_t kLargeBodyReadBuffer = 64 * 1024;
 
 struct SessionEntry {
   beast::tcp_stream* stream = nullptr;
@@ -103,6 +107,21 @@ class Gateway {
     if (admin_acceptor_)
       asio::co_spawn(first.ioc, accept_loop(*admin_acceptor_, true), log_exception("admin accept"));
 
+    run_until_stopped(first, cfg);
+    // Tear down in dependency order while every io_context still exists: listeners, then idle
+    // upstream connections, then the workers (and with them any suspended sessions).
+    main_acceptor_.reset();
+    admin_acceptor_.reset();
+    for (auto& w : workers_) w->pool.clear();
+    workers_.clear();
+    log::line(log::Level::info, "stopped");
+    return 0;
+  }
+
+ private:
+  // Runs every worker until drain (or a second signal) stops them. The signal sets live in this
+  // scope so they are gone before the io_contexts they belong to.
+  void run_until_stopped(Worker& first, const config::Config& cfg) {
     asio::signal_set signals(first.ioc, SIGINT, SIGTERM);
     signals.async_wait([this, &signals](boost::system::error_code ec, int) {
       if (ec) return;
@@ -140,17 +159,8 @@ class Gateway {
       first.ioc.run();
     }
     for (auto& t : threads) t.join();
-    // Tear down in dependency order while every io_context still exists: listeners, then idle
-    // upstream connections, then the workers (and with them any suspended sessions).
-    main_acceptor_.reset();
-    admin_acceptor_.reset();
-    for (auto& w : workers_) w->pool.clear();
-    workers_.clear();
-    log::line(log::Level::info, "stopped");
-    return 0;
   }
 
- private:
   static std::function<void(std::exception_ptr)> log_exception(const char* what) {
     return [what](std::exception_ptr e) {
       if (!e) return;
@@ -201,6 +211,7 @@ class Gateway {
     if (auto ep = socket.remote_endpoint(ignored); !ignored) peer = endpoint_string(ep);
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buffer;
+    buffer.reserve(kRequestReadBuffer);
 
     SessionEntry entry{&stream, true};
     worker.sessions.push_front(&entry);
@@ -255,6 +266,8 @@ class Gateway {
         co_await asio::async_write(stream, asio::buffer("HTTP/1.1 100 Continue\r\n\r\n", 25),
                                    nothrow_awaitable);
       }
+      if (auto length = parser.content_length(); length && *length > kRequestReadBuffer)
+        buffer.reserve(kLargeBodyReadBuffer);
       bool body_ok = true;
       while (!parser.is_done()) {
         stream.expires_after(kBodyReadIdle);

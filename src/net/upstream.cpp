@@ -37,6 +37,9 @@ constexpr std::size_t kMaxIdlePerUpstream = 64;
 constexpr auto kDownstreamWriteStall = std::chrono::seconds(60);
 constexpr std::size_t kResponseHeaderLimit = 64 * 1024;
 constexpr std::size_t kRelayBufferBytes = 16 * 1024;
+// Beast reads max(512, free capacity) bytes at a time: without room reserved up front every
+// response would be read 512 bytes per system call.
+constexpr std::size_t kUpstreamReadBuffer = 16 * 1024;
 }  // namespace
 
 struct UpstreamConnection {
@@ -143,26 +146,58 @@ std::string_view error_kind(const Failure& f) {
   }
 }
 
-// Watches the client socket while the upstream works: a client that goes away closes the
-// upstream request at once instead of letting it run (and bill) to the end.
-struct DisconnectWatch {
+// Guards one exchange with one timer and one socket wait, instead of a timer operation per read
+// and write: the upstream deadline (timeout_ms, the whole exchange), a client that stops reading
+// (write stall), and a client that goes away (its socket turns readable with EOF) — which closes
+// the upstream request at once instead of letting it run, and bill, to the end.
+struct ExchangeGuard {
+  explicit ExchangeGuard(const asio::any_io_executor& ex) : timer(ex) {}
+  asio::steady_timer timer;
   bool active = true;
+  Clock::time_point upstream_deadline{};
+  std::optional<Clock::time_point> write_since;  // a write to the client is in progress
+  bool upstream_timed_out = false;
+  bool client_stalled = false;
   bool client_gone = false;
   beast::tcp_stream* upstream = nullptr;
+  beast::tcp_stream* down = nullptr;
 };
 
-void watch_client(tcp::socket& down, std::shared_ptr<DisconnectWatch> w) {
-  down.async_wait(tcp::socket::wait_read, [w, &down](boost::system::error_code ec) {
-    if (!w->active || ec) return;  // relay finished (or cancelled): `down` may be gone
-    char probe;
-    const ssize_t r = ::recv(down.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (r > 0) return;  // a pipelined next request: the client is still there
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      watch_client(down, w);  // spurious wake-up
+constexpr auto kGuardTick = std::chrono::seconds(10);
+
+void arm_timer(const std::shared_ptr<ExchangeGuard>& g) {
+  g->timer.expires_at(std::min(g->upstream_deadline, Clock::now() + kGuardTick));
+  g->timer.async_wait([g](boost::system::error_code ec) {
+    if (ec || !g->active) return;
+    const auto now = Clock::now();
+    if (now >= g->upstream_deadline) {
+      g->upstream_timed_out = true;
+      if (g->upstream) g->upstream->close();
       return;
     }
-    w->client_gone = true;
-    if (w->upstream) w->upstream->close();
+    if (g->write_since && now - *g->write_since >= kDownstreamWriteStall) {
+      g->client_stalled = true;
+      g->down->close();
+      if (g->upstream) g->upstream->close();
+      return;
+    }
+    arm_timer(g);
+  });
+}
+
+void watch_client(const std::shared_ptr<ExchangeGuard>& g) {
+  tcp::socket& down = g->down->socket();
+  down.async_wait(tcp::socket::wait_read, [g](boost::system::error_code ec) {
+    if (!g->active || ec) return;  // exchange finished (or cancelled): `down` may be gone
+    char probe;
+    const ssize_t r = ::recv(g->down->socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r > 0) return;  // a pipelined next request: the client is still there
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      watch_client(g);  // spurious wake-up
+      return;
+    }
+    g->client_gone = true;
+    if (g->upstream) g->upstream->close();
   });
 }
 
@@ -189,6 +224,7 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up,
   }
   stream.socket().set_option(tcp::no_delay(true));
   if (!tls_ctx) {
+    stream.expires_never();  // from here on the exchange guard keeps the time
     conn.plain.emplace(std::move(stream));
     co_return std::nullopt;
   }
@@ -210,6 +246,7 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up,
         hec == beast::error::timeout ? GatewayError::upstream_timeout : GatewayError::upstream_tls_error;
     co_return Failure{kind, "TLS handshake with upstream failed: " + detail};
   }
+  beast::get_lowest_layer(*conn.tls).expires_never();
   co_return std::nullopt;
 }
 
@@ -253,14 +290,17 @@ void strip_hop_by_hop(http::fields& h) {
 template <class Stream>
 asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, bool reused,
                                          http::request<http::buffer_body>& req,
-                                         Clock::time_point deadline, const Pipeline& pipeline,
+                                         const Pipeline& pipeline,
                                          RequestContext& ctx, beast::tcp_stream& down,
-                                         const DownstreamReply& reply, DisconnectWatch& watch) {
+                                         const DownstreamReply& reply, ExchangeGuard& guard) {
   ExchangeResult result;
-  auto& lowest = conn.lowest();
+  // An error after the guard closed the connection is the deadline's doing.
+  auto upstream_error = [&guard](boost::system::error_code ec) {
+    return guard.upstream_timed_out ? boost::system::error_code(beast::error::timeout) : ec;
+  };
 
-  lowest.expires_at(deadline);
-  auto [wec, wn] = co_await http::async_write(up, req, nothrow_awaitable);
+  auto [wec0, wn] = co_await http::async_write(up, req, nothrow_awaitable);
+  const auto wec = upstream_error(wec0);
   if (wec) {
     result.outcome = reused && wec != beast::error::timeout ? Outcome::retryable : Outcome::failed;
     result.failure = {classify(wec), "sending the request upstream failed: " + wec.message(), true};
@@ -274,11 +314,11 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
     parser->header_limit(kResponseHeaderLimit);
     parser->body_limit(boost::none);  // streams may be long; the deadline bounds them
     if (ctx.method == http::verb::head) parser->skip(true);
-    lowest.expires_at(deadline);
-    auto [rec, rn] = co_await http::async_read_header(up, conn.buffer, *parser, nothrow_awaitable);
+    auto [rec0, rn] = co_await http::async_read_header(up, conn.buffer, *parser, nothrow_awaitable);
+    const auto rec = upstream_error(rec0);
     if (rec) {
       const bool nothing_received = !parser->got_some() && conn.buffer.size() == 0;
-      result.outcome = reused && nothing_received && rec != beast::error::timeout && !watch.client_gone
+      result.outcome = reused && nothing_received && rec != beast::error::timeout && !guard.client_gone
                            ? Outcome::retryable
                            : Outcome::failed;
       result.failure = {classify(rec), "reading the upstream response failed: " + rec.message(),
@@ -315,8 +355,9 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
   if (!res.has_content_length() && !res.chunked() && has_body) keep_alive = false;
 
   http::response_serializer<http::buffer_body> sr{res};
-  down.expires_after(kDownstreamWriteStall);
+  guard.write_since = Clock::now();
   auto [hec, hn] = co_await http::async_write_header(down, sr, nothrow_awaitable);
+  guard.write_since.reset();
   if (hec) {
     result.outcome = Outcome::broken;
     ctx.client_aborted = true;
@@ -334,15 +375,15 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
     if (!done) {
       res.body().data = piece.data();
       res.body().size = piece.size();
-      lowest.expires_at(deadline);
-      auto [rec, rn] = co_await http::async_read_some(up, conn.buffer, *parser, nothrow_awaitable);
+      auto [rec0, rn] = co_await http::async_read_some(up, conn.buffer, *parser, nothrow_awaitable);
+      auto rec = upstream_error(rec0);
       if (rec == http::error::need_buffer) rec = {};
       if (rec == ssl::error::stream_truncated && parser->is_done()) rec = {};
       if (rec) {
         result.outcome = Outcome::broken;
         result.failure = {classify(rec), "relaying the upstream body failed: " + rec.message(),
                           true};
-        ctx.client_aborted = watch.client_gone;
+        ctx.client_aborted = guard.client_gone;
         co_return result;
       }
       done = parser->is_done();
@@ -363,8 +404,9 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
       res.body().data = i < out.size() ? const_cast<char*>(out[i].data()) : nullptr;
       res.body().size = i < out.size() ? out[i].size() : 0;
       res.body().more = !final_write;
-      down.expires_after(kDownstreamWriteStall);
+      guard.write_since = Clock::now();
       auto [bec, bn] = co_await http::async_write(down, sr, nothrow_awaitable);
+      guard.write_since.reset();
       if (bec == http::error::need_buffer) bec = {};
       if (bec) {
         result.outcome = Outcome::broken;
@@ -376,7 +418,6 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
     if (done) break;
   }
 
-  down.expires_never();
   result.outcome = Outcome::relayed;
   result.upstream_reusable = upstream_keep_alive && !parser->need_eof() && conn.buffer.size() == 0;
   result.downstream_reusable = keep_alive;
@@ -408,18 +449,21 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
   req.body().size = body.size();
   req.body().more = false;
 
-  auto watch = std::make_shared<DisconnectWatch>();
-  watch_client(down.socket(), watch);
-  struct StopWatching {
-    DisconnectWatch& w;
-    beast::tcp_stream& down;
-    ~StopWatching() {
-      w.active = false;
-      w.upstream = nullptr;
+  auto guard = std::make_shared<ExchangeGuard>(down.get_executor());
+  guard->upstream_deadline = deadline;
+  guard->down = &down;
+  arm_timer(guard);
+  watch_client(guard);
+  struct StopGuard {
+    ExchangeGuard& g;
+    ~StopGuard() {
+      g.active = false;
+      g.upstream = nullptr;
+      g.timer.cancel();
       boost::system::error_code ignored;
-      down.socket().cancel(ignored);  // completes the pending wait (nothing else is pending)
+      g.down->socket().cancel(ignored);  // completes the pending wait (nothing else is pending)
     }
-  } stop_watching{*watch, down};
+  } stop_guard{*guard};
 
   ExchangeResult result;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -427,26 +471,27 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
     const bool reused = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>();
+      conn->buffer.reserve(kUpstreamReadBuffer);
       if (auto failure = co_await connect(upcfg, tls.contexts[upstream_index].get(), *conn)) {
         result.outcome = Outcome::failed;
         result.failure = std::move(*failure);
         break;
       }
     }
-    if (watch->client_gone) {
+    if (guard->client_gone) {
       ctx.client_aborted = true;
       co_return false;
     }
     pool.note_active(upstream_index, 1);
-    watch->upstream = &conn->lowest();
+    guard->upstream = &conn->lowest();
+    if (guard->upstream_timed_out) conn->lowest().close();  // the deadline passed while connecting
     if (conn->tls) {
-      result = co_await exchange(*conn->tls, *conn, reused, req, deadline, pipeline, ctx, down,
-                                 reply, *watch);
+      result = co_await exchange(*conn->tls, *conn, reused, req, pipeline, ctx, down, reply, *guard);
     } else {
-      result = co_await exchange(*conn->plain, *conn, reused, req, deadline, pipeline, ctx, down,
-                                 reply, *watch);
+      result = co_await exchange(*conn->plain, *conn, reused, req, pipeline, ctx, down, reply,
+                                 *guard);
     }
-    watch->upstream = nullptr;
+    guard->upstream = nullptr;
     pool.note_active(upstream_index, -1);
     if (result.outcome == Outcome::relayed && result.upstream_reusable) {
       pool.give_back(upstream_index, std::move(conn));
@@ -456,7 +501,7 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
               {{"upstream", upcfg.name}, {"reason", result.failure.message}});
   }
 
-  if (watch->client_gone) ctx.client_aborted = true;
+  if (guard->client_gone || guard->client_stalled) ctx.client_aborted = true;
   switch (result.outcome) {
     case Outcome::relayed: co_return result.downstream_reusable;
     case Outcome::broken:
