@@ -189,8 +189,28 @@ export async function startGateway(yamlText, { env = {}, args = [], t, readyTime
       });
     },
   };
-  if (t) t.after(() => gw.stop('SIGKILL'));
+  if (t) {
+    t.after(async () => {
+      // Stop gracefully so that a sanitizer build reports leaks at exit; a request left hanging
+      // by the test would hold the drain, so SIGKILL follows after a second.
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        const killer = setTimeout(() => proc.kill('SIGKILL'), 1000);
+        await exited;
+        clearTimeout(killer);
+      }
+      assertNoSanitizerReport(stderr);
+    });
+  }
   return gw;
+}
+
+/** Fails when a sanitizer (ASan, LSan, UBSan) reported anything in the gateway's stderr. */
+export function assertNoSanitizerReport(stderrLines) {
+  const text = stderrLines.join('\n');
+  if (/ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: \w+Sanitizer/.test(text)) {
+    throw new Error(`sanitizer report in the gateway's stderr:\n${text.slice(0, 20000)}`);
+  }
 }
 
 /**
