@@ -68,7 +68,10 @@ void ContentFilterSummary::read_results(FilterStage stage, std::string_view obje
 }
 
 void ContentFilterSummary::read_document(std::string_view text) {
-  json::ScanResult r = json::scan(text);
+  read_document(text, json::scan(text));
+}
+
+void ContentFilterSummary::read_document(std::string_view text, const json::ScanResult& r) {
   if (!r.is_object) return;
   // Prompt annotations: an array of {prompt_index, content_filter_results} (images: an object).
   for (std::string_view key : {"prompt_filter_results", "prompt_annotations"}) {

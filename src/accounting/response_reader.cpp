@@ -71,9 +71,10 @@ void read_choices(std::string_view choices_json, JsonFacts& facts) {
 
 }  // namespace
 
-JsonFacts read_json_facts(std::string_view text) {
+JsonFacts read_json_facts(std::string_view text) { return read_json_facts(text, json::scan(text)); }
+
+JsonFacts read_json_facts(std::string_view text, const json::ScanResult& r) {
   JsonFacts facts;
-  json::ScanResult r = json::scan(text);
   if (!r.is_object) return facts;
   bool choices_empty = false;
   if (const json::Member* ch = r.find("choices"); ch && ch->kind == json::Kind::array) {

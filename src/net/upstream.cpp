@@ -355,16 +355,20 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
   if (!res.has_content_length() && !res.chunked() && has_body) keep_alive = false;
 
   http::response_serializer<http::buffer_body> sr{res};
-  guard.write_since = Clock::now();
-  auto [hec, hn] = co_await http::async_write_header(down, sr, nothrow_awaitable);
-  guard.write_since.reset();
-  if (hec) {
-    result.outcome = Outcome::broken;
-    ctx.client_aborted = true;
-    co_return result;
+  // When body bytes came with the header (a typical non-stream answer), the header goes out with
+  // the first piece in one write; otherwise (a stream still thinking) it goes out at once.
+  if (parser->is_done() || conn.buffer.size() == 0) {
+    guard.write_since = Clock::now();
+    auto [hec, hn] = co_await http::async_write_header(down, sr, nothrow_awaitable);
+    guard.write_since.reset();
+    if (hec) {
+      result.outcome = Outcome::broken;
+      ctx.client_aborted = true;
+      co_return result;
+    }
+    ctx.bytes_out += hn;
+    ctx.client_first_byte = Clock::now();
   }
-  ctx.bytes_out += hn;
-  ctx.client_first_byte = Clock::now();
 
   // The relay: each read_some returns as soon as the parser made progress, so an SSE event is
   // written to the client the moment it arrives rather than when a buffer fills up.
@@ -414,6 +418,7 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
         co_return result;
       }
       ctx.bytes_out += bn;
+      if (!ctx.client_first_byte) ctx.client_first_byte = Clock::now();
     }
     if (done) break;
   }

@@ -38,11 +38,13 @@ struct AccountState final : StageState, BodyRewriter {
                            data.find("\"usage\": {") != std::string_view::npos;
     const bool has_finish = data.find("\"finish_reason\":\"") != std::string_view::npos ||
                             data.find("\"finish_reason\": \"") != std::string_view::npos;
-    if (data.find("filter_result") != std::string_view::npos ||
-        data.find("\"prompt_annotations\"") != std::string_view::npos)
-      ctx->content_filter.read_document(data);
+    const bool has_filter = data.find("filter_result") != std::string_view::npos ||
+                            data.find("\"prompt_annotations\"") != std::string_view::npos;
+    if (!has_usage && !has_finish && !has_filter) return false;
+    const json::ScanResult top = json::scan(data);  // one scan serves both readers
+    if (has_filter) ctx->content_filter.read_document(data, top);
     if (!has_usage && !has_finish) return false;
-    const JsonFacts facts = accounting::read_json_facts(data);
+    const JsonFacts facts = accounting::read_json_facts(data, top);
     merge(facts);
     return strip_usage_chunk && facts.usage_only_chunk;
   }
@@ -154,11 +156,12 @@ void AccountStage::on_response_end(RequestContext& ctx) {
   auto* st = ctx.find_state<AccountState>(this);
   if (!st || st->mode != AccountState::Mode::json) return;
   if (!st->truncated) {
-    st->merge(accounting::read_json_facts(st->body));
+    const json::ScanResult top = json::scan(st->body);  // one scan serves every reader
+    st->merge(accounting::read_json_facts(st->body, top));
     if (ctx.status == 400) {
       ctx.content_filter.read_error(st->body);
     } else if (ctx.status == 200 && st->body.find("filter_result") != std::string::npos) {
-      ctx.content_filter.read_document(st->body);
+      ctx.content_filter.read_document(st->body, top);
     }
   } else if (auto u = usage_from_tail(st->body)) {
     ctx.usage = u;

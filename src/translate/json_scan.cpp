@@ -1,5 +1,6 @@
 #include "llm_gateway/translate/json_scan.hpp"
 
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstdint>
@@ -15,6 +16,15 @@ const Member* ScanResult::find(std::string_view key) const {
 }
 
 namespace {
+
+// Bytes that end the fast path inside a string: the closing quote, a backslash, control bytes.
+constexpr auto kStringSpecial = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[static_cast<std::size_t>(c)] = true;
+  t['"'] = true;
+  t['\\'] = true;
+  return t;
+}();
 
 class Scanner {
  public:
@@ -66,29 +76,40 @@ class Scanner {
   }
 
   bool string() {
-    ++pos_;  // opening quote
-    while (pos_ < s_.size()) {
-      const auto c = static_cast<unsigned char>(s_[pos_]);
+    // Most of a request or response body is string content: this loop is the scanner's hot spot,
+    // so it runs on local pointers (the compiler cannot keep members in registers across the
+    // stores) and tests one table entry per byte.
+    const char* p = s_.data() + pos_ + 1;  // after the opening quote
+    const char* const end = s_.data() + s_.size();
+    for (;;) {
+      while (p < end && !kStringSpecial[static_cast<unsigned char>(*p)]) ++p;
+      if (p >= end) break;
+      const auto c = static_cast<unsigned char>(*p);
       if (c == '"') {
-        ++pos_;
+        pos_ = static_cast<std::size_t>(p + 1 - s_.data());
         return true;
       }
-      if (c < 0x20) return fail("control character in string");
-      if (c == '\\') {
-        if (++pos_ >= s_.size()) break;
-        const char e = s_[pos_];
-        if (e == 'u') {
-          for (int i = 1; i <= 4; ++i) {
-            if (pos_ + i >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[pos_ + i])))
-              return fail("invalid \\u escape");
-          }
-          pos_ += 4;
-        } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
-          return fail("invalid escape in string");
-        }
+      if (c < 0x20) {
+        pos_ = static_cast<std::size_t>(p - s_.data());
+        return fail("control character in string");
       }
-      ++pos_;
+      // a backslash
+      if (++p >= end) break;
+      if (*p == 'u') {
+        for (int i = 1; i <= 4; ++i) {
+          if (p + i >= end || !std::isxdigit(static_cast<unsigned char>(p[i]))) {
+            pos_ = static_cast<std::size_t>(p - s_.data());
+            return fail("invalid \\u escape");
+          }
+        }
+        p += 4;
+      } else if (std::string_view("\"\\/bfnrt").find(*p) == std::string_view::npos) {
+        pos_ = static_cast<std::size_t>(p - s_.data());
+        return fail("invalid escape in string");
+      }
+      ++p;
     }
+    pos_ = s_.size();
     return fail("unterminated string");
   }
 

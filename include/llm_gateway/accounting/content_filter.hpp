@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "llm_gateway/translate/json_scan.hpp"
+
 namespace llmgw::accounting {
 
 enum class FilterStage { prompt, completion };
@@ -38,6 +40,7 @@ class ContentFilterSummary {
  public:
   // Reads the annotations of one JSON document (a whole body or one stream event's data).
   void read_document(std::string_view json);
+  void read_document(std::string_view json, const json::ScanResult& top);  // already scanned
   // A 400 error body: error.innererror.content_filter_result (or the spec's spellings).
   void read_error(std::string_view json);
 

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "llm_gateway/translate/json_scan.hpp"
+
 namespace llmgw::accounting {
 
 struct Usage {
@@ -46,6 +48,8 @@ struct JsonFacts {
   bool usage_only_chunk = false;   // choices is [] and usage is an object (include_usage chunk)
 };
 JsonFacts read_json_facts(std::string_view json);
+// The same, on a document already scanned (so one scan serves several readers).
+JsonFacts read_json_facts(std::string_view json, const json::ScanResult& top);
 
 template <class OnEvent>
 void SseSplitter::feed(std::string_view piece, OnEvent&& on_event) {
