@@ -24,6 +24,38 @@ struct AccountState final : StageState, BodyRewriter {
   std::string held;  // rewrite mode: an event cut by a piece boundary
   std::string work;
 
+  // Azure repeats the same (usually all-safe) completion results on almost every stream chunk.
+  // Reading identical results again cannot change the per-request summary, so a chunk whose only
+  // results are byte-identical to the last ones read is not parsed for them.
+  static constexpr std::string_view kChoiceResults = "\"content_filter_results\":";
+  std::string last_filter;
+
+  bool repeats_last_filter(std::string_view data) const {
+    if (last_filter.empty()) return false;
+    const std::size_t at = data.find(kChoiceResults);
+    if (at == std::string_view::npos) return false;
+    if (data.find(kChoiceResults, at + 1) != std::string_view::npos) return false;  // n > 1
+    if (has_prompt_results(data)) return false;
+    return data.substr(at).starts_with(last_filter);
+  }
+
+  static bool has_prompt_results(std::string_view data) {
+    return data.find("\"prompt_filter_results\"") != std::string_view::npos ||
+           data.find("\"prompt_annotations\"") != std::string_view::npos;
+  }
+
+  void remember_filter(std::string_view data) {
+    last_filter.clear();
+    // Only a chunk whose results are a single choice's: prompt results use the same key.
+    if (has_prompt_results(data)) return;
+    const std::size_t at = data.find(kChoiceResults);
+    if (at == std::string_view::npos) return;
+    if (data.find(kChoiceResults, at + 1) != std::string_view::npos) return;
+    const std::string_view rest = data.substr(at + kChoiceResults.size());
+    const json::ScanResult r = json::scan_prefix(rest);
+    if (r.valid) last_filter.assign(data.substr(at, kChoiceResults.size() + r.consumed));
+  }
+
   void merge(const JsonFacts& f) {
     if (f.usage) ctx->usage = f.usage;
     if (!f.finish_reason.empty()) ctx->finish_reason = f.finish_reason;
@@ -40,9 +72,13 @@ struct AccountState final : StageState, BodyRewriter {
                             data.find("\"finish_reason\": \"") != std::string_view::npos;
     const bool has_filter = data.find("filter_result") != std::string_view::npos ||
                             data.find("\"prompt_annotations\"") != std::string_view::npos;
-    if (!has_usage && !has_finish && !has_filter) return false;
+    const bool read_filter = has_filter && !repeats_last_filter(data);
+    if (!has_usage && !has_finish && !read_filter) return false;
     const json::ScanResult top = json::scan(data);  // one scan serves both readers
-    if (has_filter) ctx->content_filter.read_document(data, top);
+    if (read_filter) {
+      ctx->content_filter.read_document(data, top);
+      remember_filter(data);
+    }
     if (!has_usage && !has_finish) return false;
     const JsonFacts facts = accounting::read_json_facts(data, top);
     merge(facts);

@@ -771,6 +771,29 @@ TEST(AccountStage, RewriteReadsContentFilterAnnotations) {
   EXPECT_TRUE(result(r.ctx.content_filter, FilterStage::prompt, "hate").seen);
 }
 
+// Repeated identical completion results are not parsed again; results that merely look like the
+// prompt's (same text under prompt_filter_results) must still count for the completion stage.
+TEST(AccountStage, CompletionResultsIdenticalToThePromptsStillCountOnce) {
+  const std::string results =
+      R"({"hate":{"filtered":false,"severity":"safe"},"sexual":{"filtered":false,"severity":"low"}})";
+  const std::string first =
+      R"({"choices":[],"id":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":)" +
+      results + "}]}";
+  const std::string chunk = R"({"choices":[{"index":0,"delta":{"content":"x"},"content_filter_results":)" +
+                            results + R"(,"finish_reason":null}],"id":"c1"})";
+  const std::string later = std::string(R"({"choices":[{"index":0,"delta":{"content":"y"},"content_filter_results":)") +
+                            R"({"hate":{"filtered":false,"severity":"high"}})" +
+                            R"(,"finish_reason":null}],"id":"c1"})";
+  const std::string stream = sse({first, chunk, chunk, later, chunk, "[DONE]"});
+  StreamResponse r(false);
+  r.piece(stream, true);
+  r.complete();
+  EXPECT_TRUE(result(r.ctx.content_filter, FilterStage::completion, "sexual").seen);
+  EXPECT_EQ(result(r.ctx.content_filter, FilterStage::completion, "sexual").severity, Severity::low);
+  EXPECT_EQ(result(r.ctx.content_filter, FilterStage::completion, "hate").severity, Severity::high);
+  EXPECT_EQ(result(r.ctx.content_filter, FilterStage::prompt, "hate").severity, Severity::safe);
+}
+
 TEST(AccountStage, WithoutRequestedUsageNothingIsRewrittenButUsageIsRead) {
   const std::string stream = sse(kStreamWithUsage);  // the client asked for usage itself
   for (std::size_t cut = 0; cut <= stream.size(); ++cut) {
