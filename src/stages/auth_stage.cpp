@@ -19,6 +19,11 @@ bool key_allows_model(const config::ClientKey& key, std::string_view model) {
   return false;
 }
 
+AuthStage::AuthStage(const config::Config& cfg)
+    : cfg_(cfg), sha256_(EVP_MD_fetch(nullptr, "SHA256", nullptr)) {}
+
+AuthStage::~AuthStage() { EVP_MD_free(sha256_); }
+
 std::string_view AuthStage::credential(const http::fields& headers) {
   if (auto a = headers.find(http::field::authorization); a != headers.end()) {
     std::string_view v = a->value();
@@ -47,7 +52,8 @@ boost::asio::awaitable<Verdict> AuthStage::on_request(RequestContext& ctx) {
   }
   config::Sha256 digest{};
   unsigned int len = 0;
-  EVP_Digest(presented.data(), presented.size(), digest.data(), &len, EVP_sha256(), nullptr);
+  EVP_Digest(presented.data(), presented.size(), digest.data(), &len,
+             sha256_ ? static_cast<const EVP_MD*>(sha256_) : EVP_sha256(), nullptr);
   // Every digest is compared, in constant time, so the time taken says nothing about which
   // (or whether any) key nearly matched.
   const config::ClientKey* found = nullptr;

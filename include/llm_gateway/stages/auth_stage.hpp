@@ -1,6 +1,8 @@
 #pragma once
 #include "llm_gateway/pipeline/stage.hpp"
 
+struct evp_md_st;  // OpenSSL's EVP_MD
+
 namespace llmgw {
 
 // Authenticate: with client keys configured, the request must present one (`Authorization:
@@ -9,7 +11,8 @@ namespace llmgw {
 // learns nothing. Without keys every request is anonymous (local sidecar mode).
 class AuthStage final : public Stage {
  public:
-  explicit AuthStage(const config::Config& cfg) : cfg_(cfg) {}
+  explicit AuthStage(const config::Config& cfg);
+  ~AuthStage() override;
   std::string_view name() const override { return "authenticate"; }
   boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
 
@@ -18,6 +21,7 @@ class AuthStage final : public Stage {
 
  private:
   const config::Config& cfg_;
+  ::evp_md_st* sha256_ = nullptr;  // fetched once: an implicit fetch per request is costly
 };
 
 // Authorize: a key's `models` allow-list (globs), checked once the model is known. 403
