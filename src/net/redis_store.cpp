@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -168,8 +169,12 @@ class RedisClient {
     connecting_ = true;
     connect_done_.expires_at(asio::steady_timer::time_point::max());
     socket_ = std::make_unique<tcp::socket>(ioc_);
-    boost::system::error_code ec;
-    const auto address = asio::ip::make_address(target_.host, ec);
+    // A host name (e.g. a compose service called "redis") is resolved on every attempt, so a
+    // replaced container's new address is picked up; resolution runs on the client's thread.
+    tcp::resolver resolver(ioc_);
+    auto [ec, endpoints] = co_await resolver.async_resolve(
+        target_.host, std::to_string(target_.port), tcp::resolver::numeric_service,
+        nothrow_awaitable);
     if (!ec) {
       asio::steady_timer deadline(ioc_);
       deadline.expires_after(kConnectTimeout);
@@ -179,8 +184,7 @@ class RedisClient {
           s->cancel(ignored);
         }
       });
-      auto [cec] = co_await socket_->async_connect(tcp::endpoint(address, target_.port),
-                                                   nothrow_awaitable);
+      auto [cec, ep] = co_await asio::async_connect(*socket_, endpoints, nothrow_awaitable);
       deadline.cancel();
       ec = cec;
     }
