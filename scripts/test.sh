@@ -30,4 +30,17 @@ node --test tests/integration/*.test.mjs
 
 echo "== end-to-end tests with the official openai npm SDK (pinned in tests/e2e/package-lock.json)"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
-node --test tests/e2e/*.test.mjs
+# The pinned SDK streams through node-fetch, which fails every stream with "Premature close" on
+# Debian 12's Node 18. A machine whose Node is older than 20 gets a pinned Node 20 for this suite
+# from the npm registry (the binary ships inside the node-linux-<arch> package).
+E2E_NODE=node
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  arch=$(node -p process.arch)
+  node_dir="$PWD/tests/e2e/.node"
+  E2E_NODE="$node_dir/node_modules/node-linux-$arch/bin/node"
+  if [ ! -x "$E2E_NODE" ]; then
+    npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$node_dir" \
+      "node-linux-$arch@20.20.2"
+  fi
+fi
+"$E2E_NODE" --test tests/e2e/*.test.mjs
