@@ -334,7 +334,9 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
   ctx.upstream_status = ctx.status;
   const bool upstream_keep_alive = res.keep_alive();
   const auto content_type = res[http::field::content_type];
-  ctx.streamed = res.chunked() || content_type.starts_with("text/event-stream");
+  // A stream is what the client asked for (stream: true) or an SSE answer; a JSON answer that
+  // merely arrives chunked (as api.openai.com sends them) is not one.
+  ctx.streamed = ctx.body_facts.stream || content_type.starts_with("text/event-stream");
 
   // The response header as the client gets it.
   strip_hop_by_hop(res);

@@ -76,7 +76,7 @@ struct RequestContext {
 
   // forward & relay (set by the relay, read by accounting stages)
   unsigned status = 0;
-  bool streamed = false;           // the response was relayed as a stream (SSE or chunked)
+  bool streamed = false;           // a stream: the client asked for one, or the answer is SSE
   std::uint64_t bytes_out = 0;
   std::string error_code;          // the gateway's error code when it made the response
   std::optional<Clock::time_point> upstream_first_byte;
