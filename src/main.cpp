@@ -33,8 +33,7 @@ constexpr const char* kUsage =
 
 int check_config(const std::string& path) {
   auto result = llmgw::config::load_config_file(path, llmgw::config::process_env());
-  for (const auto& p : result.problems)
-    std::cout << llmgw::config::format_problem(path, p) << "\n";
+  for (const auto& p : result.problems) std::cout << llmgw::config::format_problem(path, p) << "\n";
   if (!result.problems.empty()) return 1;
   std::cout << path << ": configuration is valid\n";
   return 0;
@@ -69,7 +68,8 @@ int main(int argc, char** argv) {
   std::string source;
   if (config_path.empty()) {
     source = "<embedded default>";
-    loaded = llmgw::config::load_config_text(llmgw::config::embedded_default_yaml(env), source, env);
+    loaded =
+        llmgw::config::load_config_text(llmgw::config::embedded_default_yaml(env), source, env);
   } else {
     source = config_path;
     loaded = llmgw::config::load_config_file(config_path, env);
@@ -87,10 +87,11 @@ int main(int argc, char** argv) {
   services.metrics = std::make_shared<llmgw::observability::Metrics>(
       cfg, llmgw::net::worker_count(cfg), LLMGW_VERSION);
   if (cfg.logging.access_log != "off") {
-    services.access_log = std::make_shared<llmgw::observability::AccessLogWriter>(cfg.logging.access_log);
+    services.access_log =
+        std::make_shared<llmgw::observability::AccessLogWriter>(cfg.logging.access_log);
     if (!services.access_log->ok()) return 1;
   }
   llmgw::net::GatewayServices net_services{services.metrics, services.access_log};
-  return llmgw::net::run_gateway(llmgw::make_snapshot(std::move(loaded.config), std::move(services)),
-                                 std::move(net_services));
+  return llmgw::net::run_gateway(
+      llmgw::make_snapshot(std::move(loaded.config), std::move(services)), std::move(net_services));
 }

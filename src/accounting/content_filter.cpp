@@ -122,7 +122,8 @@ void ContentFilterSummary::read_error(std::string_view text) {
     const std::string_view in = er.text_of(err, *inner);
     json::ScanResult ir = json::scan(in);
     for (std::string_view k : {"content_filter_result", "content_filter_results"}) {
-      if (const json::Member* cfr = ir.find(k)) read_results(FilterStage::prompt, ir.text_of(in, *cfr));
+      if (const json::Member* cfr = ir.find(k))
+        read_results(FilterStage::prompt, ir.text_of(in, *cfr));
     }
   }
 }
@@ -148,7 +149,8 @@ std::vector<std::string_view> ContentFilterSummary::flagged(FilterStage stage) c
   const auto& row = results_[static_cast<std::size_t>(stage)];
   for (std::size_t i = 0; i < row.size(); ++i) {
     const auto& c = row[i];
-    if (c.filtered || c.detected || c.severity > Severity::safe) out.push_back(kFilterCategories[i]);
+    if (c.filtered || c.detected || c.severity > Severity::safe)
+      out.push_back(kFilterCategories[i]);
   }
   return out;
 }

@@ -71,7 +71,9 @@ void read_choices(std::string_view choices_json, JsonFacts& facts) {
 
 }  // namespace
 
-JsonFacts read_json_facts(std::string_view text) { return read_json_facts(text, json::scan(text)); }
+JsonFacts read_json_facts(std::string_view text) {
+  return read_json_facts(text, json::scan(text));
+}
 
 JsonFacts read_json_facts(std::string_view text, const json::ScanResult& r) {
   JsonFacts facts;

@@ -48,8 +48,8 @@ ExpandResult expand_env(std::string_view text, const EnvLookup& env) {
     // The name runs up to the first character that cannot be in one; what follows it decides
     // the form: nothing, ":-default" or "-default".
     std::size_t name_end = 0;
-    while (name_end < expr.size() && (std::isalnum(static_cast<unsigned char>(expr[name_end])) ||
-                                      expr[name_end] == '_'))
+    while (name_end < expr.size() &&
+           (std::isalnum(static_cast<unsigned char>(expr[name_end])) || expr[name_end] == '_'))
       ++name_end;
     std::string_view name = expr.substr(0, name_end);
     const std::string_view rest = expr.substr(name_end);

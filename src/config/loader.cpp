@@ -1,7 +1,5 @@
 #include "llm_gateway/config/loader.hpp"
 
-#include "llm_gateway/routing/glob.hpp"
-
 #include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
@@ -38,8 +36,8 @@ class Reader {
   Reader(std::vector<Problem>& problems, const EnvLookup& env) : problems_(problems), env_(env) {}
 
   void error(const YAML::Mark& m, std::string message) {
-    problems_.push_back({m.is_null() ? 1 : m.line + 1, m.is_null() ? 1 : m.column + 1,
-                         std::move(message)});
+    problems_.push_back(
+        {m.is_null() ? 1 : m.line + 1, m.is_null() ? 1 : m.column + 1, std::move(message)});
   }
   void error(const YAML::Node& n, std::string message) { error(n.Mark(), std::move(message)); }
 
@@ -59,7 +57,8 @@ class Reader {
       if (!known) {
         std::string list;
         for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-        error(it->first, "unknown key '" + key + "' in " + where + " (expected one of: " + list + ")");
+        error(it->first,
+              "unknown key '" + key + "' in " + where + " (expected one of: " + list + ")");
       }
     }
     return true;
@@ -346,7 +345,8 @@ void load_keys(Reader& r, const YAML::Node& n, Config& c) {
   std::set<std::string> names;
   std::vector<Sha256> digests;
   for (const auto& k : n) {
-    if (!r.check_map(k, "key", {"name", "key", "key_sha256", "rpm", "tpm", "max_concurrent", "models"}))
+    if (!r.check_map(k, "key",
+                     {"name", "key", "key_sha256", "rpm", "tpm", "max_concurrent", "models"}))
       continue;
     ClientKey key;
     if (auto v = k["name"]) {
@@ -431,7 +431,8 @@ void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
           unsigned db = 0;
           auto [p, ec] = std::from_chars(path.data() + 1, path.data() + path.size(), db);
           if (ec != std::errc() || p != path.data() + path.size()) {
-            r.error(v, "rate_limits.redis_url: the database must be a number (redis://host:port/0)");
+            r.error(v,
+                    "rate_limits.redis_url: the database must be a number (redis://host:port/0)");
           }
           t.db = db;
         }
@@ -439,7 +440,8 @@ void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
       }
     }
   }
-  if (rl.store == LimitStore::redis && !rl.redis) r.error(n, "rate_limits.store redis needs redis_url");
+  if (rl.store == LimitStore::redis && !rl.redis)
+    r.error(n, "rate_limits.store redis needs redis_url");
   if (auto v = n["on_store_error"]) {
     if (auto s = r.string(v, "rate_limits.on_store_error")) {
       if (*s == "allow") {
@@ -549,8 +551,8 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
     // With client keys, the client's credential is a gateway key and must never travel upstream:
     // every upstream then needs a key of its own.
     std::size_t i = 0;
-    for (auto it = root["upstreams"].begin(); it != root["upstreams"].end() && i < c.upstreams.size();
-         ++it, ++i) {
+    for (auto it = root["upstreams"].begin();
+         it != root["upstreams"].end() && i < c.upstreams.size(); ++it, ++i) {
       if (!c.upstreams[i].api_key)
         r.error(it->first, "upstream '" + c.upstreams[i].name +
                                "' has no api_key: with client keys configured the client's "
@@ -579,7 +581,8 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
         }
         auto found = upstream_index.find(*target);
         if (found == upstream_index.end()) {
-          r.error(u, "route refers to upstream '" + *target + "', which is not defined in upstreams");
+          r.error(u,
+                  "route refers to upstream '" + *target + "', which is not defined in upstreams");
           continue;
         }
         out.match = *match;

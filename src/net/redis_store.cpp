@@ -172,9 +172,9 @@ class RedisClient {
     // A host name (e.g. a compose service called "redis") is resolved on every attempt, so a
     // replaced container's new address is picked up; resolution runs on the client's thread.
     tcp::resolver resolver(ioc_);
-    auto [ec, endpoints] = co_await resolver.async_resolve(
-        target_.host, std::to_string(target_.port), tcp::resolver::numeric_service,
-        nothrow_awaitable);
+    auto [ec, endpoints] =
+        co_await resolver.async_resolve(target_.host, std::to_string(target_.port),
+                                        tcp::resolver::numeric_service, nothrow_awaitable);
     if (!ec) {
       asio::steady_timer deadline(ioc_);
       deadline.expires_after(kConnectTimeout);
@@ -328,7 +328,8 @@ class RedisStore final : public ratelimit::CounterStore {
 
   std::string_view name() const override { return "redis"; }
 
-  asio::awaitable<std::optional<ratelimit::Admission>> admit(std::size_t, const std::string& key_name,
+  asio::awaitable<std::optional<ratelimit::Admission>> admit(std::size_t,
+                                                             const std::string& key_name,
                                                              const ratelimit::KeyLimits& limits,
                                                              std::int64_t token_cost) override {
     // Hop to the client's thread and back: the caller's I/O thread never blocks.
@@ -376,8 +377,9 @@ class RedisStore final : public ratelimit::CounterStore {
     }
   }
 
-  asio::awaitable<std::optional<ratelimit::Admission>> admit_on_client(
-      std::string key_name, ratelimit::KeyLimits limits, std::int64_t token_cost) {
+  asio::awaitable<std::optional<ratelimit::Admission>> admit_on_client(std::string key_name,
+                                                                       ratelimit::KeyLimits limits,
+                                                                       std::int64_t token_cost) {
     std::vector<std::string> args{redis_key(key_name, kRequests), redis_key(key_name, kTokens),
                                   std::to_string(limits.rpm.value_or(0)),
                                   std::to_string(limits.tpm.value_or(0)),
@@ -399,11 +401,11 @@ class RedisStore final : public ratelimit::CounterStore {
       a.retry_after_ms = std::max<std::int64_t>(std::max(req_wait, tok_wait), 1);
     }
     if (limits.rpm)
-      a.requests = ratelimit::LimitState{*limits.rpm, std::max<std::int64_t>(0, *limits.rpm - e[4].integer),
-                                         e[6].integer};
+      a.requests = ratelimit::LimitState{
+          *limits.rpm, std::max<std::int64_t>(0, *limits.rpm - e[4].integer), e[6].integer};
     if (limits.tpm)
-      a.tokens = ratelimit::LimitState{*limits.tpm, std::max<std::int64_t>(0, *limits.tpm - e[5].integer),
-                                       e[7].integer};
+      a.tokens = ratelimit::LimitState{
+          *limits.tpm, std::max<std::int64_t>(0, *limits.tpm - e[5].integer), e[7].integer};
     a.bucket_sec = e[8].integer;
     co_return a;
   }

@@ -30,8 +30,8 @@ namespace {
 
 // Named limits (cpp-httplib style): every timeout of the client side in one place.
 constexpr auto kFirstRequestTimeout = std::chrono::seconds(30);  // connect -> first header
-constexpr auto kKeepAliveIdle = std::chrono::seconds(75);       // between requests
-constexpr auto kBodyReadIdle = std::chrono::seconds(60);        // per read while a body arrives
+constexpr auto kKeepAliveIdle = std::chrono::seconds(75);        // between requests
+constexpr auto kBodyReadIdle = std::chrono::seconds(60);         // per read while a body arrives
 constexpr auto kReplyWriteTimeout = std::chrono::seconds(30);
 // Beast reads max(512, free capacity) bytes per system call: room for a whole typical request up
 // front, and more once a large body (audio, embedding batches) is announced.
@@ -86,11 +86,13 @@ std::string endpoint_string(const tcp::endpoint& ep) {
 class Gateway {
  public:
   Gateway(std::shared_ptr<const Snapshot> snapshot, GatewayServices services)
-      : snapshot_(snapshot), tls_(make_upstream_tls(*snapshot->config)), services_(std::move(services)) {
+      : snapshot_(snapshot),
+        tls_(make_upstream_tls(*snapshot->config)),
+        services_(std::move(services)) {
     const unsigned threads = worker_count(*snapshot->config);
     for (unsigned i = 0; i < threads; ++i)
-      workers_.push_back(std::make_unique<Worker>(i, snapshot->config->upstreams.size(),
-                                                  services_.metrics.get()));
+      workers_.push_back(
+          std::make_unique<Worker>(i, snapshot->config->upstreams.size(), services_.metrics.get()));
   }
 
   int run() {
@@ -144,7 +146,8 @@ class Gateway {
 
     ready_ = true;
     log::line(log::Level::info, "ready",
-              {{"version", LLMGW_VERSION}, {"config", cfg.source},
+              {{"version", LLMGW_VERSION},
+               {"config", cfg.source},
                {"threads", std::to_string(workers_.size())}});
 
     std::vector<std::thread> threads;
@@ -167,7 +170,8 @@ class Gateway {
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
-        log::line(log::Level::error, "unexpected exception", {{"where", what}, {"detail", ex.what()}});
+        log::line(log::Level::error, "unexpected exception",
+                  {{"where", what}, {"detail", ex.what()}});
       }
     };
   }
@@ -344,13 +348,13 @@ class Gateway {
         const std::string_view given = (*ctx.headers)[http::field::authorization];
         if (given.size() != expected.size() ||
             CRYPTO_memcmp(given.data(), expected.data(), expected.size()) != 0) {
-          ctx.reply = error_reply(401, "invalid_request_error", "invalid_admin_token",
-                                  std::nullopt, "/metrics needs 'Authorization: Bearer <admin.token>'.");
+          ctx.reply = error_reply(401, "invalid_request_error", "invalid_admin_token", std::nullopt,
+                                  "/metrics needs 'Authorization: Bearer <admin.token>'.");
           return true;
         }
       }
-      ctx.reply = LocalReply{200, "text/plain; version=0.0.4; charset=utf-8",
-                             services_.metrics->render(), {}, {}};
+      ctx.reply = LocalReply{
+          200, "text/plain; version=0.0.4; charset=utf-8", services_.metrics->render(), {}, {}};
       return true;
     }
     if (path == "/healthz") {
@@ -488,7 +492,8 @@ asio::awaitable<void> write_local_reply(beast::tcp_stream& down, RequestContext&
 }
 
 unsigned worker_count(const config::Config& cfg) {
-  return cfg.server.threads ? cfg.server.threads : std::max(1u, std::thread::hardware_concurrency());
+  return cfg.server.threads ? cfg.server.threads
+                            : std::max(1u, std::thread::hardware_concurrency());
 }
 
 int run_gateway(std::shared_ptr<const Snapshot> snapshot, GatewayServices services) {

@@ -201,15 +201,15 @@ void watch_client(const std::shared_ptr<ExchangeGuard>& g) {
   });
 }
 
-asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up,
-                                                ssl::context* tls_ctx, UpstreamConnection& conn) {
+asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl::context* tls_ctx,
+                                                UpstreamConnection& conn) {
   auto ex = co_await asio::this_coro::executor;
   const auto deadline = Clock::now() + up.connect_timeout;
   tcp::resolver resolver(ex);
   auto flags = up.base.host_is_ip ? tcp::resolver::numeric_host : tcp::resolver::flags{};
-  auto [rec, endpoints] = co_await resolver.async_resolve(
-      up.base.host, std::to_string(up.base.port), flags | tcp::resolver::numeric_service,
-      nothrow_awaitable);
+  auto [rec, endpoints] =
+      co_await resolver.async_resolve(up.base.host, std::to_string(up.base.port),
+                                      flags | tcp::resolver::numeric_service, nothrow_awaitable);
   if (rec) {
     co_return Failure{GatewayError::upstream_unreachable,
                       "cannot resolve upstream host: " + rec.message()};
@@ -218,8 +218,8 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up,
   stream.expires_at(deadline);
   auto [cec, ep] = co_await stream.async_connect(endpoints, nothrow_awaitable);
   if (cec) {
-    const auto kind =
-        cec == beast::error::timeout ? GatewayError::upstream_timeout : GatewayError::upstream_unreachable;
+    const auto kind = cec == beast::error::timeout ? GatewayError::upstream_timeout
+                                                   : GatewayError::upstream_unreachable;
     co_return Failure{kind, "cannot connect to upstream: " + cec.message()};
   }
   stream.socket().set_option(tcp::no_delay(true));
@@ -241,9 +241,10 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up,
   if (hec) {
     std::string detail = hec.message();
     const long verify = SSL_get_verify_result(ssl_handle);
-    if (verify != X509_V_OK) detail += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
-    const auto kind =
-        hec == beast::error::timeout ? GatewayError::upstream_timeout : GatewayError::upstream_tls_error;
+    if (verify != X509_V_OK)
+      detail += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
+    const auto kind = hec == beast::error::timeout ? GatewayError::upstream_timeout
+                                                   : GatewayError::upstream_tls_error;
     co_return Failure{kind, "TLS handshake with upstream failed: " + detail};
   }
   beast::get_lowest_layer(*conn.tls).expires_never();
@@ -251,10 +252,10 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up,
 }
 
 enum class Outcome {
-  relayed,          // the response went to the client completely
-  retryable,        // failed before any response byte on a reused connection
-  failed,           // failed before the response started: the client gets a gateway error
-  broken,           // failed after the response started: the client connection is cut
+  relayed,    // the response went to the client completely
+  retryable,  // failed before any response byte on a reused connection
+  failed,     // failed before the response started: the client gets a gateway error
+  broken,     // failed after the response started: the client connection is cut
 };
 
 struct ExchangeResult {
@@ -290,9 +291,9 @@ void strip_hop_by_hop(http::fields& h) {
 template <class Stream>
 asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, bool reused,
                                          http::request<http::buffer_body>& req,
-                                         const Pipeline& pipeline,
-                                         RequestContext& ctx, beast::tcp_stream& down,
-                                         const DownstreamReply& reply, ExchangeGuard& guard) {
+                                         const Pipeline& pipeline, RequestContext& ctx,
+                                         beast::tcp_stream& down, const DownstreamReply& reply,
+                                         ExchangeGuard& guard) {
   ExchangeResult result;
   // An error after the guard closed the connection is the deadline's doing.
   auto upstream_error = [&guard](boost::system::error_code ec) {
@@ -318,9 +319,10 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
     const auto rec = upstream_error(rec0);
     if (rec) {
       const bool nothing_received = !parser->got_some() && conn.buffer.size() == 0;
-      result.outcome = reused && nothing_received && rec != beast::error::timeout && !guard.client_gone
-                           ? Outcome::retryable
-                           : Outcome::failed;
+      result.outcome =
+          reused && nothing_received && rec != beast::error::timeout && !guard.client_gone
+              ? Outcome::retryable
+              : Outcome::failed;
       result.failure = {classify(rec), "reading the upstream response failed: " + rec.message(),
                         true};
       co_return result;
@@ -376,7 +378,7 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
   // written to the client the moment it arrives rather than when a buffer fills up.
   std::array<char, kRelayBufferBytes> piece;
   std::vector<std::string_view> out;  // what goes to the client for one piece
-  for (bool done = parser->is_done(); ; done = parser->is_done()) {
+  for (bool done = parser->is_done();; done = parser->is_done()) {
     out.clear();
     if (!done) {
       res.body().data = piece.data();
@@ -493,10 +495,11 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
     guard->upstream = &conn->lowest();
     if (guard->upstream_timed_out) conn->lowest().close();  // the deadline passed while connecting
     if (conn->tls) {
-      result = co_await exchange(*conn->tls, *conn, reused, req, pipeline, ctx, down, reply, *guard);
+      result =
+          co_await exchange(*conn->tls, *conn, reused, req, pipeline, ctx, down, reply, *guard);
     } else {
-      result = co_await exchange(*conn->plain, *conn, reused, req, pipeline, ctx, down, reply,
-                                 *guard);
+      result =
+          co_await exchange(*conn->plain, *conn, reused, req, pipeline, ctx, down, reply, *guard);
     }
     guard->upstream = nullptr;
     pool.note_active(upstream_index, -1);
@@ -514,8 +517,10 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
     case Outcome::broken:
       if (!ctx.client_aborted) {
         log::line(log::Level::warn, "upstream response cut",
-                  {{"upstream", upcfg.name}, {"request_id", ctx.request_id},
-                   {"kind", error_kind(result.failure)}, {"detail", result.failure.message}});
+                  {{"upstream", upcfg.name},
+                   {"request_id", ctx.request_id},
+                   {"kind", error_kind(result.failure)},
+                   {"detail", result.failure.message}});
         ctx.upstream_error_kind = std::string(error_kind(result.failure));
       }
       co_return false;
@@ -525,10 +530,12 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
   if (ctx.client_aborted) co_return false;
   ctx.upstream_error_kind = std::string(error_kind(result.failure));
   log::line(log::Level::warn, "upstream request failed",
-            {{"upstream", upcfg.name}, {"request_id", ctx.request_id},
-             {"kind", ctx.upstream_error_kind}, {"detail", result.failure.message}});
-  ctx.reply = error_reply(result.failure.error,
-                          "Upstream '" + upcfg.name + "': " + result.failure.message);
+            {{"upstream", upcfg.name},
+             {"request_id", ctx.request_id},
+             {"kind", ctx.upstream_error_kind},
+             {"detail", result.failure.message}});
+  ctx.reply =
+      error_reply(result.failure.error, "Upstream '" + upcfg.name + "': " + result.failure.message);
   co_await write_local_reply(down, ctx, &pipeline, reply);
   co_return reply.keep_alive;
 }

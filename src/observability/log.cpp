@@ -13,9 +13,13 @@ namespace {
 std::atomic<int> min_level{static_cast<int>(Level::info)};
 }
 
-void set_min_level(Level level) { min_level.store(static_cast<int>(level)); }
+void set_min_level(Level level) {
+  min_level.store(static_cast<int>(level));
+}
 
-std::string rfc3339_now() { return rfc3339(std::chrono::system_clock::now()); }
+std::string rfc3339_now() {
+  return rfc3339(std::chrono::system_clock::now());
+}
 
 std::string rfc3339(std::chrono::system_clock::time_point now) {
   const auto ms =

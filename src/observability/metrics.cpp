@@ -12,7 +12,7 @@ using prometheus::Histogram;
 
 namespace {
 const Histogram::BucketBoundaries kLatencyBuckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                                  2.5,   5,    10,    30,   60,  120, 300, 600};
+                                                  2.5,   5,    10,    30,   60,  120,  300, 600};
 const Histogram::BucketBoundaries kOverheadBuckets{0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
                                                    0.0005,  0.001,    0.0025,  0.005,  0.01,
                                                    0.025,   0.05,     0.1};
@@ -53,13 +53,15 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
                    .Register(r);
   first_byte_ = &prometheus::BuildHistogram()
                      .Name("llm_gateway_upstream_first_byte_seconds")
-                     .Help("Request received to the upstream's first response byte (time to "
-                           "first token for streams)")
+                     .Help(
+                         "Request received to the upstream's first response byte (time to "
+                         "first token for streams)")
                      .Register(r);
   overhead_ = &prometheus::BuildHistogram()
                    .Name("llm_gateway_overhead_seconds")
-                   .Help("Time the gateway itself adds: request received to upstream request "
-                         "written, plus upstream first byte to first byte written to the client")
+                   .Help(
+                       "Time the gateway itself adds: request received to upstream request "
+                       "written, plus upstream first byte to first byte written to the client")
                    .Register(r);
   tokens_ = &prometheus::BuildCounter()
                  .Name("llm_gateway_tokens_total")
@@ -79,8 +81,9 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
                           .Register(r);
   content_filter_ = &prometheus::BuildCounter()
                          .Name("llm_gateway_content_filter_total")
-                         .Help("Content-filter results per request: one count per stage and "
-                               "category, with the highest severity seen")
+                         .Help(
+                             "Content-filter results per request: one count per stage and "
+                             "category, with the highest severity seen")
                          .Register(r);
   content_filtered_requests_ =
       &prometheus::BuildCounter()
@@ -152,109 +155,120 @@ const std::string& label(const std::vector<std::string>& names, std::size_t i, c
 
 prometheus::Counter& Metrics::requests(unsigned worker, Endpoint e, std::size_t model,
                                        std::size_t upstream, std::size_t key, unsigned code) {
-  return cached(caches_[worker].counters,
-                pack(1, static_cast<std::uint64_t>(e), model, upstream, key, code), [&]() -> auto& {
-                  std::string s1, s2;
-                  const std::string key_label =
-                      key < key_names_.size() ? key_names_[key]
-                      : key == key_anonymous() ? "anonymous"
-                                               : "unauthenticated";
-                  return requests_->Add({{"endpoint", std::string(endpoint_name(e))},
-                                         {"model", model_names_[model]},
-                                         {"upstream", label(upstream_names_, upstream, "none", s1)},
-                                         {"key", key_label},
-                                         {"code", std::to_string(code)}});
-                });
+  return cached(
+      caches_[worker].counters,
+      pack(1, static_cast<std::uint64_t>(e), model, upstream, key, code), [&]() -> auto& {
+        std::string s1, s2;
+        const std::string key_label = key < key_names_.size()  ? key_names_[key]
+                                      : key == key_anonymous() ? "anonymous"
+                                                               : "unauthenticated";
+        return requests_->Add({{"endpoint", std::string(endpoint_name(e))},
+                               {"model", model_names_[model]},
+                               {"upstream", label(upstream_names_, upstream, "none", s1)},
+                               {"key", key_label},
+                               {"code", std::to_string(code)}});
+      });
 }
 
 prometheus::Histogram& Metrics::duration(unsigned worker, Endpoint e, std::size_t model,
                                          std::size_t upstream) {
-  return cached(caches_[worker].histograms, pack(2, static_cast<std::uint64_t>(e), model, upstream),
-                [&]() -> auto& {
-                  std::string s;
-                  return duration_->Add({{"endpoint", std::string(endpoint_name(e))},
-                                         {"model", model_names_[model]},
-                                         {"upstream", label(upstream_names_, upstream, "none", s)}},
-                                        kLatencyBuckets);
-                });
+  return cached(
+      caches_[worker].histograms,
+      pack(2, static_cast<std::uint64_t>(e), model, upstream), [&]() -> auto& {
+        std::string s;
+        return duration_->Add({{"endpoint", std::string(endpoint_name(e))},
+                               {"model", model_names_[model]},
+                               {"upstream", label(upstream_names_, upstream, "none", s)}},
+                              kLatencyBuckets);
+      });
 }
 
 prometheus::Histogram& Metrics::first_byte(unsigned worker, Endpoint e, std::size_t model,
                                            std::size_t upstream) {
-  return cached(caches_[worker].histograms, pack(3, static_cast<std::uint64_t>(e), model, upstream),
-                [&]() -> auto& {
-                  std::string s;
-                  return first_byte_->Add({{"endpoint", std::string(endpoint_name(e))},
-                                           {"model", model_names_[model]},
-                                           {"upstream", label(upstream_names_, upstream, "none", s)}},
-                                          kLatencyBuckets);
-                });
+  return cached(
+      caches_[worker].histograms,
+      pack(3, static_cast<std::uint64_t>(e), model, upstream), [&]() -> auto& {
+        std::string s;
+        return first_byte_->Add({{"endpoint", std::string(endpoint_name(e))},
+                                 {"model", model_names_[model]},
+                                 {"upstream", label(upstream_names_, upstream, "none", s)}},
+                                kLatencyBuckets);
+      });
 }
 
 prometheus::Histogram& Metrics::overhead(unsigned worker, Endpoint e) {
-  return cached(caches_[worker].histograms, pack(4, static_cast<std::uint64_t>(e)), [&]() -> auto& {
-    return overhead_->Add({{"endpoint", std::string(endpoint_name(e))}}, kOverheadBuckets);
-  });
+  return cached(
+      caches_[worker].histograms, pack(4, static_cast<std::uint64_t>(e)), [&]() -> auto& {
+        return overhead_->Add({{"endpoint", std::string(endpoint_name(e))}}, kOverheadBuckets);
+      });
 }
 
 prometheus::Counter& Metrics::tokens(unsigned worker, std::size_t model, std::size_t key,
                                      bool completion) {
-  return cached(caches_[worker].counters, pack(5, completion ? 1 : 0, model, 0, key),
-                [&]() -> auto& {
-                  const std::string key_label = key < key_names_.size() ? key_names_[key]
-                                                                        : "anonymous";
-                  return tokens_->Add({{"model", model_names_[model]},
-                                       {"key", key_label},
-                                       {"type", completion ? "completion" : "prompt"}});
-                });
+  return cached(
+      caches_[worker].counters, pack(5, completion ? 1 : 0, model, 0, key), [&]() -> auto& {
+        const std::string key_label = key < key_names_.size() ? key_names_[key] : "anonymous";
+        return tokens_->Add({{"model", model_names_[model]},
+                             {"key", key_label},
+                             {"type", completion ? "completion" : "prompt"}});
+      });
 }
 
 prometheus::Counter& Metrics::rate_limited(unsigned worker, std::size_t key, std::size_t kind) {
-  return cached(caches_[worker].counters, pack(6, kind, 0, 0, key), [&]() -> auto& {
-    return rate_limited_->Add({{"key", key_names_[key]}, {"limit", kLimitKinds[kind]}});
-  });
+  return cached(
+      caches_[worker].counters, pack(6, kind, 0, 0, key), [&]() -> auto& {
+        return rate_limited_->Add({{"key", key_names_[key]}, {"limit", kLimitKinds[kind]}});
+      });
 }
 
 prometheus::Counter& Metrics::upstream_responses(unsigned worker, std::size_t upstream,
                                                  unsigned code) {
-  return cached(caches_[worker].counters, pack(7, 0, 0, upstream, 0, code), [&]() -> auto& {
-    return upstream_responses_->Add(
-        {{"upstream", upstream_names_[upstream]}, {"code", std::to_string(code)}});
-  });
+  return cached(
+      caches_[worker].counters, pack(7, 0, 0, upstream, 0, code), [&]() -> auto& {
+        return upstream_responses_->Add(
+            {{"upstream", upstream_names_[upstream]}, {"code", std::to_string(code)}});
+      });
 }
 
 prometheus::Counter& Metrics::upstream_errors(unsigned worker, std::size_t upstream,
                                               std::size_t kind) {
-  return cached(caches_[worker].counters, pack(8, kind, 0, upstream), [&]() -> auto& {
-    return upstream_errors_->Add({{"upstream", upstream_names_[upstream]}, {"kind", kErrorKinds[kind]}});
-  });
+  return cached(
+      caches_[worker].counters, pack(8, kind, 0, upstream), [&]() -> auto& {
+        return upstream_errors_->Add(
+            {{"upstream", upstream_names_[upstream]}, {"kind", kErrorKinds[kind]}});
+      });
 }
 
 prometheus::Counter& Metrics::content_filter(unsigned worker, std::size_t stage,
                                              std::size_t category, std::size_t severity,
                                              bool filtered) {
-  return cached(caches_[worker].counters, pack(9, stage, category, severity, filtered ? 1 : 0),
-                [&]() -> auto& {
-                  return content_filter_->Add(
-                      {{"stage", std::string(accounting::stage_name(
-                                     static_cast<accounting::FilterStage>(stage)))},
-                       {"category", std::string(accounting::kFilterCategories[category])},
-                       {"severity", std::string(accounting::severity_name(
-                                        static_cast<accounting::Severity>(severity)))},
-                       {"filtered", filtered ? "true" : "false"}});
-                });
+  return cached(
+      caches_[worker].counters,
+      pack(9, stage, category, severity, filtered ? 1 : 0), [&]() -> auto& {
+        return content_filter_->Add(
+            {{"stage",
+              std::string(accounting::stage_name(static_cast<accounting::FilterStage>(stage)))},
+             {"category", std::string(accounting::kFilterCategories[category])},
+             {"severity",
+              std::string(accounting::severity_name(static_cast<accounting::Severity>(severity)))},
+             {"filtered", filtered ? "true" : "false"}});
+      });
 }
 
 prometheus::Counter& Metrics::content_filtered_requests(unsigned worker, std::size_t stage,
                                                         std::size_t key) {
-  return cached(caches_[worker].counters, pack(10, stage, 0, 0, key), [&]() -> auto& {
-    const std::string key_label = key < key_names_.size() ? key_names_[key] : "anonymous";
-    return content_filtered_requests_->Add(
-        {{"stage", std::string(accounting::stage_name(static_cast<accounting::FilterStage>(stage)))},
-         {"key", key_label}});
-  });
+  return cached(
+      caches_[worker].counters, pack(10, stage, 0, 0, key), [&]() -> auto& {
+        const std::string key_label = key < key_names_.size() ? key_names_[key] : "anonymous";
+        return content_filtered_requests_->Add(
+            {{"stage",
+              std::string(accounting::stage_name(static_cast<accounting::FilterStage>(stage)))},
+             {"key", key_label}});
+      });
 }
 
-prometheus::Counter& Metrics::store_errors(std::size_t store) { return *store_errors_[store]; }
+prometheus::Counter& Metrics::store_errors(std::size_t store) {
+  return *store_errors_[store];
+}
 
 }  // namespace llmgw::observability

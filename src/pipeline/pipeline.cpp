@@ -38,7 +38,8 @@ void Pipeline::on_complete(RequestContext& ctx) const {
 
 Pipeline build_pipeline(const config::Config& cfg, const PipelineServices& services) {
   std::shared_ptr<ratelimit::CounterStore> store = services.counter_store;
-  if (!store) store = std::make_shared<ratelimit::MemoryStore>(cfg.keys.size(), ratelimit::system_now_ms());
+  if (!store)
+    store = std::make_shared<ratelimit::MemoryStore>(cfg.keys.size(), ratelimit::system_now_ms());
   std::vector<std::unique_ptr<Stage>> stages;
   if (services.metrics) stages.push_back(std::make_unique<MetricsStage>(cfg, services.metrics));
   if (services.access_log)

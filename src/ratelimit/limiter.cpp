@@ -30,7 +30,8 @@ std::int64_t SlidingWindow::wait_ms(std::int64_t now_ms, std::int64_t limit,
   for (const auto& b : buckets_) {
     if (b.sec > now_sec - kWindowBuckets && b.sec <= now_sec && b.value != 0) live.push_back(b);
   }
-  std::sort(live.begin(), live.end(), [](const Bucket& a, const Bucket& b) { return a.sec < b.sec; });
+  std::sort(live.begin(), live.end(),
+            [](const Bucket& a, const Bucket& b) { return a.sec < b.sec; });
   for (const auto& b : live) {
     total -= b.value;
     if (total + cost <= limit) return (b.sec + kWindowBuckets) * 1000 - now_ms;
@@ -73,8 +74,9 @@ Admission admit(SlidingWindow& requests, SlidingWindow& tokens, const KeyLimits&
     if (limits.tpm) tokens.add(now_sec, token_cost);
   }
   if (limits.rpm) {
-    a.requests = LimitState{*limits.rpm, std::max<std::int64_t>(0, *limits.rpm - requests.sum(now_sec)),
-                            requests.reset_ms(now_ms)};
+    a.requests =
+        LimitState{*limits.rpm, std::max<std::int64_t>(0, *limits.rpm - requests.sum(now_sec)),
+                   requests.reset_ms(now_ms)};
   }
   if (limits.tpm) {
     a.tokens = LimitState{*limits.tpm, std::max<std::int64_t>(0, *limits.tpm - tokens.sum(now_sec)),

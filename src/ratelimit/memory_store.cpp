@@ -17,7 +17,8 @@ MemoryStore::MemoryStore(std::size_t key_count, NowMs now) : now_(std::move(now)
   for (std::size_t i = 0; i < key_count; ++i) keys_.push_back(std::make_unique<KeyCounters>());
 }
 
-Admission MemoryStore::admit_now(std::size_t key, const KeyLimits& limits, std::int64_t token_cost) {
+Admission MemoryStore::admit_now(std::size_t key, const KeyLimits& limits,
+                                 std::int64_t token_cost) {
   KeyCounters& k = *keys_[key];
   const std::int64_t now = now_();
   std::lock_guard lock(k.mutex);

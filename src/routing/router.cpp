@@ -19,7 +19,8 @@ RouteDecision decide(const config::Config& cfg, std::size_t route, std::string_v
   d.route = route;
   d.upstream = cfg.routes[route].upstream;
   const auto& up = cfg.upstreams[d.upstream];
-  if (up.provider == config::Provider::azure && !model.empty()) d.deployment = deployment_for(up, model);
+  if (up.provider == config::Provider::azure && !model.empty())
+    d.deployment = deployment_for(up, model);
   return d;
 }
 }  // namespace

@@ -122,8 +122,7 @@ std::optional<accounting::Usage> usage_from_tail(std::string_view tail) {
     if (open == std::string_view::npos || tail[open] != '{') continue;
     json::ScanResult r = json::scan_prefix(tail.substr(open));
     if (!r.valid) continue;
-    const std::string wrapped =
-        "{\"usage\":" + std::string(tail.substr(open, r.consumed)) + "}";
+    const std::string wrapped = "{\"usage\":" + std::string(tail.substr(open, r.consumed)) + "}";
     return accounting::read_json_facts(wrapped).usage;
   }
   return std::nullopt;
@@ -141,8 +140,8 @@ bool upstream_accepts_stream_options(const config::Upstream& up, Endpoint endpoi
 
 boost::asio::awaitable<Verdict> AccountStage::on_request(RequestContext& ctx) {
   const BodyFacts& f = ctx.body_facts;
-  const bool chat_or_completions = ctx.path.endpoint == Endpoint::chat_completions ||
-                                   ctx.path.endpoint == Endpoint::completions;
+  const bool chat_or_completions =
+      ctx.path.endpoint == Endpoint::chat_completions || ctx.path.endpoint == Endpoint::completions;
   if (chat_or_completions && ctx.path.deployment_scoped && f.kind == BodyKind::json && f.stream &&
       !f.include_usage && f.object_end != std::string_view::npos && ctx.upstream &&
       upstream_accepts_stream_options(*ctx.upstream, ctx.path.endpoint))

@@ -1,5 +1,5 @@
-#include "llm_gateway/translate/json_scan.hpp"
 #include "llm_gateway/stages/auth_stage.hpp"
+#include "llm_gateway/translate/json_scan.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -22,7 +22,9 @@ bool key_allows_model(const config::ClientKey& key, std::string_view model) {
 AuthStage::AuthStage(const config::Config& cfg)
     : cfg_(cfg), sha256_(EVP_MD_fetch(nullptr, "SHA256", nullptr)) {}
 
-AuthStage::~AuthStage() { EVP_MD_free(sha256_); }
+AuthStage::~AuthStage() {
+  EVP_MD_free(sha256_);
+}
 
 std::string_view AuthStage::credential(const http::fields& headers) {
   if (auto a = headers.find(http::field::authorization); a != headers.end()) {

@@ -53,8 +53,9 @@ boost::asio::awaitable<Verdict> ModelsStage::on_request(RequestContext& ctx) {
   if (std::find(ids_.begin(), ids_.end(), id) != ids_.end() && visible(id)) {
     ctx.reply = json_reply(200, model_object(id));
   } else {
-    ctx.reply = error_reply(GatewayError::model_not_found,
-                            "The model '" + std::string(json::truncate_chars(id, 256)) + "' does not exist.");
+    ctx.reply = error_reply(
+        GatewayError::model_not_found,
+        "The model '" + std::string(json::truncate_chars(id, 256)) + "' does not exist.");
   }
   co_return Verdict::respond;
 }

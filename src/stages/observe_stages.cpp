@@ -56,10 +56,11 @@ void MetricsStage::on_complete(RequestContext& ctx) {
   auto& m = *metrics_;
   const unsigned w = ctx.worker;
   const Endpoint endpoint = ctx.path.endpoint;
-  const std::size_t model = m.model_label(ctx.model ? &*ctx.model : nullptr,
-                                          ctx.route ? std::optional(ctx.route->route) : std::nullopt);
+  const std::size_t model =
+      m.model_label(ctx.model ? &*ctx.model : nullptr,
+                    ctx.route ? std::optional(ctx.route->route) : std::nullopt);
   const std::size_t upstream = ctx.route ? ctx.route->upstream : m.upstream_none();
-  const std::size_t key = ctx.key ? ctx.key_index
+  const std::size_t key = ctx.key             ? ctx.key_index
                           : cfg_.keys.empty() ? m.key_anonymous()
                                               : m.key_unauthenticated();
   const auto now = Clock::now();
@@ -67,7 +68,8 @@ void MetricsStage::on_complete(RequestContext& ctx) {
   m.requests(w, endpoint, model, upstream, key, ctx.status).Increment();
   m.duration(w, endpoint, model, upstream).Observe(seconds_between(ctx.received, now));
   if (ctx.upstream_first_byte)
-    m.first_byte(w, endpoint, model, upstream).Observe(seconds_between(ctx.received, *ctx.upstream_first_byte));
+    m.first_byte(w, endpoint, model, upstream)
+        .Observe(seconds_between(ctx.received, *ctx.upstream_first_byte));
   if (ctx.upstream_request_written && ctx.upstream_first_byte && ctx.client_first_byte) {
     const double overhead = seconds_between(ctx.received, *ctx.upstream_request_written) +
                             seconds_between(*ctx.upstream_first_byte, *ctx.client_first_byte);
@@ -156,7 +158,8 @@ std::string categories(const accounting::ContentFilterSummary& cf, FilterStage s
 void AccessLogStage::on_response_body(RequestContext& ctx, std::string_view piece) {
   if (!cfg_.logging.bodies) return;
   auto& st = ctx.state<BodyCapture>(this);
-  const std::size_t room = cfg_.logging.body_max_bytes - std::min(cfg_.logging.body_max_bytes, st.response.size());
+  const std::size_t room =
+      cfg_.logging.body_max_bytes - std::min(cfg_.logging.body_max_bytes, st.response.size());
   st.response.append(piece.substr(0, room));
 }
 
@@ -170,9 +173,10 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
   out += "{\"ts\":";
   out += json::encode_string(log::rfc3339(wall_received));
   field(out, "request_id", ctx.request_id);
-  field(out, "key", ctx.key ? std::string_view(ctx.key->name)
-                     : cfg_.keys.empty() ? "anonymous"
-                                         : "unauthenticated");
+  field(out, "key",
+        ctx.key             ? std::string_view(ctx.key->name)
+        : cfg_.keys.empty() ? "anonymous"
+                            : "unauthenticated");
   field(out, "method", http::to_string(ctx.method));
   field(out, "path", ctx.target.substr(0, ctx.target.find('?')).substr(0, 1024));
   field(out, "endpoint", endpoint_name(ctx.path.endpoint));
@@ -200,10 +204,12 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
                    .count();
   }
   number(out, "overhead_us", overhead);
-  number(out, "prompt_tokens", ctx.usage ? std::optional<long long>(ctx.usage->prompt_tokens) : std::nullopt);
+  number(out, "prompt_tokens",
+         ctx.usage ? std::optional<long long>(ctx.usage->prompt_tokens) : std::nullopt);
   number(out, "completion_tokens",
          ctx.usage ? std::optional<long long>(ctx.usage->completion_tokens) : std::nullopt);
-  number(out, "total_tokens", ctx.usage ? std::optional<long long>(ctx.usage->total_tokens) : std::nullopt);
+  number(out, "total_tokens",
+         ctx.usage ? std::optional<long long>(ctx.usage->total_tokens) : std::nullopt);
   field_or_null(out, "finish_reason", ctx.finish_reason);
   out += ",\"content_filter\":";
   if (!ctx.content_filter.flagged(FilterStage::prompt).empty() ||
@@ -228,6 +234,8 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
   return out;
 }
 
-void AccessLogStage::on_complete(RequestContext& ctx) { writer_->write(render(ctx)); }
+void AccessLogStage::on_complete(RequestContext& ctx) {
+  writer_->write(render(ctx));
+}
 
 }  // namespace llmgw

@@ -9,9 +9,9 @@ boost::asio::awaitable<Verdict> ParseStage::on_request(RequestContext& ctx) {
     content_type = it->value();
   ctx.body_facts = inspect_body(content_type, ctx.body);
   if (!ctx.body_facts.invalid_reason.empty()) {
-    ctx.reply = error_reply(GatewayError::invalid_json,
-                            "We could not parse the JSON body of your request: " +
-                                ctx.body_facts.invalid_reason);
+    ctx.reply = error_reply(
+        GatewayError::invalid_json,
+        "We could not parse the JSON body of your request: " + ctx.body_facts.invalid_reason);
     co_return Verdict::respond;
   }
   if (ctx.body_facts.model_not_string) {

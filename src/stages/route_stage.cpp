@@ -1,5 +1,5 @@
-#include "llm_gateway/translate/json_scan.hpp"
 #include "llm_gateway/stages/route_stage.hpp"
+#include "llm_gateway/translate/json_scan.hpp"
 
 namespace llmgw {
 
@@ -13,8 +13,7 @@ boost::asio::awaitable<Verdict> RouteStage::on_request(RequestContext& ctx) {
       co_return Verdict::respond;
     }
   } else if (ctx.path.deployment_scoped) {
-    ctx.reply = error_reply(GatewayError::missing_model,
-                            "You must provide a model parameter.");
+    ctx.reply = error_reply(GatewayError::missing_model, "You must provide a model parameter.");
     co_return Verdict::respond;
   } else {
     ctx.route = route_default(cfg_);

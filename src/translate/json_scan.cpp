@@ -267,9 +267,13 @@ std::optional<std::uint32_t> hex4(std::string_view s, std::size_t at) {
 
 }  // namespace
 
-ScanResult scan(std::string_view text) { return Scanner(text).run(true); }
+ScanResult scan(std::string_view text) {
+  return Scanner(text).run(true);
+}
 
-ScanResult scan_prefix(std::string_view text) { return Scanner(text).run(false); }
+ScanResult scan_prefix(std::string_view text) {
+  return Scanner(text).run(false);
+}
 
 std::optional<long long> integer_member(std::string_view text, const ScanResult& r,
                                         std::string_view key) {

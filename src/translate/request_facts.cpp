@@ -13,14 +13,16 @@ namespace http = boost::beast::http;
 namespace {
 
 bool starts_with_segment(std::string_view path, std::string_view seg) {
-  return path == seg || (path.size() > seg.size() && path.starts_with(seg) && path[seg.size()] == '/');
+  return path == seg ||
+         (path.size() > seg.size() && path.starts_with(seg) && path[seg.size()] == '/');
 }
 
 struct OpInfo {
   std::string_view path;
   Endpoint endpoint;
 };
-// Operations that Azure serves under /openai/deployments/{deployment}/ (research/azure-api.md §1.2).
+// Operations that Azure serves under /openai/deployments/{deployment}/ (research/azure-api.md
+// §1.2).
 constexpr std::array<OpInfo, 8> kDeploymentOps{{
     {"chat/completions", Endpoint::chat_completions},
     {"completions", Endpoint::completions},
@@ -169,7 +171,8 @@ void inspect_multipart(std::string_view content_type, std::string_view body, Bod
       if (eol == std::string_view::npos) eol = headers.size();
       std::string_view h = headers.substr(line, eol - line);
       const std::size_t colon = h.find(':');
-      if (colon != std::string_view::npos && iequals(trim(h.substr(0, colon)), "content-disposition"))
+      if (colon != std::string_view::npos &&
+          iequals(trim(h.substr(0, colon)), "content-disposition"))
         name = header_param(h.substr(colon + 1), "name");
       line = eol + 2;
     }
@@ -217,7 +220,8 @@ std::size_t prompt_characters(std::string_view body, const BodyFacts& facts) {
       } else if (c == '"') {
         in_string = false;
         std::size_t q = p + 1;
-        while (q < end && (body[q] == ' ' || body[q] == '\n' || body[q] == '\t' || body[q] == '\r')) ++q;
+        while (q < end && (body[q] == ' ' || body[q] == '\n' || body[q] == '\t' || body[q] == '\r'))
+          ++q;
         if (q >= end || body[q] != ':') chars += string_chars;
       } else if ((c & 0xC0) != 0x80) {
         ++string_chars;

@@ -25,7 +25,8 @@ bool list_names(std::string_view list, std::string_view field) {
   while (!list.empty()) {
     std::size_t comma = list.find(',');
     std::string_view token = list.substr(0, comma);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+      token.remove_prefix(1);
     while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
     if (iequals(token, field)) return true;
     if (comma == std::string_view::npos) break;
@@ -152,7 +153,7 @@ void set_include_usage(const InboundRequest& in, BodyEdits& edits) {
 
 bool is_hop_by_hop(std::string_view name) {
   static constexpr std::array<std::string_view, 8> kFields{
-      "connection", "keep-alive", "proxy-connection", "te",
+      "connection", "keep-alive", "proxy-connection",  "te",
       "trailer",    "upgrade",    "transfer-encoding", "proxy-authorization"};
   for (auto f : kFields) {
     if (iequals(name, f)) return true;
@@ -189,7 +190,8 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up,
     const std::string_view name = f.name_string();
     if (is_hop_by_hop(name) || replaced_by_gateway(name)) continue;
     if (named_by_connection(name)) continue;
-    if (azure && (iequals(name, "openai-organization") || iequals(name, "openai-project"))) continue;
+    if (azure && (iequals(name, "openai-organization") || iequals(name, "openai-project")))
+      continue;
     out.headers.insert(f.name(), name, f.value());
   }
   out.headers.set(http::field::host, up.base.host_header);

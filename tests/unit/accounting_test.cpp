@@ -1,10 +1,10 @@
 // Accounting: the SSE splitter, usage/finish_reason from JSON documents, Azure content-filter
 // summaries, and the account stage (reading usage, removing the usage chunk the gateway asked
 // for). Sample bodies are Azure's documented shapes (shared/research/azure-api.md §3, §8).
-#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/http/fields.hpp>
+#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 
 #include <gtest/gtest.h>
 
@@ -166,7 +166,8 @@ std::size_t category(std::string_view name) {
   return static_cast<std::size_t>(it - c.begin());
 }
 
-const CategoryResult& result(const ContentFilterSummary& s, FilterStage stage, std::string_view name) {
+const CategoryResult& result(const ContentFilterSummary& s, FilterStage stage,
+                             std::string_view name) {
   return s.result(stage, category(name));
 }
 
@@ -185,12 +186,10 @@ std::vector<std::string> split_pieces(const std::vector<std::string_view>& piece
 
 const std::string kMixedStream =
     ": comment line\n\n"
-    "event: message\nid: 7\ndata: " + std::string(kStreamPromptChunk) + "\n\n" +
-    "data: " + std::string(kStreamRoleChunk) + "\n\n" +
-    "data: first line\ndata: second line\n\n" +
-    "data: " + std::string(kStreamFinishChunk) + "\n\n" +
-    "data: " + std::string(kUsageChunk) + "\n\n" +
-    "data: [DONE]\n\n";
+    "event: message\nid: 7\ndata: " +
+    std::string(kStreamPromptChunk) + "\n\n" + "data: " + std::string(kStreamRoleChunk) + "\n\n" +
+    "data: first line\ndata: second line\n\n" + "data: " + std::string(kStreamFinishChunk) +
+    "\n\n" + "data: " + std::string(kUsageChunk) + "\n\n" + "data: [DONE]\n\n";
 
 TEST(SseSplitter, WholeStreamGivesEachEventWithoutItsTerminator) {
   const auto events = split_pieces({kMixedStream});
@@ -230,7 +229,8 @@ TEST(SseSplitter, OneByteAtATimeGivesTheSameEvents) {
 
 TEST(SseSplitter, CrLfTerminatorsAtEveryOffset) {
   const std::string stream = "event: message\r\ndata: " + std::string(kStreamPromptChunk) +
-                             "\r\n\r\n" + sse({kStreamRoleChunk, kStreamFinishChunk, "[DONE]"}, "\r\n\r\n");
+                             "\r\n\r\n" +
+                             sse({kStreamRoleChunk, kStreamFinishChunk, "[DONE]"}, "\r\n\r\n");
   const auto expected = split_pieces({stream});
   ASSERT_EQ(expected.size(), 4u);
   EXPECT_EQ(expected[0], "event: message\r\ndata: " + std::string(kStreamPromptChunk));
@@ -287,7 +287,7 @@ TEST(FindEventEnd, PicksTheEarlierTerminator) {
 TEST(EventData, OneDataLine) {
   std::string scratch;
   EXPECT_EQ(accounting::event_data("data: {\"a\":1}", scratch), "{\"a\":1}");
-  EXPECT_EQ(accounting::event_data("data:{\"a\":1}", scratch), "{\"a\":1}");  // no space
+  EXPECT_EQ(accounting::event_data("data:{\"a\":1}", scratch), "{\"a\":1}");       // no space
   EXPECT_EQ(accounting::event_data("data:  two spaces", scratch), " two spaces");  // one removed
   EXPECT_EQ(accounting::event_data("event: message\nid: 3\ndata: x\nretry: 10", scratch), "x");
   EXPECT_EQ(accounting::event_data("data: x\r\nid: 1", scratch), "x");
@@ -364,10 +364,11 @@ TEST(ReadJsonFacts, FinishChunks) {
   EXPECT_EQ(accounting::read_json_facts(kStreamRoleChunk).finish_reason, "");
   EXPECT_EQ(accounting::read_json_facts(kBlockedFinalChunk).finish_reason, "content_filter");
   // Several choices: the last non-null one.
-  EXPECT_EQ(accounting::read_json_facts(
-                R"({"choices":[{"index":0,"finish_reason":"stop"},{"index":1,"finish_reason":null},{"index":2,"finish_reason":"length"}]})")
-                .finish_reason,
-            "length");
+  EXPECT_EQ(
+      accounting::read_json_facts(
+          R"({"choices":[{"index":0,"finish_reason":"stop"},{"index":1,"finish_reason":null},{"index":2,"finish_reason":"length"}]})")
+          .finish_reason,
+      "length");
 }
 
 TEST(ReadJsonFacts, ResponsesApiCompletedEvent) {
@@ -376,9 +377,10 @@ TEST(ReadJsonFacts, ResponsesApiCompletedEvent) {
   expect_usage(f.usage, 36, 87, 123);
   EXPECT_FALSE(f.usage_only_chunk);
   // response.created carries "usage": null.
-  EXPECT_FALSE(accounting::read_json_facts(
-                   R"({"type":"response.created","response":{"id":"r","status":"in_progress","usage":null}})")
-                   .usage);
+  EXPECT_FALSE(
+      accounting::read_json_facts(
+          R"({"type":"response.created","response":{"id":"r","status":"in_progress","usage":null}})")
+          .usage);
 }
 
 TEST(ReadJsonFacts, ResponsesApiNonStreamBody) {
@@ -395,8 +397,9 @@ TEST(ReadJsonFacts, EmbeddingsBody) {
 }
 
 TEST(ReadJsonFacts, TotalIsComputedWhenMissingAndJunkIsIgnored) {
-  expect_usage(accounting::read_json_facts(R"({"usage":{"prompt_tokens":3,"completion_tokens":4}})").usage,
-               3, 4, 7);
+  expect_usage(
+      accounting::read_json_facts(R"({"usage":{"prompt_tokens":3,"completion_tokens":4}})").usage,
+      3, 4, 7);
   EXPECT_FALSE(accounting::read_json_facts("not json").usage);
   EXPECT_FALSE(accounting::read_json_facts("[DONE]").usage);
   EXPECT_FALSE(accounting::read_json_facts(R"({"usage":"many"})").usage);
@@ -512,7 +515,8 @@ TEST(ContentFilter, ErrorBodyInnererrorContentFilterResult) {
 }
 
 TEST(ContentFilter, ErrorBodySpecSpellingInnerErrorContentFilterResults) {
-  std::string body = replace_all(std::string(kFilteredPromptError), "\"innererror\"", "\"inner_error\"");
+  std::string body =
+      replace_all(std::string(kFilteredPromptError), "\"innererror\"", "\"inner_error\"");
   body = replace_all(body, "\"content_filter_result\"", "\"content_filter_results\"");
   ASSERT_NE(body.find("inner_error"), std::string::npos);
   ASSERT_NE(body.find("content_filter_results"), std::string::npos);
@@ -540,7 +544,8 @@ TEST(ContentFilter, ErrorBodyJailbreakAndBlocklistVariants) {
 
 TEST(ContentFilter, ErrorWithoutInnerErrorIsNothing) {
   ContentFilterSummary s;
-  s.read_error(R"({"error":{"message":"bad","type":"invalid_request_error","param":null,"code":"x"}})");
+  s.read_error(
+      R"({"error":{"message":"bad","type":"invalid_request_error","param":null,"code":"x"}})");
   s.read_error("<html>502</html>");
   EXPECT_FALSE(s.any());
 }
@@ -607,7 +612,8 @@ TEST(ContentFilter, NewerCategoriesAreKnown) {
   ContentFilterSummary s;
   s.read_document(
       R"({"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"indirect_attack":{"filtered":false,"detected":true},"personally_identifiable_information":{"filtered":false,"detected":false,"redacted_text":"","sub_categories":[]},"custom_topics":{"filtered":false,"details":[{"detected":false,"id":"t"}]},"profanity":{"detected":false,"filtered":false}}}],"choices":[{"index":0,"content_filter_results":{"ungrounded_material":{"detected":false,"filtered":false,"details":[]}}}]})");
-  for (auto name : {"indirect_attack", "personally_identifiable_information", "custom_topics", "profanity"})
+  for (auto name :
+       {"indirect_attack", "personally_identifiable_information", "custom_topics", "profanity"})
     EXPECT_TRUE(result(s, FilterStage::prompt, name).seen) << name;
   EXPECT_TRUE(result(s, FilterStage::completion, "ungrounded_material").seen);
   EXPECT_FALSE(result(s, FilterStage::prompt, "other").seen);
@@ -627,15 +633,19 @@ TEST(ContentFilter, HighestSeverityWinsAndFilteredIsSticky) {
     return R"({"choices":[{"index":0,"finish_reason":null,"content_filter_results":)" +
            std::string(results) + "}]}";
   };
-  s.read_document(chunk(R"({"hate":{"filtered":false,"severity":"low"},"violence":{"filtered":true,"severity":"high"}})"));
-  s.read_document(chunk(R"({"hate":{"filtered":false,"severity":"medium"},"violence":{"filtered":false,"severity":"safe"}})"));
-  s.read_document(chunk(R"({"hate":{"filtered":false,"severity":"safe"},"protected_material_text":{"filtered":false,"detected":true}})"));
+  s.read_document(chunk(
+      R"({"hate":{"filtered":false,"severity":"low"},"violence":{"filtered":true,"severity":"high"}})"));
+  s.read_document(chunk(
+      R"({"hate":{"filtered":false,"severity":"medium"},"violence":{"filtered":false,"severity":"safe"}})"));
+  s.read_document(chunk(
+      R"({"hate":{"filtered":false,"severity":"safe"},"protected_material_text":{"filtered":false,"detected":true}})"));
   s.read_document(chunk(R"({"protected_material_text":{"filtered":false,"detected":false}})"));
   EXPECT_EQ(result(s, FilterStage::completion, "hate").severity, Severity::medium);
   EXPECT_FALSE(result(s, FilterStage::completion, "hate").filtered);
   EXPECT_EQ(result(s, FilterStage::completion, "violence").severity, Severity::high);
   EXPECT_TRUE(result(s, FilterStage::completion, "violence").filtered);
-  EXPECT_TRUE(result(s, FilterStage::completion, "protected_material_text").detected);  // sticky too
+  EXPECT_TRUE(
+      result(s, FilterStage::completion, "protected_material_text").detected);  // sticky too
   EXPECT_TRUE(s.filtered(FilterStage::completion));
   EXPECT_EQ(s.flagged(FilterStage::completion),
             (Names{"hate", "violence", "protected_material_text"}));
@@ -674,9 +684,9 @@ TEST(ContentFilter, Names) {
 
 // The chat stream the gateway sees when it asked for usage: the client must get it without the
 // usage chunk.
-const std::vector<std::string_view> kStreamWithUsage{
-    kStreamPromptChunk, kStreamRoleChunk, kStreamContentChunk, kStreamFinishChunk, kUsageChunk,
-    "[DONE]"};
+const std::vector<std::string_view> kStreamWithUsage{kStreamPromptChunk,  kStreamRoleChunk,
+                                                     kStreamContentChunk, kStreamFinishChunk,
+                                                     kUsageChunk,         "[DONE]"};
 const std::vector<std::string_view> kStreamWithoutUsage{
     kStreamPromptChunk, kStreamRoleChunk, kStreamContentChunk, kStreamFinishChunk, "[DONE]"};
 
@@ -759,15 +769,17 @@ TEST(AccountStage, RewriteKeepsAnUnterminatedTailOnTheLastPiece) {
 }
 
 TEST(AccountStage, RewriteReadsContentFilterAnnotations) {
-  const std::string stream = sse({kBlockedPromptChunk, kBlockedRoleChunk, kBlockedContentChunk,
-                                  kBlockedAnnotationChunk, kBlockedFinalChunk, kUsageChunk, "[DONE]"});
+  const std::string stream =
+      sse({kBlockedPromptChunk, kBlockedRoleChunk, kBlockedContentChunk, kBlockedAnnotationChunk,
+           kBlockedFinalChunk, kUsageChunk, "[DONE]"});
   StreamResponse r(true);
   r.piece(stream, true);
   EXPECT_EQ(r.delivered, sse({kBlockedPromptChunk, kBlockedRoleChunk, kBlockedContentChunk,
                               kBlockedAnnotationChunk, kBlockedFinalChunk, "[DONE]"}));
   EXPECT_EQ(r.ctx.finish_reason, "content_filter");
   EXPECT_TRUE(r.ctx.content_filter.filtered(FilterStage::completion));
-  EXPECT_EQ(r.ctx.content_filter.flagged(FilterStage::completion), Names{"protected_material_text"});
+  EXPECT_EQ(r.ctx.content_filter.flagged(FilterStage::completion),
+            Names{"protected_material_text"});
   EXPECT_TRUE(result(r.ctx.content_filter, FilterStage::prompt, "hate").seen);
 }
 
@@ -779,17 +791,19 @@ TEST(AccountStage, CompletionResultsIdenticalToThePromptsStillCountOnce) {
   const std::string first =
       R"({"choices":[],"id":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":)" +
       results + "}]}";
-  const std::string chunk = R"({"choices":[{"index":0,"delta":{"content":"x"},"content_filter_results":)" +
-                            results + R"(,"finish_reason":null}],"id":"c1"})";
-  const std::string later = std::string(R"({"choices":[{"index":0,"delta":{"content":"y"},"content_filter_results":)") +
-                            R"({"hate":{"filtered":false,"severity":"high"}})" +
-                            R"(,"finish_reason":null}],"id":"c1"})";
+  const std::string chunk =
+      R"({"choices":[{"index":0,"delta":{"content":"x"},"content_filter_results":)" + results +
+      R"(,"finish_reason":null}],"id":"c1"})";
+  const std::string later =
+      std::string(R"({"choices":[{"index":0,"delta":{"content":"y"},"content_filter_results":)") +
+      R"({"hate":{"filtered":false,"severity":"high"}})" + R"(,"finish_reason":null}],"id":"c1"})";
   const std::string stream = sse({first, chunk, chunk, later, chunk, "[DONE]"});
   StreamResponse r(false);
   r.piece(stream, true);
   r.complete();
   EXPECT_TRUE(result(r.ctx.content_filter, FilterStage::completion, "sexual").seen);
-  EXPECT_EQ(result(r.ctx.content_filter, FilterStage::completion, "sexual").severity, Severity::low);
+  EXPECT_EQ(result(r.ctx.content_filter, FilterStage::completion, "sexual").severity,
+            Severity::low);
   EXPECT_EQ(result(r.ctx.content_filter, FilterStage::completion, "hate").severity, Severity::high);
   EXPECT_EQ(result(r.ctx.content_filter, FilterStage::prompt, "hate").severity, Severity::safe);
 }
@@ -877,7 +891,8 @@ TEST(AccountStage, LargeJsonBodyKeepsTheTailUsage) {
   const std::string item = R"({"object":"embedding","index":0,"embedding":[0.1,0.2,0.3,0.4,0.5]},)";
   while (body.size() < 3 * 1024 * 1024) body += item;
   body.pop_back();
-  body += R"(],"model":"text-embedding-3-small","usage":{"prompt_tokens":9000,"total_tokens":9000}})";
+  body +=
+      R"(],"model":"text-embedding-3-small","usage":{"prompt_tokens":9000,"total_tokens":9000}})";
   StreamResponse r(false, 200, "application/json");
   for (std::size_t at = 0; at < body.size(); at += 16 * 1024)
     r.piece(std::string_view(body).substr(at, 16 * 1024), at + 16 * 1024 >= body.size());
@@ -933,10 +948,11 @@ TEST(AccountStage, AsksForStreamUsageOnlyWhenTheClientDidNotAndTheUpstreamAccept
   auto snapshot = make_snapshot(cfg);
   EXPECT_TRUE(asks_for_usage(*snapshot, "/v1/chat/completions",
                              R"({"model":"gpt-4o","messages":[],"stream":true})"));
-  EXPECT_FALSE(asks_for_usage(*snapshot, "/v1/chat/completions",
-                              R"({"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":true}})"));
-  EXPECT_FALSE(asks_for_usage(*snapshot, "/v1/chat/completions",
-                              R"({"model":"gpt-4o","messages":[]})"));
+  EXPECT_FALSE(asks_for_usage(
+      *snapshot, "/v1/chat/completions",
+      R"({"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":true}})"));
+  EXPECT_FALSE(
+      asks_for_usage(*snapshot, "/v1/chat/completions", R"({"model":"gpt-4o","messages":[]})"));
   EXPECT_FALSE(asks_for_usage(*snapshot, "/v1/embeddings",
                               R"({"model":"gpt-4o","input":"x","stream":true})"));
   // api-version 2024-06-01 predates stream_options (400 there).

@@ -25,12 +25,14 @@ using namespace std::chrono_literals;
 // ---------------------------------------------------------------------------------------------
 
 const EnvLookup& sample_env() {
-  static const EnvLookup env = fake_env({{"HOST", "example.com"}, {"PORT", "8443"}, {"EMPTY", ""},
-                                         {"TRICKY", "${HOST}"}});
+  static const EnvLookup env =
+      fake_env({{"HOST", "example.com"}, {"PORT", "8443"}, {"EMPTY", ""}, {"TRICKY", "${HOST}"}});
   return env;
 }
 
-ExpandResult expand(std::string_view text) { return expand_env(text, sample_env()); }
+ExpandResult expand(std::string_view text) {
+  return expand_env(text, sample_env());
+}
 
 TEST(ExpandEnv, TextWithoutReferencesIsUnchanged) {
   auto r = expand("plain $text {with} $braces$");
@@ -171,7 +173,8 @@ upstreams:
       gpt-4o: gpt4o-prod
       "gpt-3.5-turbo": gpt35
     strip_dots: true
-    ca_file: ")" + ca_path_.string() + R"("
+    ca_file: ")" + ca_path_.string() +
+                             R"("
     connect_timeout_ms: 2500
     timeout_ms: 120000
   local:
@@ -195,7 +198,9 @@ routes:
   std::shared_ptr<const Config> cfg_;
 };
 
-TEST_F(FullConfig, SourceNameIsKept) { EXPECT_EQ(cfg_->source, "test.yaml"); }
+TEST_F(FullConfig, SourceNameIsKept) {
+  EXPECT_EQ(cfg_->source, "test.yaml");
+}
 
 TEST_F(FullConfig, ServerSettings) {
   EXPECT_EQ(cfg_->server.listen.host, "0.0.0.0");
@@ -348,7 +353,8 @@ routes: [{match: "*", upstream: a}]
 }
 
 TEST(LoaderValues, ListenLocalhostMeansLoopback) {
-  auto cfg = load_ok(std::string("server:\n  listen: localhost:7000\n") + std::string(kMinimalYaml));
+  auto cfg =
+      load_ok(std::string("server:\n  listen: localhost:7000\n") + std::string(kMinimalYaml));
   ASSERT_TRUE(cfg);
   EXPECT_EQ(cfg->server.listen.host, "127.0.0.1");
   EXPECT_EQ(cfg->server.listen.port, 7000);
@@ -468,15 +474,15 @@ TEST(LoaderProblems, ListenWithoutPort) {
 }
 
 TEST(LoaderProblems, ListenWithHostName) {
-  expect_one_problem(std::string("server:\n  listen: \"example.com:80\"\n") +
-                         std::string(kMinimalYaml),
-                     2, 11, "must be an IP address");
+  expect_one_problem(
+      std::string("server:\n  listen: \"example.com:80\"\n") + std::string(kMinimalYaml), 2, 11,
+      "must be an IP address");
 }
 
 TEST(LoaderProblems, ListenPortOutOfRange) {
-  expect_one_problem(std::string("server:\n  listen: \"127.0.0.1:70000\"\n") +
-                         std::string(kMinimalYaml),
-                     2, 11, "port '70000'");
+  expect_one_problem(
+      std::string("server:\n  listen: \"127.0.0.1:70000\"\n") + std::string(kMinimalYaml), 2, 11,
+      "port '70000'");
 }
 
 TEST(LoaderProblems, BaseUrlWithUnsupportedScheme) {
@@ -752,7 +758,8 @@ TEST(EmbeddedDefault, OpenAIPassThroughWithoutAzureVariables) {
 }
 
 TEST(EmbeddedDefault, OnlyEndpointSetIsNotEnoughForAzure) {
-  auto cfg = load_embedded(fake_env({{"AZURE_OPENAI_ENDPOINT", "https://contoso.openai.azure.com"}}));
+  auto cfg =
+      load_embedded(fake_env({{"AZURE_OPENAI_ENDPOINT", "https://contoso.openai.azure.com"}}));
   ASSERT_TRUE(cfg);
   EXPECT_EQ(cfg->upstreams[0].provider, Provider::openai);
 }

@@ -9,7 +9,9 @@
 namespace llmgw::json {
 namespace {
 
-bool valid(std::string_view text) { return scan(text).valid; }
+bool valid(std::string_view text) {
+  return scan(text).valid;
+}
 
 // The text of a member's value, or "<absent>".
 std::string value_text(std::string_view text, const ScanResult& r, std::string_view key) {
@@ -72,7 +74,9 @@ TEST(JsonScanValidity, RawControlCharactersInStringsAreInvalid) {
   EXPECT_FALSE(valid("\"a\nb\""));
   EXPECT_FALSE(valid("\"a\tb\""));
   EXPECT_FALSE(valid(std::string_view("\"a\0b\"", 5)));
-  EXPECT_TRUE(valid("\"a\x7f" "b\""));  // DEL is not a control character for JSON
+  EXPECT_TRUE(
+      valid("\"a\x7f"
+            "b\""));  // DEL is not a control character for JSON
 }
 
 TEST(JsonScanValidity, MalformedNumbersAreInvalid) {
@@ -96,7 +100,9 @@ TEST(JsonScanValidity, MalformedStructuresAreInvalid) {
   }
 }
 
-std::string nested_arrays(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+std::string nested_arrays(int depth) {
+  return std::string(depth, '[') + std::string(depth, ']');
+}
 
 std::string nested_objects(int depth) {
   std::string s;
@@ -266,9 +272,9 @@ TEST(JsonEncodeString, OutputIsAValidJsonString) {
 TEST(JsonEncodeString, RoundTripsThroughDecode) {
   std::string ascii;
   for (int c = 0; c < 128; ++c) ascii += static_cast<char>(c);
-  for (const std::string& s : {std::string("gpt-4o"), std::string("a \"quoted\" \\ path/x"),
-                               std::string("tab\tnl\ncr\r"), ascii,
-                               std::string("h\xC3\xA9llo \xE2\x9C\x93 \xF0\x9F\x98\x80")}) {
+  for (const std::string& s :
+       {std::string("gpt-4o"), std::string("a \"quoted\" \\ path/x"), std::string("tab\tnl\ncr\r"),
+        ascii, std::string("h\xC3\xA9llo \xE2\x9C\x93 \xF0\x9F\x98\x80")}) {
     EXPECT_EQ(decode_string(encode_string(s)), s);
   }
 }
@@ -277,7 +283,8 @@ TEST(JsonEncodeString, BytesThatAreNotUtf8BecomeReplacementCharacters) {
   // A Latin-1 header value, a character cut in half, a lone continuation byte, an overlong form.
   const std::string input = "caf\xE9 \xE2\x9C \x80 \xC0\xAF";
   const std::string encoded = encode_string(input);
-  EXPECT_EQ(encoded, "\"caf\xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD \xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD\"");
+  EXPECT_EQ(encoded,
+            "\"caf\xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD \xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD\"");
   EXPECT_TRUE(scan(encoded).valid);
 }
 

@@ -1,12 +1,13 @@
 // Observability: Prometheus metrics (label values bounded by the configuration, cached handles),
 // the JSON access-log line, and the access-log writer (file output, reopen after rotation).
-#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/http/fields.hpp>
+#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <chrono>
 #include <exception>
 #include <filesystem>
@@ -21,7 +22,6 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "llm_gateway/observability/access_log.hpp"
@@ -183,8 +183,9 @@ TEST_F(MetricsTest, RenderHasBuildInfo) {
   EXPECT_EQ(sample(text, "llm_gateway_build_info", {{"version", "1.2.3-test"}}), 1.0);
   EXPECT_NE(text.find("# TYPE llm_gateway_build_info gauge"), std::string::npos);
   EXPECT_EQ(sample(text, "llm_gateway_in_flight_requests", {}), 0.0);
-  EXPECT_EQ(sample(text, "llm_gateway_upstream_connections", {{"upstream", "azure"}, {"state", "idle"}}),
-            0.0);
+  EXPECT_EQ(
+      sample(text, "llm_gateway_upstream_connections", {{"upstream", "azure"}, {"state", "idle"}}),
+      0.0);
   EXPECT_EQ(sample(text, "llm_gateway_rate_limit_store_errors_total", {{"store", "redis"}}), 0.0);
 }
 
@@ -214,31 +215,53 @@ TEST_F(MetricsTest, CountersAppearWithTheirLabelsAndValues) {
 
   const std::string text = m.render();
   const std::string req = "llm_gateway_requests_total";
-  EXPECT_EQ(sample(text, req, {{"endpoint", "chat_completions"}, {"model", "gpt-4o"},
-                               {"upstream", "azure"}, {"key", "team-a"}, {"code", "200"}}),
+  EXPECT_EQ(sample(text, req,
+                   {{"endpoint", "chat_completions"},
+                    {"model", "gpt-4o"},
+                    {"upstream", "azure"},
+                    {"key", "team-a"},
+                    {"code", "200"}}),
             3.0);
-  EXPECT_EQ(sample(text, req, {{"endpoint", "chat_completions"}, {"model", "gpt-4o"},
-                               {"upstream", "azure"}, {"key", "team-b"}, {"code", "429"}}),
+  EXPECT_EQ(sample(text, req,
+                   {{"endpoint", "chat_completions"},
+                    {"model", "gpt-4o"},
+                    {"upstream", "azure"},
+                    {"key", "team-b"},
+                    {"code", "429"}}),
             1.0);
-  EXPECT_EQ(sample(text, req, {{"endpoint", "models"}, {"model", "none"}, {"upstream", "none"},
-                               {"key", "unauthenticated"}, {"code", "401"}}),
+  EXPECT_EQ(sample(text, req,
+                   {{"endpoint", "models"},
+                    {"model", "none"},
+                    {"upstream", "none"},
+                    {"key", "unauthenticated"},
+                    {"code", "401"}}),
             1.0);
-  EXPECT_EQ(sample(text, req, {{"endpoint", "embeddings"}, {"model", "gpt-4o"},
-                               {"upstream", "azure"}, {"key", "anonymous"}, {"code", "200"}}),
+  EXPECT_EQ(sample(text, req,
+                   {{"endpoint", "embeddings"},
+                    {"model", "gpt-4o"},
+                    {"upstream", "azure"},
+                    {"key", "anonymous"},
+                    {"code", "200"}}),
             1.0);
   EXPECT_EQ(series(text, req).size(), 4u);
   const std::string tok = "llm_gateway_tokens_total";
   EXPECT_EQ(sample(text, tok, {{"model", "gpt-4o"}, {"key", "team-b"}, {"type", "prompt"}}), 12.0);
-  EXPECT_EQ(sample(text, tok, {{"model", "gpt-4o"}, {"key", "team-b"}, {"type", "completion"}}), 5.0);
+  EXPECT_EQ(sample(text, tok, {{"model", "gpt-4o"}, {"key", "team-b"}, {"type", "completion"}}),
+            5.0);
   EXPECT_EQ(series(text, tok).size(), 2u);
-  EXPECT_EQ(sample(text, "llm_gateway_rate_limited_total", {{"key", "team-b"}, {"limit", "concurrency"}}),
+  EXPECT_EQ(
+      sample(text, "llm_gateway_rate_limited_total", {{"key", "team-b"}, {"limit", "concurrency"}}),
+      1.0);
+  EXPECT_EQ(sample(text, "llm_gateway_upstream_responses_total",
+                   {{"upstream", "openai"}, {"code", "503"}}),
             1.0);
-  EXPECT_EQ(sample(text, "llm_gateway_upstream_responses_total", {{"upstream", "openai"}, {"code", "503"}}),
-            1.0);
-  EXPECT_EQ(sample(text, "llm_gateway_upstream_errors_total", {{"upstream", "azure"}, {"kind", "timeout"}}),
+  EXPECT_EQ(sample(text, "llm_gateway_upstream_errors_total",
+                   {{"upstream", "azure"}, {"kind", "timeout"}}),
             1.0);
   EXPECT_EQ(sample(text, "llm_gateway_content_filter_total",
-                   {{"stage", "prompt"}, {"category", "self_harm"}, {"severity", "medium"},
+                   {{"stage", "prompt"},
+                    {"category", "self_harm"},
+                    {"severity", "medium"},
                     {"filtered", "true"}}),
             1.0);
   EXPECT_EQ(sample(text, "llm_gateway_content_filtered_requests_total",
@@ -278,7 +301,8 @@ TEST_F(MetricsTest, ClientInventedModelsDoNotCreateSeries) {
   std::vector<prometheus::Counter*> handles;
   for (int i = 0; i < 50; ++i) {
     const std::string invented = "gpt-4o-invented-" + std::to_string(i);
-    handles.push_back(&m.requests(0, Endpoint::chat_completions, m.model_label(&invented, 0), 0, 0, 200));
+    handles.push_back(
+        &m.requests(0, Endpoint::chat_completions, m.model_label(&invented, 0), 0, 0, 200));
     handles.back()->Increment();
   }
   for (auto* h : handles) EXPECT_EQ(h, handles.front());
@@ -366,8 +390,11 @@ TEST(MetricsStage, CountsARequestAndTracksInFlight) {
     snapshot->pipeline.on_complete(ctx);
     const std::string text = metrics->render();
     EXPECT_EQ(sample(text, "llm_gateway_requests_total",
-                     {{"endpoint", "chat_completions"}, {"model", "gpt-4o*"}, {"upstream", "azure"},
-                      {"key", "team-b"}, {"code", "200"}}),
+                     {{"endpoint", "chat_completions"},
+                      {"model", "gpt-4o*"},
+                      {"upstream", "azure"},
+                      {"key", "team-b"},
+                      {"code", "200"}}),
               1.0)
         << text;
     EXPECT_EQ(sample(text, "llm_gateway_tokens_total",
@@ -387,14 +414,32 @@ TEST(MetricsStage, CountsARequestAndTracksInFlight) {
 // AccessLogStage::render
 // ---------------------------------------------------------------------------------------------
 
-const std::vector<std::string> kLogFields{
-    "ts",          "request_id",  "key",           "method",
-    "path",        "endpoint",    "model",         "upstream",
-    "deployment",  "status",      "stream",        "bytes_in",
-    "bytes_out",   "duration_ms", "upstream_first_byte_ms", "overhead_us",
-    "prompt_tokens", "completion_tokens", "total_tokens", "finish_reason",
-    "content_filter", "error",    "upstream_request_id", "client",
-    "user_agent",  "trace_id"};
+const std::vector<std::string> kLogFields{"ts",
+                                          "request_id",
+                                          "key",
+                                          "method",
+                                          "path",
+                                          "endpoint",
+                                          "model",
+                                          "upstream",
+                                          "deployment",
+                                          "status",
+                                          "stream",
+                                          "bytes_in",
+                                          "bytes_out",
+                                          "duration_ms",
+                                          "upstream_first_byte_ms",
+                                          "overhead_us",
+                                          "prompt_tokens",
+                                          "completion_tokens",
+                                          "total_tokens",
+                                          "finish_reason",
+                                          "content_filter",
+                                          "error",
+                                          "upstream_request_id",
+                                          "client",
+                                          "user_agent",
+                                          "trace_id"};
 
 // The member names of an access-log line, in the order they were written.
 std::vector<std::string> keys_of(const std::string& line) {
@@ -495,7 +540,8 @@ TEST_F(AccessLogTest, EveryFieldOfAProxiedRequest) {
   EXPECT_EQ(j["completion_tokens"], 1843);
   EXPECT_EQ(j["total_tokens"], 1863);
   EXPECT_EQ(j["finish_reason"], "content_filter");
-  EXPECT_EQ(j["content_filter"], json::parse(R"({"prompt":["hate"],"completion":["protected_material_text"]})"));
+  EXPECT_EQ(j["content_filter"],
+            json::parse(R"({"prompt":["hate"],"completion":["protected_material_text"]})"));
   EXPECT_TRUE(j["error"].is_null());
   EXPECT_EQ(j["upstream_request_id"], "apim-1");
   EXPECT_EQ(j["client"], "10.0.0.7:51234");

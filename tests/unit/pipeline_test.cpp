@@ -1,9 +1,9 @@
 // The request pipeline (parse -> models -> route -> translate) run on hand-built requests, and the
 // gateway's own replies (OpenAI error shape, statuses).
-#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/http/fields.hpp>
+#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 
 #include <gtest/gtest.h>
 
@@ -70,7 +70,9 @@ Request json_request(verb method, std::string target, std::string body) {
   return r;
 }
 
-Request get(std::string target) { return json_request(verb::get, std::move(target), ""); }
+Request get(std::string target) {
+  return json_request(verb::get, std::move(target), "");
+}
 
 // Runs snapshot->pipeline.on_request(ctx) to completion on an io_context.
 Verdict run_pipeline(const Snapshot& snapshot, RequestContext& ctx) {
@@ -311,10 +313,10 @@ TEST_F(PipelineTest, OpenAIRoutedRequestProceeds) {
 
 TEST_F(PipelineTest, AzureDeploymentPathNamesTheModel) {
   use_config(kWithDefaultYaml);
-  EXPECT_EQ(run(json_request(verb::post,
-                             "/openai/deployments/gpt-4o-mini/chat/completions?api-version=1",
-                             R"({"messages":[]})")),
-            Verdict::proceed);
+  EXPECT_EQ(
+      run(json_request(verb::post, "/openai/deployments/gpt-4o-mini/chat/completions?api-version=1",
+                       R"({"messages":[]})")),
+      Verdict::proceed);
   EXPECT_EQ(ctx_.model, "gpt-4o-mini");
   ASSERT_TRUE(ctx_.upstream_request);
   EXPECT_EQ(ctx_.upstream_request->target,

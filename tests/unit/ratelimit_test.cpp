@@ -1,10 +1,10 @@
 // Rate limiting and client keys: the sliding window and admit() with explicit times, the memory
 // store with an injected clock, OpenAI's reset-duration format, the token estimate, and the
 // authenticate / authorize / rate_limit stages run through a pipeline.
-#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/http/fields.hpp>
+#include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 
 #include <gtest/gtest.h>
 
@@ -55,9 +55,15 @@ struct Windows {
   }
 };
 
-KeyLimits rpm(std::int64_t n) { return KeyLimits{n, std::nullopt}; }
-KeyLimits tpm(std::int64_t n) { return KeyLimits{std::nullopt, n}; }
-KeyLimits both(std::int64_t r, std::int64_t t) { return KeyLimits{r, t}; }
+KeyLimits rpm(std::int64_t n) {
+  return KeyLimits{n, std::nullopt};
+}
+KeyLimits tpm(std::int64_t n) {
+  return KeyLimits{std::nullopt, n};
+}
+KeyLimits both(std::int64_t r, std::int64_t t) {
+  return KeyLimits{r, t};
+}
 
 TEST(SlidingWindow, SumCountsTheCurrentSecondAndTheSixtyBefore) {
   SlidingWindow w;
@@ -65,8 +71,8 @@ TEST(SlidingWindow, SumCountsTheCurrentSecondAndTheSixtyBefore) {
   w.add(1030, 4);
   w.add(1060, 5);
   EXPECT_EQ(w.sum(1060), 12);
-  EXPECT_EQ(w.sum(1000), 3);   // buckets in the future do not count
-  EXPECT_EQ(w.sum(1061), 9);   // bucket 1000 has left the 61-second window
+  EXPECT_EQ(w.sum(1000), 3);  // buckets in the future do not count
+  EXPECT_EQ(w.sum(1061), 9);  // bucket 1000 has left the 61-second window
   EXPECT_EQ(w.sum(1090), 9);
   EXPECT_EQ(w.sum(1091), 5);
   EXPECT_EQ(w.sum(1121), 0);
@@ -86,10 +92,10 @@ TEST(SlidingWindow, WaitMsIsTheTimeUntilEnoughOldBucketsLeave) {
   w.add(1000, 60);
   w.add(1005, 30);
   const std::int64_t now = 1'010'250;
-  EXPECT_EQ(w.wait_ms(now, 100, 10), 0);                     // 90 + 10 fits
-  EXPECT_EQ(w.wait_ms(now, 100, 50), 1'061'000 - now);       // once bucket 1000 leaves
-  EXPECT_EQ(w.wait_ms(now, 100, 80), 1'066'000 - now);       // both must leave
-  EXPECT_EQ(w.reset_ms(now), 1'066'000 - now);               // the newest bucket decides
+  EXPECT_EQ(w.wait_ms(now, 100, 10), 0);                // 90 + 10 fits
+  EXPECT_EQ(w.wait_ms(now, 100, 50), 1'061'000 - now);  // once bucket 1000 leaves
+  EXPECT_EQ(w.wait_ms(now, 100, 80), 1'066'000 - now);  // both must leave
+  EXPECT_EQ(w.reset_ms(now), 1'066'000 - now);          // the newest bucket decides
   EXPECT_EQ(SlidingWindow{}.reset_ms(now), 0);
 }
 
@@ -236,8 +242,7 @@ TEST(Admit, RandomTimesAndCostsNeverExceedRpmOrTpmIn60s) {
     // Bursts (gap 0) mixed with gaps up to 9 s.
     t += next(4) == 0 ? 0 : static_cast<std::int64_t>(next(9000));
     const auto cost = static_cast<std::int64_t>(next(600));
-    const bool expect_allowed =
-        ref.requests_at(t) + 1 <= kRpm && ref.tokens_at(t) + cost <= kTpm;
+    const bool expect_allowed = ref.requests_at(t) + 1 <= kRpm && ref.tokens_at(t) + cost <= kTpm;
     Admission a = w.admit(both(kRpm, kTpm), cost, t);
     ASSERT_EQ(a.allowed, expect_allowed) << "i=" << i << " t=" << t;
     if (a.allowed) {
@@ -474,7 +479,8 @@ TEST(FormatReset, OpenAIDurationStrings) {
 // estimate_tokens
 // ---------------------------------------------------------------------------------------------
 
-std::int64_t estimate(Endpoint endpoint, const std::string& body, std::uint64_t default_tokens = 100) {
+std::int64_t estimate(Endpoint endpoint, const std::string& body,
+                      std::uint64_t default_tokens = 100) {
   RequestContext ctx;
   ctx.body = body;
   ctx.body_facts = inspect_body("application/json", body);
@@ -616,10 +622,11 @@ Verdict run_pipeline(const Snapshot& snapshot, RequestContext& ctx) {
   boost::asio::io_context io;
   std::optional<Verdict> verdict;
   std::exception_ptr error;
-  boost::asio::co_spawn(io, snapshot.pipeline.on_request(ctx), [&](std::exception_ptr e, Verdict v) {
-    error = e;
-    verdict = v;
-  });
+  boost::asio::co_spawn(io, snapshot.pipeline.on_request(ctx),
+                        [&](std::exception_ptr e, Verdict v) {
+                          error = e;
+                          verdict = v;
+                        });
   io.run();
   if (error) std::rethrow_exception(error);
   EXPECT_TRUE(verdict) << "the pipeline did not complete";
@@ -631,7 +638,8 @@ class KeysTest : public ::testing::Test {
   void SetUp() override {
     cfg_ = test::load_ok(kKeysYaml);
     ASSERT_TRUE(cfg_);
-    store_ = std::make_shared<ratelimit::MemoryStore>(cfg_->keys.size(), [this] { return now_ms_; });
+    store_ =
+        std::make_shared<ratelimit::MemoryStore>(cfg_->keys.size(), [this] { return now_ms_; });
     PipelineServices services;
     services.counter_store = store_;
     snapshot_ = make_snapshot(cfg_, services);
@@ -964,8 +972,9 @@ TEST_F(KeysTest, LocalRepliesBeforeRateLimitingConsumeNothing) {
 }
 
 TEST_F(KeysTest, TpmTooLargeIs429TokensThatRetryingCannotFix) {
-  auto c = send("sk-tpm-key-0002",
-                R"({"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}],"max_tokens":2000})");
+  auto c = send(
+      "sk-tpm-key-0002",
+      R"({"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}],"max_tokens":2000})");
   expect_error(*c, 429, "rate_limit_exceeded");
   json body = c->reply_json();
   EXPECT_EQ(body["error"]["type"], "tokens");
@@ -978,8 +987,9 @@ TEST_F(KeysTest, TpmTooLargeIs429TokensThatRetryingCannotFix) {
   ASSERT_TRUE(c->reply_header("retry-after-ms"));
   EXPECT_EQ(c->ctx.rate_limited, static_cast<int>(LimitKind::tokens));
   // It consumed nothing.
-  expect_admitted(*send("sk-tpm-key-0002",
-                        R"({"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}],"max_tokens":997})"));
+  expect_admitted(*send(
+      "sk-tpm-key-0002",
+      R"({"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}],"max_tokens":997})"));
 }
 
 TEST_F(KeysTest, TpmReachedIs429TokensWithRetryAfter) {
@@ -1146,7 +1156,8 @@ TEST_F(KeysTest, UsageReadFromTheUpstreamBodyCorrectsTheReservation) {
   snapshot_->pipeline.on_response_headers(c->ctx, 200, h);
   EXPECT_EQ(h["x-ratelimit-remaining-tokens"], "897");
   snapshot_->pipeline.on_response_body(
-      c->ctx, R"({"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"hi"}}],)");
+      c->ctx,
+      R"({"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"hi"}}],)");
   snapshot_->pipeline.on_response_body(
       c->ctx, R"("usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}})");
   snapshot_->pipeline.on_response_end(c->ctx);
@@ -1154,7 +1165,8 @@ TEST_F(KeysTest, UsageReadFromTheUpstreamBodyCorrectsTheReservation) {
   EXPECT_EQ(c->ctx.usage->total_tokens, 20);
   // A client that sends its next request right away already sees the correction.
   auto next = send("sk-tpm-key-0002");
-  EXPECT_EQ(response_headers(*next)["x-ratelimit-remaining-tokens"], std::to_string(1000 - 20 - 103));
+  EXPECT_EQ(response_headers(*next)["x-ratelimit-remaining-tokens"],
+            std::to_string(1000 - 20 - 103));
   snapshot_->pipeline.on_complete(c->ctx);
   c.reset();
   auto after = send("sk-tpm-key-0002");
@@ -1189,8 +1201,7 @@ TEST_F(KeysTest, ResponseEndReleasesTheConcurrencySlotOnce) {
 }
 
 TEST_F(KeysTest, RejectedRequestIsNotCorrected) {
-  auto first = send("sk-tpm-key-0002",
-                    R"({"model":"gpt-4o","messages":[],"max_tokens":900})");
+  auto first = send("sk-tpm-key-0002", R"({"model":"gpt-4o","messages":[],"max_tokens":900})");
   expect_admitted(*first);
   auto rejected = send("sk-tpm-key-0002");
   expect_error(*rejected, 429, "rate_limit_exceeded");

@@ -340,7 +340,9 @@ std::string file_part(std::string_view boundary, std::string_view bytes) {
          std::string(bytes) + "\r\n";
 }
 
-std::string closing(std::string_view boundary) { return "--" + std::string(boundary) + "--\r\n"; }
+std::string closing(std::string_view boundary) {
+  return "--" + std::string(boundary) + "--\r\n";
+}
 
 TEST(InspectBodyMultipart, FindsModelFieldAndItsExactSpan) {
   const std::string body =
@@ -373,7 +375,8 @@ TEST(InspectBodyMultipart, ModelAfterBinaryFilePart) {
 }
 
 TEST(InspectBodyMultipart, NoModelField) {
-  const std::string body = text_part("b", "purpose", "batch") + file_part("b", "data") + closing("b");
+  const std::string body =
+      text_part("b", "purpose", "batch") + file_part("b", "data") + closing("b");
   BodyFacts f = inspect_body("multipart/form-data; boundary=b", body);
   EXPECT_EQ(f.kind, BodyKind::multipart);
   EXPECT_FALSE(f.model);

@@ -87,13 +87,16 @@ std::string file_part() {
          std::string("\x00\x01\xfe\xff\r\n\r\nbinary", 14) + "\r\n";
 }
 
-std::string closing() { return "--" + std::string(kBoundary) + "--\r\n"; }
+std::string closing() {
+  return "--" + std::string(kBoundary) + "--\r\n";
+}
 
 // A multipart request whose model field comes after a binary file part.
 Request post_multipart(std::string target, std::string_view model) {
   Request r;
   r.target = std::move(target);
-  r.body = file_part() + text_part("model", model) + text_part("response_format", "json") + closing();
+  r.body =
+      file_part() + text_part("model", model) + text_part("response_format", "json") + closing();
   r.headers.set(http::field::content_type,
                 "multipart/form-data; boundary=" + std::string(kBoundary));
   return r;
@@ -392,18 +395,17 @@ TEST(TranslateApiVersion, V1StyleSendsAConfiguredApiVersion) {
 }
 
 TEST(TranslateQuery, ClientApiVersionIsReplacedAndOtherParametersKeptInOrder) {
-  UpstreamRequest out =
-      run(post_json("/v1/chat/completions?foo=1&api-version=2023-05-15&bar=2&baz",
-                    std::string(kChatBody)),
-          azure("deployments"));
+  UpstreamRequest out = run(post_json("/v1/chat/completions?foo=1&api-version=2023-05-15&bar=2&baz",
+                                      std::string(kChatBody)),
+                            azure("deployments"));
   EXPECT_EQ(out.target,
             "/openai/deployments/prod-4o/chat/completions?foo=1&bar=2&baz&api-version=2024-10-21");
 }
 
 TEST(TranslateQuery, V1StyleDropsClientApiVersionAndKeepsTheRest) {
-  UpstreamRequest out = run(
-      post_json("/v1/chat/completions?api-version=2023-05-15&foo=1", std::string(kChatBody)),
-      azure("v1"));
+  UpstreamRequest out =
+      run(post_json("/v1/chat/completions?api-version=2023-05-15&foo=1", std::string(kChatBody)),
+          azure("v1"));
   EXPECT_EQ(out.target, "/openai/v1/chat/completions?foo=1");
 }
 
@@ -424,16 +426,14 @@ TEST(TranslatePath, StripDotsAppliesToUnmappedDeployments) {
   const Upstream up = load_upstream(
       "    provider: azure\n    base_url: https://contoso.openai.azure.com\n"
       "    strip_dots: true\n");
-  UpstreamRequest out =
-      run(post_json("/v1/chat/completions", R"({"model":"gpt-3.5-turbo"})"), up);
+  UpstreamRequest out = run(post_json("/v1/chat/completions", R"({"model":"gpt-3.5-turbo"})"), up);
   EXPECT_EQ(out.target, "/openai/deployments/gpt-35-turbo/chat/completions?api-version=2024-10-21");
 }
 
 TEST(TranslateBody, V1StyleInsertsModelWhenTheBodyHasNone) {
   // An Azure deployment-path request in v1 style: the deployment moves from the path to the body.
-  UpstreamRequest out =
-      run(post_json("/openai/deployments/gpt-4o/chat/completions", R"({"messages":[]})"),
-          azure("v1"));
+  UpstreamRequest out = run(
+      post_json("/openai/deployments/gpt-4o/chat/completions", R"({"messages":[]})"), azure("v1"));
   EXPECT_EQ(out.target, "/openai/v1/chat/completions");
   ASSERT_TRUE(out.body);
   EXPECT_EQ(*out.body, R"({"model":"prod-4o","messages":[]})");
@@ -462,7 +462,8 @@ TEST(TranslateAzureInbound, DeploymentPathToDeploymentsStyle) {
 }
 
 TEST(TranslateAzureInbound, ResourcePathToDeploymentsStyle) {
-  UpstreamRequest out = run(get("/openai/files/file-1?api-version=2023-05-15"), azure("deployments"));
+  UpstreamRequest out =
+      run(get("/openai/files/file-1?api-version=2023-05-15"), azure("deployments"));
   EXPECT_EQ(out.target, "/openai/files/file-1?api-version=2024-10-21");
 }
 
@@ -475,10 +476,9 @@ TEST(TranslateAzureInbound, V1PathToV1Style) {
 }
 
 TEST(TranslateAzureInbound, BatchesUnderADeploymentGoToTheResource) {
-  UpstreamRequest out =
-      run(post_json("/openai/deployments/gpt-4o/batches?api-version=2024-10-21",
-                    R"({"input_file_id":"f"})"),
-          azure("deployments"));
+  UpstreamRequest out = run(post_json("/openai/deployments/gpt-4o/batches?api-version=2024-10-21",
+                                      R"({"input_file_id":"f"})"),
+                            azure("deployments"));
   EXPECT_EQ(out.target, "/openai/batches?api-version=2024-10-21");
   EXPECT_FALSE(out.body);
 }
@@ -546,23 +546,21 @@ TEST(TranslateOpenAI, AzureDeploymentInboundReplacesADifferentBodyModel) {
 }
 
 TEST(TranslateOpenAI, AzureDeploymentInboundWithSameBodyModelKeepsBody) {
-  UpstreamRequest out = run(post_json("/openai/deployments/gpt-4o/chat/completions",
-                                      std::string(kChatBody)),
-                            openai());
+  UpstreamRequest out = run(
+      post_json("/openai/deployments/gpt-4o/chat/completions", std::string(kChatBody)), openai());
   EXPECT_FALSE(out.body);
 }
 
 TEST(TranslateOpenAI, AzureDeploymentInboundIntoEmptyObject) {
-  UpstreamRequest out =
-      run(post_json("/openai/deployments/gpt-4o/embeddings", "{ }"), openai());
+  UpstreamRequest out = run(post_json("/openai/deployments/gpt-4o/embeddings", "{ }"), openai());
   ASSERT_TRUE(out.body);
   EXPECT_EQ(*out.body, R"({"model":"gpt-4o" })");
   EXPECT_TRUE(json_valid_object(*out.body));
 }
 
 TEST(TranslateOpenAI, AzureDeploymentInboundMultipartReplacesModel) {
-  Request req = post_multipart("/openai/deployments/whisper/audio/transcriptions?api-version=1",
-                               "old");
+  Request req =
+      post_multipart("/openai/deployments/whisper/audio/transcriptions?api-version=1", "old");
   UpstreamRequest out = run(req, openai());
   EXPECT_EQ(out.target, "/v1/audio/transcriptions");
   ASSERT_TRUE(out.body);
@@ -570,10 +568,11 @@ TEST(TranslateOpenAI, AzureDeploymentInboundMultipartReplacesModel) {
 }
 
 TEST(TranslateOpenAI, AzureV1AndResourceInbound) {
-  EXPECT_EQ(run(post_json("/openai/v1/chat/completions?api-version=preview", std::string(kChatBody)),
-                openai())
-                .target,
-            "/v1/chat/completions");
+  EXPECT_EQ(
+      run(post_json("/openai/v1/chat/completions?api-version=preview", std::string(kChatBody)),
+          openai())
+          .target,
+      "/v1/chat/completions");
   EXPECT_EQ(run(get("/openai/files?api-version=2024-10-21&limit=3"), openai()).target,
             "/v1/files?limit=3");
 }
@@ -647,8 +646,8 @@ TEST(TranslateHeaders, OpenAIKeepsOrganizationAndProject) {
 TEST(TranslateHeaders, HopByHopFieldsAreDropped) {
   for (const Upstream& up : {azure("deployments"), openai()}) {
     UpstreamRequest out = run(chat_with_headers(), up);
-    for (std::string_view name : {"Connection", "Keep-Alive", "TE", "Transfer-Encoding", "Upgrade",
-                                  "Proxy-Connection"}) {
+    for (std::string_view name :
+         {"Connection", "Keep-Alive", "TE", "Transfer-Encoding", "Upgrade", "Proxy-Connection"}) {
       EXPECT_EQ(header(out, name), "<absent>") << name << " for " << up.name;
     }
   }
@@ -686,7 +685,8 @@ TEST(TranslateHeaders, HostIsTheUpstreamHost) {
 TEST(TranslateHeaders, HostCarriesANonDefaultPort) {
   UpstreamRequest out = run(chat_with_headers(), openai("http://10.0.0.5:8443"));
   EXPECT_EQ(header(out, "host"), "10.0.0.5:8443");
-  UpstreamRequest out2 = run(chat_with_headers(), azure("deployments", "", "https://aoai.local:444"));
+  UpstreamRequest out2 =
+      run(chat_with_headers(), azure("deployments", "", "https://aoai.local:444"));
   EXPECT_EQ(header(out2, "host"), "aoai.local:444");
 }
 
@@ -698,7 +698,8 @@ TEST(TranslateHeaders, EndToEndFieldsAreKept) {
     EXPECT_EQ(header(out, "user-agent"), "OpenAI/Python 1.50.0");
     EXPECT_EQ(header(out, "x-stainless-lang"), "python");
     EXPECT_EQ(header(out, "x-stainless-retry-count"), "0");
-    EXPECT_EQ(header(out, "traceparent"), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    EXPECT_EQ(header(out, "traceparent"),
+              "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     EXPECT_EQ(header(out, "tracestate"), "congo=t61rcWkgMzE");
   }
 }

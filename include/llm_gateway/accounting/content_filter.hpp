@@ -24,10 +24,20 @@ std::string_view stage_name(FilterStage s);
 
 // Azure's categories; anything else is counted as "other" so label values stay bounded.
 inline constexpr std::array<std::string_view, 14> kFilterCategories{
-    "hate",          "sexual",    "violence", "self_harm", "profanity",
-    "jailbreak",     "indirect_attack",       "protected_material_text",
-    "protected_material_code", "custom_blocklists", "custom_topics",
-    "personally_identifiable_information", "ungrounded_material", "other"};
+    "hate",
+    "sexual",
+    "violence",
+    "self_harm",
+    "profanity",
+    "jailbreak",
+    "indirect_attack",
+    "protected_material_text",
+    "protected_material_code",
+    "custom_blocklists",
+    "custom_topics",
+    "personally_identifiable_information",
+    "ungrounded_material",
+    "other"};
 
 struct CategoryResult {
   bool seen = false;

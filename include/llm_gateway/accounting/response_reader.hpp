@@ -44,8 +44,8 @@ std::string_view event_data(std::string_view event, std::string& scratch);
 // Facts read from one JSON document (a whole response, or one stream event's data).
 struct JsonFacts {
   std::optional<Usage> usage;
-  std::string finish_reason;       // the last non-null finish_reason of any choice
-  bool usage_only_chunk = false;   // choices is [] and usage is an object (include_usage chunk)
+  std::string finish_reason;      // the last non-null finish_reason of any choice
+  bool usage_only_chunk = false;  // choices is [] and usage is an object (include_usage chunk)
 };
 JsonFacts read_json_facts(std::string_view json);
 // The same, on a document already scanned (so one scan serves several readers).

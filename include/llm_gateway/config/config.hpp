@@ -37,9 +37,9 @@ struct Upstream {
   Provider provider = Provider::openai;
   BaseUrl base;
   ApiStyle api_style = ApiStyle::deployments;
-  std::optional<std::string> api_version;          // as configured (may be unset)
-  std::map<Endpoint, std::string> api_versions;    // per-operation overrides
-  std::optional<std::string> api_key;              // secret: never logged
+  std::optional<std::string> api_version;                        // as configured (may be unset)
+  std::map<Endpoint, std::string> api_versions;                  // per-operation overrides
+  std::optional<std::string> api_key;                            // secret: never logged
   std::vector<std::pair<std::string, std::string>> deployments;  // model -> deployment, in order
   bool strip_dots = false;
   std::string ca_file;  // extra trust, added to the system store
@@ -50,7 +50,7 @@ struct Upstream {
 };
 
 struct Route {
-  std::string match;  // glob on the model: * any run (also '/'), ? one character
+  std::string match;         // glob on the model: * any run (also '/'), ? one character
   std::size_t upstream = 0;  // index into Config::upstreams
 };
 
@@ -71,8 +71,8 @@ enum class LogLevel { debug, info, warn, error };
 
 struct LoggingSettings {
   std::string access_log = "stdout";  // "stdout", "off", or a file path (SIGUSR1 reopens it)
-  LogLevel level = LogLevel::info;     // diagnostics on stderr
-  bool bodies = false;                 // add truncated request/response bodies to access logs
+  LogLevel level = LogLevel::info;    // diagnostics on stderr
+  bool bodies = false;                // add truncated request/response bodies to access logs
   std::size_t body_max_bytes = 4096;
 };
 

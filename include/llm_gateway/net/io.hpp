@@ -1,6 +1,7 @@
 #pragma once
 // Shared declarations of the network layer (src/net only: this header pulls in Beast I/O).
 #include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>

@@ -14,7 +14,7 @@ namespace llmgw::observability {
 class AccessLogWriter {
  public:
   explicit AccessLogWriter(std::string target);  // "stdout" or a file path
-  ~AccessLogWriter();                             // writes what is queued, then stops
+  ~AccessLogWriter();                            // writes what is queued, then stops
   AccessLogWriter(const AccessLogWriter&) = delete;
   AccessLogWriter& operator=(const AccessLogWriter&) = delete;
 

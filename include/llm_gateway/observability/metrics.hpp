@@ -32,9 +32,10 @@ class Metrics {
   std::size_t upstream_none() const { return upstream_names_.size(); }
 
   // Per I/O thread (worker) cached handles.
-  prometheus::Counter& requests(unsigned worker, Endpoint e, std::size_t model, std::size_t upstream,
-                                std::size_t key, unsigned code);
-  prometheus::Histogram& duration(unsigned worker, Endpoint e, std::size_t model, std::size_t upstream);
+  prometheus::Counter& requests(unsigned worker, Endpoint e, std::size_t model,
+                                std::size_t upstream, std::size_t key, unsigned code);
+  prometheus::Histogram& duration(unsigned worker, Endpoint e, std::size_t model,
+                                  std::size_t upstream);
   prometheus::Histogram& first_byte(unsigned worker, Endpoint e, std::size_t model,
                                     std::size_t upstream);
   prometheus::Histogram& overhead(unsigned worker, Endpoint e);
@@ -44,7 +45,8 @@ class Metrics {
   prometheus::Counter& upstream_errors(unsigned worker, std::size_t upstream, std::size_t kind);
   prometheus::Counter& content_filter(unsigned worker, std::size_t stage, std::size_t category,
                                       std::size_t severity, bool filtered);
-  prometheus::Counter& content_filtered_requests(unsigned worker, std::size_t stage, std::size_t key);
+  prometheus::Counter& content_filtered_requests(unsigned worker, std::size_t stage,
+                                                 std::size_t key);
   prometheus::Counter& store_errors(std::size_t store);  // 0 memory, 1 redis
 
   prometheus::Gauge& in_flight() { return *in_flight_; }

@@ -2,6 +2,7 @@
 // Everything one request carries through the pipeline. The session owns the inbound message and
 // the context only views it; each stage reads what earlier stages decided and adds its own part.
 #include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <chrono>
@@ -76,9 +77,9 @@ struct RequestContext {
 
   // forward & relay (set by the relay, read by accounting stages)
   unsigned status = 0;
-  bool streamed = false;           // a stream: the client asked for one, or the answer is SSE
+  bool streamed = false;  // a stream: the client asked for one, or the answer is SSE
   std::uint64_t bytes_out = 0;
-  std::string error_code;          // the gateway's error code when it made the response
+  std::string error_code;  // the gateway's error code when it made the response
   std::optional<Clock::time_point> upstream_first_byte;
   bool client_aborted = false;
   BodyRewriter* body_rewriter = nullptr;  // set by a stage's on_response_headers, if any
@@ -94,10 +95,10 @@ struct RequestContext {
   std::optional<Clock::time_point> client_first_byte;  // first response byte written
   std::string upstream_error_kind;  // connect | tls | timeout | reset | protocol, when it failed
   std::optional<unsigned> upstream_status;  // the upstream's status, when one answered
-  unsigned worker = 0;              // the I/O thread running this request
+  unsigned worker = 0;                      // the I/O thread running this request
 
   // rate limit stage
-  int rate_limited = -1;                   // ratelimit::LimitKind when the gateway answered 429
+  int rate_limited = -1;                    // ratelimit::LimitKind when the gateway answered 429
   std::string_view rate_limit_store_error;  // the store's name when it could not answer
 
   // The state `owner` (a stage) keeps for this request, created on first use.

@@ -10,19 +10,19 @@
 namespace llmgw {
 
 enum class GatewayError {
-  bad_request,             // 400 unparseable HTTP
-  invalid_json,            // 400
-  missing_model,           // 400
-  model_not_found,         // 404 no route matches the model
-  no_default_route,        // 404 a request without a model and no "*" route
-  not_found,               // 404 unknown gateway path (admin listener)
-  request_too_large,       // 413
-  header_too_large,        // 431
-  upstream_unreachable,    // 502
-  upstream_tls_error,      // 502
-  upstream_protocol_error, // 502
-  upstream_timeout,        // 504
-  service_unavailable,     // 503 (draining)
+  bad_request,              // 400 unparseable HTTP
+  invalid_json,             // 400
+  missing_model,            // 400
+  model_not_found,          // 404 no route matches the model
+  no_default_route,         // 404 a request without a model and no "*" route
+  not_found,                // 404 unknown gateway path (admin listener)
+  request_too_large,        // 413
+  header_too_large,         // 431
+  upstream_unreachable,     // 502
+  upstream_tls_error,       // 502
+  upstream_protocol_error,  // 502
+  upstream_timeout,         // 504
+  service_unavailable,      // 503 (draining)
 };
 
 struct LocalReply {

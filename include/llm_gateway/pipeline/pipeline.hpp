@@ -29,8 +29,8 @@ class Pipeline {
 
 // What stages need from outside the pipeline (made by the caller, which may do I/O).
 struct PipelineServices {
-  std::shared_ptr<ratelimit::CounterStore> counter_store;  // null: a MemoryStore is made
-  std::shared_ptr<observability::Metrics> metrics;          // null: no metrics stage
+  std::shared_ptr<ratelimit::CounterStore> counter_store;      // null: a MemoryStore is made
+  std::shared_ptr<observability::Metrics> metrics;             // null: no metrics stage
   std::shared_ptr<observability::AccessLogWriter> access_log;  // null: no access log stage
 };
 

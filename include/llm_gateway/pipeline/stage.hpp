@@ -5,6 +5,7 @@
 // finally the completed request. Adding a stage means one new class and one line in
 // build_pipeline(); the other stages do not change.
 #include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/fields.hpp>
 #include <string_view>

@@ -27,8 +27,8 @@ class CounterStore {
 
   // Replaces a token reservation by the real usage: adds `delta` to the bucket it was made in.
   // Runs off the request path; failures are only counted.
-  virtual void correct_tokens(std::size_t key, const std::string& key_name,
-                              std::int64_t bucket_sec, std::int64_t delta) = 0;
+  virtual void correct_tokens(std::size_t key, const std::string& key_name, std::int64_t bucket_sec,
+                              std::int64_t delta) = 0;
 };
 
 using NowMs = std::function<std::int64_t()>;
@@ -40,7 +40,8 @@ class MemoryStore final : public CounterStore {
  public:
   MemoryStore(std::size_t key_count, NowMs now);
   std::string_view name() const override { return "memory"; }
-  boost::asio::awaitable<std::optional<Admission>> admit(std::size_t key, const std::string& key_name,
+  boost::asio::awaitable<std::optional<Admission>> admit(std::size_t key,
+                                                         const std::string& key_name,
                                                          const KeyLimits& limits,
                                                          std::int64_t token_cost) override;
   void correct_tokens(std::size_t key, const std::string& key_name, std::int64_t bucket_sec,

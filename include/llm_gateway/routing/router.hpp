@@ -18,7 +18,8 @@ struct RouteDecision {
 // First route whose glob matches the model.
 std::optional<RouteDecision> route_model(const config::Config& cfg, std::string_view model);
 
-// For requests that name no model (files, batches, ...): the first route whose match is exactly "*".
+// For requests that name no model (files, batches, ...): the first route whose match is exactly
+// "*".
 std::optional<RouteDecision> route_default(const config::Config& cfg);
 
 // deployments[model], else the model itself (with dots removed when strip_dots is set).

@@ -30,7 +30,9 @@ class AccessLogStage final : public Stage {
   AccessLogStage(const config::Config& cfg, std::shared_ptr<observability::AccessLogWriter> writer)
       : cfg_(cfg), writer_(std::move(writer)) {}
   std::string_view name() const override { return "access_log"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext&) override { co_return Verdict::proceed; }
+  boost::asio::awaitable<Verdict> on_request(RequestContext&) override {
+    co_return Verdict::proceed;
+  }
   void on_response_body(RequestContext& ctx, std::string_view piece) override;
   void on_complete(RequestContext& ctx) override;
 

@@ -25,11 +25,21 @@ enum class Endpoint {
 };
 
 inline constexpr Endpoint kAllEndpoints[] = {
-    Endpoint::chat_completions,   Endpoint::completions,          Endpoint::embeddings,
-    Endpoint::images_generations, Endpoint::images_edits,         Endpoint::audio_transcriptions,
-    Endpoint::audio_translations, Endpoint::audio_speech,         Endpoint::responses,
-    Endpoint::files,              Endpoint::batches,              Endpoint::models,
-    Endpoint::fine_tuning,        Endpoint::assistants,           Endpoint::other,
+    Endpoint::chat_completions,
+    Endpoint::completions,
+    Endpoint::embeddings,
+    Endpoint::images_generations,
+    Endpoint::images_edits,
+    Endpoint::audio_transcriptions,
+    Endpoint::audio_translations,
+    Endpoint::audio_speech,
+    Endpoint::responses,
+    Endpoint::files,
+    Endpoint::batches,
+    Endpoint::models,
+    Endpoint::fine_tuning,
+    Endpoint::assistants,
+    Endpoint::other,
 };
 
 std::string_view endpoint_name(Endpoint e);

@@ -13,7 +13,7 @@ namespace llmgw::json {
 enum class Kind { string, number, object, array, boolean, null };
 
 struct Member {
-  std::string_view key;    // raw key text between the quotes (escapes not decoded)
+  std::string_view key;         // raw key text between the quotes (escapes not decoded)
   std::size_t value_begin = 0;  // byte offsets of the value in the scanned text
   std::size_t value_end = 0;
   Kind kind = Kind::null;
@@ -28,12 +28,12 @@ struct Span {
 struct ScanResult {
   bool valid = false;
   std::size_t error_offset = 0;
-  std::string error;             // why the text is not valid JSON
-  bool is_object = false;        // top-level value is an object
-  std::vector<Member> members;   // its members, in order (only when is_object)
-  bool is_array = false;         // top-level value is an array
-  std::vector<Span> elements;    // its elements, in order (only when is_array)
-  std::size_t consumed = 0;      // bytes of the first value (scan_prefix)
+  std::string error;            // why the text is not valid JSON
+  bool is_object = false;       // top-level value is an object
+  std::vector<Member> members;  // its members, in order (only when is_object)
+  bool is_array = false;        // top-level value is an array
+  std::vector<Span> elements;   // its elements, in order (only when is_array)
+  std::size_t consumed = 0;     // bytes of the first value (scan_prefix)
 
   const Member* find(std::string_view key) const;
   std::string_view text_of(std::string_view text, const Member& m) const {

@@ -2,6 +2,7 @@
 // What the gateway learns from an inbound request before routing it: which operation the path
 // names, and the few body fields routing and accounting need (model, stream). Pure functions.
 #include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+
 #include <array>
 #include <boost/beast/http/verb.hpp>
 #include <optional>
@@ -13,10 +14,10 @@
 namespace llmgw {
 
 enum class InboundFormat {
-  openai,             // /v1/{op} or /{op}
-  azure_deployment,   // /openai/deployments/{name}/{op}
-  azure_v1,           // /openai/v1/{op}
-  azure_resource,     // /openai/{op}
+  openai,            // /v1/{op} or /{op}
+  azure_deployment,  // /openai/deployments/{name}/{op}
+  azure_v1,          // /openai/v1/{op}
+  azure_resource,    // /openai/{op}
 };
 
 struct PathFacts {
@@ -34,7 +35,7 @@ enum class BodyKind { none, json, multipart, other };
 
 struct BodyFacts {
   BodyKind kind = BodyKind::none;
-  std::string invalid_reason;  // non-empty: the body claims JSON but is not valid JSON
+  std::string invalid_reason;        // non-empty: the body claims JSON but is not valid JSON
   std::optional<std::string> model;  // decoded model name
   bool model_not_string = false;
   // Byte span of the model value in the body (JSON: the string token with its quotes; multipart:

@@ -3,6 +3,7 @@
 // the request the upstream gets (target, headers, and a new body only when one field must change).
 // No I/O; the unit tests cover every endpoint row of the README's table.
 #include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
+
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <optional>
@@ -28,7 +29,7 @@ struct InboundRequest {
 
 struct UpstreamRequest {
   boost::beast::http::verb method = boost::beast::http::verb::get;
-  std::string target;  // origin-form: path and query
+  std::string target;                  // origin-form: path and query
   boost::beast::http::fields headers;  // Host included; Content-Length is set when sending
   std::optional<std::string> body;     // set only when the body had to change
 };
