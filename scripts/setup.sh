@@ -13,7 +13,8 @@ PACKAGES=(
   libboost1.81-dev libboost-url1.81-dev libboost-json1.81-dev libssl-dev
   nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev libhiredis-dev
   libgtest-dev libgmock-dev
-  redis-server
+  redis-server  # the Redis rate-limit tests start their own
+  prometheus    # promtool validates deploy/prometheus in the tests
 )
 
 as_root() {
