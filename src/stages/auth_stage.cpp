@@ -41,10 +41,7 @@ std::string_view AuthStage::credential(const http::fields& headers) {
 }
 
 boost::asio::awaitable<Verdict> AuthStage::on_request(RequestContext& ctx) {
-  if (cfg_.keys.empty()) {
-    ctx.authenticated = true;  // anonymous: no client keys configured
-    co_return Verdict::proceed;
-  }
+  if (cfg_.keys.empty()) co_return Verdict::proceed;  // anonymous: no client keys configured
   const std::string_view presented = credential(*ctx.headers);
   if (presented.empty()) {
     ctx.reply = error_reply(401, "invalid_request_error", "invalid_api_key", std::nullopt,
@@ -73,7 +70,6 @@ boost::asio::awaitable<Verdict> AuthStage::on_request(RequestContext& ctx) {
   }
   ctx.key = found;
   ctx.key_index = found_index;
-  ctx.authenticated = true;
   co_return Verdict::proceed;
 }
 

@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/beast/core/string.hpp>
 #include <cctype>
 #include <functional>
 
 #include "llm_gateway/translate/json_scan.hpp"
 
 namespace llmgw {
+using boost::beast::iequals;
 namespace http = boost::beast::http;
 
 namespace {
@@ -67,13 +69,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 // Value of parameter `name` in a header value like `form-data; name="model"; filename="a"`.

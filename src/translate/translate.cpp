@@ -4,21 +4,16 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/beast/core/string.hpp>
 #include <cctype>
 
 namespace llmgw {
+using boost::beast::iequals;
 namespace http = boost::beast::http;
 using config::ApiStyle;
 using config::Provider;
 
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 // True when the comma-separated `list` (a Connection header value) names `field`.
 bool list_names(std::string_view list, std::string_view field) {

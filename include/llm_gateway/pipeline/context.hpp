@@ -60,7 +60,6 @@ struct RequestContext {
   // credential was missing or wrong (the request is then answered with 401).
   const config::ClientKey* key = nullptr;
   std::size_t key_index = 0;
-  bool authenticated = false;
 
   // route stage
   std::optional<RouteDecision> route;
