@@ -15,7 +15,7 @@ namespace {
 
 constexpr const char* kUsage =
     "Usage: llm-gateway [--config FILE]\n"
-    "       llm-gateway --check-config FILE\n"
+    "       llm-gateway --check-config FILE   (or --check-config --config FILE)\n"
     "       llm-gateway --version | --help\n"
     "\n"
     "An OpenAI-compatible gateway to Azure OpenAI and OpenAI.\n"
@@ -44,6 +44,7 @@ int check_config(const std::string& path) {
 int main(int argc, char** argv) {
   std::string config_path;
   if (const char* env = std::getenv("LLM_GATEWAY_CONFIG"); env && *env) config_path = env;
+  bool check = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--version") {
@@ -54,13 +55,25 @@ int main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    if ((arg == "--check-config" || arg == "--config") && i + 1 < argc) {
-      if (arg == "--check-config") return check_config(argv[i + 1]);
+    if (arg == "--check-config") {
+      // `--check-config FILE`, or `--check-config` with the file from --config or the env.
+      check = true;
+      if (i + 1 < argc && std::strncmp(argv[i + 1], "--", 2) != 0) config_path = argv[++i];
+      continue;
+    }
+    if (arg == "--config" && i + 1 < argc) {
       config_path = argv[++i];
       continue;
     }
     std::cerr << "llm-gateway: unknown or incomplete argument '" << arg << "'\n\n" << kUsage;
     return 2;
+  }
+  if (check) {
+    if (config_path.empty()) {
+      std::cerr << "llm-gateway: --check-config needs a FILE (or --config FILE)\n\n" << kUsage;
+      return 2;
+    }
+    return check_config(config_path);
   }
 
   const auto env = llmgw::config::process_env();
@@ -90,6 +103,7 @@ int main(int argc, char** argv) {
     services.access_log =
         std::make_shared<llmgw::observability::AccessLogWriter>(cfg.logging.access_log);
     if (!services.access_log->ok()) return 1;
+    services.access_log->count_dropped_in(&services.metrics->access_log_dropped());
   }
   llmgw::net::GatewayServices net_services{services.metrics, services.access_log};
   return llmgw::net::run_gateway(

@@ -79,6 +79,10 @@ class Reader {
 
   std::optional<std::uint64_t> number(const YAML::Node& n, const std::string& what,
                                       std::uint64_t min, std::uint64_t max) {
+    if (!n.IsScalar()) {
+      error(n, what + " must be a whole number");
+      return std::nullopt;
+    }
     auto s = string(n, what);
     if (!s) return std::nullopt;
     std::uint64_t v = 0;
@@ -95,6 +99,10 @@ class Reader {
   }
 
   std::optional<bool> boolean(const YAML::Node& n, const std::string& what) {
+    if (!n.IsScalar()) {
+      error(n, what + " must be true or false");
+      return std::nullopt;
+    }
     auto s = string(n, what);
     if (!s) return std::nullopt;
     if (*s == "true") return true;
@@ -189,7 +197,8 @@ class Reader {
 
 void load_server(Reader& r, const YAML::Node& n, ServerSettings& s) {
   if (!r.check_map(n, "server",
-                   {"listen", "max_body_bytes", "max_header_bytes", "threads", "drain_timeout_ms"}))
+                   {"listen", "max_body_bytes", "max_header_bytes", "threads", "drain_timeout_ms",
+                    "body_timeout_ms", "max_buffered_body_bytes", "max_connections"}))
     return;
   if (auto v = n["listen"]) {
     if (auto l = r.listen(v, "server.listen")) s.listen = *l;
@@ -207,6 +216,18 @@ void load_server(Reader& r, const YAML::Node& n, ServerSettings& s) {
   if (auto v = n["drain_timeout_ms"]) {
     if (auto x = r.number(v, "server.drain_timeout_ms", 0, 3600000))
       s.drain_timeout = std::chrono::milliseconds(*x);
+  }
+  if (auto v = n["body_timeout_ms"]) {
+    if (auto x = r.number(v, "server.body_timeout_ms", 100, 3600000))
+      s.body_timeout = std::chrono::milliseconds(*x);
+  }
+  if (auto v = n["max_buffered_body_bytes"]) {
+    if (auto x = r.number(v, "server.max_buffered_body_bytes", 1, 1ull << 40))
+      s.max_buffered_body_bytes = *x;
+  }
+  if (auto v = n["max_connections"]) {
+    if (auto x = r.number(v, "server.max_connections", 1, 10'000'000))
+      s.max_connections = static_cast<std::uint32_t>(*x);
   }
 }
 

@@ -16,32 +16,120 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <array>
 #include <list>
+#include <optional>
+#include <utility>
 #include <thread>
 
 #include "llm_gateway/net/gateway.hpp"
 #include "llm_gateway/net/io.hpp"
 #include "llm_gateway/observability/log.hpp"
+#include "llm_gateway/translate/json_scan.hpp"
+#include "llm_gateway/translate/request_target.hpp"
 
 namespace llmgw::net {
 namespace http = beast::http;
 
 namespace {
 
-// Named limits (cpp-httplib style): every timeout of the client side in one place.
-constexpr auto kFirstRequestTimeout = std::chrono::seconds(30);  // connect -> first header
-constexpr auto kKeepAliveIdle = std::chrono::seconds(75);        // between requests
-constexpr auto kBodyReadIdle = std::chrono::seconds(60);         // per read while a body arrives
+// Named limits: every timeout of the client side in one place.
+// One deadline for a whole request header, from its first byte (from the connection's start for
+// the first request): a header trickled a byte at a time cannot hold a connection longer.
+constexpr auto kHeaderTimeout = std::chrono::seconds(30);
+constexpr auto kKeepAliveIdle = std::chrono::seconds(75);  // between requests
 constexpr auto kReplyWriteTimeout = std::chrono::seconds(30);
+// A lingering close (as nginx's lingering_close): after an early answer to a request whose body
+// is still coming, the gateway stops writing, then reads and discards for at most this long and
+// this much, so that the client reads the answer instead of losing it to a reset.
+constexpr auto kLingerTime = std::chrono::seconds(5);
+constexpr std::size_t kLingerBytes = 64 * 1024 * 1024;
 // Beast reads max(512, free capacity) bytes per system call: room for a whole typical request up
 // front, and more once a large body (audio, embedding batches) is announced.
 constexpr std::size_t kRequestReadBuffer = 8 * 1024;
 constexpr std::size_t kLargeBodyReadBuffer = 64 * 1024;
+// How long a cut request may take to finish (log, count) after the drain deadline cut it.
+constexpr auto kCutGrace = std::chrono::seconds(2);
 
 struct SessionEntry {
   beast::tcp_stream* stream = nullptr;
-  bool idle = true;  // waiting for a request header: safe to close when draining
+  const std::string* peer = nullptr;  // the client's address
+  bool idle = true;                   // waiting for a request: safe to close when draining
+  RequestContext* request = nullptr;  // the request being handled, if any
 };
+
+// The request bodies held at once by every connection together (server.max_buffered_body_bytes).
+// A request holds what its body has grown to (or its announced Content-Length) until it ends.
+class BodyBudget {
+ public:
+  BodyBudget(std::atomic<std::uint64_t>& total, std::uint64_t limit) : total_(total), limit_(limit) {}
+  BodyBudget(const BodyBudget&) = delete;
+  BodyBudget& operator=(const BodyBudget&) = delete;
+  ~BodyBudget() { total_.fetch_sub(held_); }
+  // Grows this request's share to `bytes`; false (and nothing taken) when that would pass the
+  // limit.
+  bool hold(std::uint64_t bytes) {
+    if (bytes <= held_) return true;
+    const std::uint64_t more = bytes - held_;
+    if (total_.fetch_add(more) + more > limit_) {
+      total_.fetch_sub(more);
+      return false;
+    }
+    held_ = bytes;
+    return true;
+  }
+
+ private:
+  std::atomic<std::uint64_t>& total_;
+  std::uint64_t limit_;
+  std::uint64_t held_ = 0;
+};
+
+// RFC 9112 §6.1 and §6.3: a request body is framed by chunked as the final (here: only) transfer
+// coding, or by Content-Length; anything else cannot be trusted by every hop alike and is how
+// requests are smuggled. Returns the error to answer with, if any.
+std::optional<std::pair<GatewayError, std::string_view>> framing_error(
+    const http::request<http::string_body>& req) {
+  std::size_t codings = 0;
+  std::size_t chunked = 0;
+  bool chunked_last = false;
+  bool unknown = false;
+  for (auto [it, end] = req.equal_range(http::field::transfer_encoding); it != end; ++it) {
+    std::string_view list = it->value();
+    while (!list.empty()) {
+      const std::size_t comma = list.find(',');
+      std::string_view token = list.substr(0, comma);
+      list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+      while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+        token.remove_prefix(1);
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
+        token.remove_suffix(1);
+      if (token.empty()) continue;
+      ++codings;
+      chunked_last = beast::iequals(token, "chunked");
+      if (chunked_last) {
+        ++chunked;
+      } else {
+        unknown = true;
+      }
+    }
+  }
+  if (req.find(http::field::transfer_encoding) == req.end()) return std::nullopt;
+  if (req.version() < 11)
+    return std::pair{GatewayError::invalid_framing,
+                     std::string_view("An HTTP/1.0 request cannot carry Transfer-Encoding.")};
+  if (req.find(http::field::content_length) != req.end())
+    return std::pair{GatewayError::invalid_framing,
+                     std::string_view("A request cannot carry both Transfer-Encoding and "
+                                      "Content-Length.")};
+  if (unknown)
+    return std::pair{GatewayError::unsupported_coding,
+                     std::string_view("The only transfer coding this gateway accepts is chunked.")};
+  if (codings == 0 || chunked != 1 || !chunked_last)
+    return std::pair{GatewayError::invalid_framing,
+                     std::string_view("Transfer-Encoding must be exactly 'chunked'.")};
+  return std::nullopt;
+}
 
 // One event loop and thread. A connection lives on one worker for its whole life, and each
 // worker owns its upstream pool and id generator, so the data plane takes no locks.
@@ -192,23 +280,50 @@ class Gateway {
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool admin) {
     std::size_t next = 0;
+    std::uint64_t failures = 0;  // accept() failures in the current episode
     for (;;) {
       // Admin connections stay on the first worker; proxied ones are spread round-robin.
       Worker& w = admin ? *workers_.front() : *workers_[next++ % workers_.size()];
       auto [ec, socket] = co_await acceptor.async_accept(w.ioc, nothrow_awaitable);
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-        // Out of file descriptors and the like: back off briefly instead of spinning.
-        log::line(log::Level::warn, "accept failed", {{"detail", ec.message()}});
+        // Out of file descriptors and the like: logged once per episode (not every 50 ms),
+        // counted every time, and retried after a short back-off instead of spinning.
+        if (failures++ == 0)
+          log::line(log::Level::warn, "accept failed", {{"detail", ec.message()}});
+        if (services_.metrics) services_.metrics->connections_refused(true).Increment();
         asio::steady_timer t(acceptor.get_executor(), std::chrono::milliseconds(50));
         co_await t.async_wait(nothrow_awaitable);
         continue;
+      }
+      if (failures) {
+        log::line(log::Level::info, "accepting again",
+                  {{"failed_accepts", std::to_string(failures)}});
+        failures = 0;
+      }
+      if (!admin) {
+        const auto limit = snapshot_.load()->config->server.max_connections;
+        if (connections_.load() >= limit) {
+          // Accepted and closed at once: the client sees a clean close rather than a queue that
+          // never drains, and the gateway keeps its descriptors for the connections it has.
+          boost::system::error_code ignored;
+          socket.close(ignored);
+          if (services_.metrics) services_.metrics->connections_refused(false).Increment();
+          continue;
+        }
       }
       asio::co_spawn(w.ioc, session(w, std::move(socket), admin), log_exception("session"));
     }
   }
 
   asio::awaitable<void> session(Worker& worker, tcp::socket socket, bool admin) {
+    if (!admin) connections_.fetch_add(1);
+    struct Count {
+      std::atomic<std::uint32_t>* n;
+      ~Count() {
+        if (n) n->fetch_sub(1);
+      }
+    } count{admin ? nullptr : &connections_};
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     std::string peer;
@@ -217,7 +332,7 @@ class Gateway {
     beast::flat_buffer buffer;
     buffer.reserve(kRequestReadBuffer);
 
-    SessionEntry entry{&stream, true};
+    SessionEntry entry{&stream, &peer, true, nullptr};
     worker.sessions.push_front(&entry);
     const auto registered = worker.sessions.begin();
     struct Unregister {
@@ -236,11 +351,21 @@ class Gateway {
       parser.header_limit(limits.max_header_bytes);
       parser.body_limit(limits.max_body_bytes);
 
+      // Wait for the request's first byte (the keep-alive idle time between requests), then give
+      // the whole header one deadline from there.
       entry.idle = true;
-      stream.expires_after(first ? kFirstRequestTimeout : kKeepAliveIdle);
-      auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, nothrow_awaitable);
+      if (buffer.size() == 0) {
+        stream.expires_after(first ? kHeaderTimeout : kKeepAliveIdle);
+        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kRequestReadBuffer),
+                                                       nothrow_awaitable);
+        if (ec) break;
+        buffer.commit(n);
+      }
       entry.idle = false;
+      if (!first) stream.expires_after(kHeaderTimeout);
       first = false;
+      auto [ec, header_bytes] =
+          co_await http::async_read_header(stream, buffer, parser, nothrow_awaitable);
       if (ec) {
         if (ec == http::error::body_limit) {
           // Beast checks Content-Length against the body limit while reading the header.
@@ -248,56 +373,25 @@ class Gateway {
                           too_large_message(limits.max_body_bytes), &parser);
         } else if (ec == http::error::header_limit) {
           co_await reject(worker, stream, peer, GatewayError::header_too_large,
-                          "The request's header block is larger than this gateway accepts (" +
-                              std::to_string(limits.max_header_bytes) + " bytes).");
+                          header_too_large_message(limits.max_header_bytes), &parser);
         } else if (parser.got_some() && ec != beast::error::timeout &&
                    ec != http::error::end_of_stream && ec != asio::error::operation_aborted &&
                    ec != asio::error::connection_reset && ec != asio::error::eof &&
                    ec != http::error::partial_message) {
           co_await reject(worker, stream, peer, GatewayError::bad_request,
-                          "The request is not valid HTTP/1.1: " + ec.message());
+                          "The request is not valid HTTP/1.1: " + ec.message(), &parser);
         }
         break;
       }
-
-      if (auto length = parser.content_length(); length && *length > limits.max_body_bytes) {
-        co_await reject(worker, stream, peer, GatewayError::request_too_large,
-                        too_large_message(limits.max_body_bytes), &parser);
+      // Beast applies its header limit to what it has buffered, not to the header itself: the
+      // exact limit is checked here, whatever the read sizes were.
+      if (header_bytes > limits.max_header_bytes) {
+        co_await reject(worker, stream, peer, GatewayError::header_too_large,
+                        header_too_large_message(limits.max_header_bytes), &parser);
         break;
       }
-      if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
-        stream.expires_after(kReplyWriteTimeout);
-        co_await asio::async_write(stream, asio::buffer("HTTP/1.1 100 Continue\r\n\r\n", 25),
-                                   nothrow_awaitable);
-      }
-      if (auto length = parser.content_length(); length && *length > kRequestReadBuffer)
-        buffer.reserve(kLargeBodyReadBuffer);
-      bool body_ok = true;
-      while (!parser.is_done()) {
-        stream.expires_after(kBodyReadIdle);
-        auto [bec, bn] = co_await http::async_read_some(stream, buffer, parser, nothrow_awaitable);
-        if (bec == http::error::body_limit) {
-          co_await reject(worker, stream, peer, GatewayError::request_too_large,
-                          too_large_message(limits.max_body_bytes), &parser);
-          body_ok = false;
-          break;
-        }
-        if (bec) {
-          if (bec != beast::error::timeout && bec != asio::error::eof &&
-              bec != asio::error::connection_reset && bec != http::error::partial_message &&
-              bec != asio::error::operation_aborted) {
-            co_await reject(worker, stream, peer, GatewayError::bad_request,
-                            "The request body is malformed: " + bec.message());
-          }
-          body_ok = false;
-          break;
-        }
-      }
-      if (!body_ok) break;
-      stream.expires_never();
-
-      const bool keep_alive = co_await handle(worker, *snapshot, stream, peer, parser.get(),
-                                              n + parser.get().body().size(), admin);
+      const bool keep_alive =
+          co_await handle(worker, *snapshot, stream, buffer, parser, header_bytes, admin, entry);
       if (!keep_alive) break;
     }
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -307,31 +401,63 @@ class Gateway {
     return "The request body is larger than this gateway accepts (" + std::to_string(limit) +
            " bytes).";
   }
+  static std::string header_too_large_message(std::uint64_t limit) {
+    return "The request's header block is larger than this gateway accepts (" +
+           std::to_string(limit) + " bytes).";
+  }
 
-  // Answers a request the gateway could not accept, then the connection is closed.
-  asio::awaitable<void> reject(Worker& worker, beast::tcp_stream& stream, const std::string& peer,
-                               GatewayError error, std::string message,
-                               const http::request_parser<http::string_body>* parser = nullptr) {
-    auto snapshot = snapshot_.load();
+  // Closes a connection whose client may still be sending a request body the gateway will not
+  // read: stop writing (the answer is out), then read and discard for a bounded time and size,
+  // so the client's kernel does not get a reset that throws the unread answer away.
+  static asio::awaitable<void> linger_close(beast::tcp_stream& stream) {
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream.expires_after(kLingerTime);
+    std::array<char, 16 * 1024> sink;
+    std::size_t discarded = 0;
+    while (discarded < kLingerBytes) {
+      auto [ec, n] = co_await stream.async_read_some(asio::buffer(sink), nothrow_awaitable);
+      if (ec) break;
+      discarded += n;
+    }
+    stream.expires_never();
+    stream.socket().close(ignored);
+  }
+
+  RequestContext make_context(Worker& worker, const Snapshot& snapshot, const std::string& peer,
+                              const http::request_header<>* header) {
     RequestContext ctx;
-    ctx.config = snapshot->config.get();
+    ctx.config = snapshot.config.get();
     ctx.received = Clock::now();
     ctx.worker = worker.index;
     ctx.peer = peer;
-    if (parser && parser->got_some()) {
-      // The header may be complete (413 on Content-Length) or not (431): use what arrived.
-      ctx.method = parser->get().method();
-      ctx.target = parser->get().target();
-      ctx.headers = &parser->get().base();
-      ctx.path = classify_path(ctx.method, ctx.target);
-    }
     std::string_view client_id;
-    if (ctx.headers) client_id = (*ctx.headers)["x-request-id"];
+    if (header) {
+      ctx.method = header->method();
+      ctx.target = header->target();
+      ctx.headers = header;
+      client_id = (*header)["x-request-id"];
+    }
     ctx.request_id = valid_client_request_id(client_id) ? std::string(client_id)
                                                         : generate_request_id(worker.rng);
+    return ctx;
+  }
+
+  // Answers a request the gateway could not read whole (431, 413 on Content-Length, malformed
+  // HTTP), then the connection is closed.
+  asio::awaitable<void> reject(Worker& worker, beast::tcp_stream& stream, const std::string& peer,
+                               GatewayError error, std::string message,
+                               const http::request_parser<http::string_body>* parser) {
+    auto snapshot = snapshot_.load();
+    // The header may be complete (413 on Content-Length) or not (431): use what arrived.
+    const bool have_header = parser && parser->got_some();
+    RequestContext ctx =
+        make_context(worker, *snapshot, peer, have_header ? &parser->get().base() : nullptr);
+    if (have_header) ctx.path = classify_path(ctx.method, ctx.target);
     ctx.reply = error_reply(error, message);
     DownstreamReply reply{11, false};
     co_await write_local_reply(stream, ctx, nullptr, reply);
+    if (!ctx.client_aborted) co_await linger_close(stream);
     // Counted and logged like any request the gateway answered.
     snapshot->pipeline.on_complete(ctx);
   }
@@ -341,7 +467,13 @@ class Gateway {
   bool builtin(RequestContext& ctx, bool admin) {
     std::string_view path = ctx.target.substr(0, ctx.target.find('?'));
     const auto& cfg = *ctx.config;
-    if (path == "/metrics" && services_.metrics && (admin || !cfg.admin)) {
+    const bool metrics = path == "/metrics" && services_.metrics && (admin || !cfg.admin);
+    if ((metrics || path == "/healthz" || path == "/readyz") && ctx.method != http::verb::get) {
+      ctx.reply = error_reply(GatewayError::method_not_allowed, "Use GET for this endpoint.");
+      ctx.reply->headers.emplace_back("allow", "GET");
+      return true;
+    }
+    if (metrics) {
       const std::string& token = cfg.admin ? cfg.admin->token : std::string();
       if (!token.empty()) {
         const std::string expected = "Bearer " + token;
@@ -375,47 +507,165 @@ class Gateway {
     return false;
   }
 
+  // One request whose header has been read: everything from here on leaves exactly one access-log
+  // line and one count, whatever happens (answered, refused, cut, or the client left).
   asio::awaitable<bool> handle(Worker& worker, const Snapshot& snapshot, beast::tcp_stream& stream,
-                               const std::string& peer, http::request<http::string_body>& req,
-                               std::size_t bytes_in, bool admin) {
+                               beast::flat_buffer& buffer,
+                               http::request_parser<http::string_body>& parser,
+                               std::size_t header_bytes, bool admin, SessionEntry& entry) {
     in_flight_.fetch_add(1);
     struct InFlight {
       std::atomic<int>& n;
-      ~InFlight() { n.fetch_sub(1); }
-    } in_flight{in_flight_};
+      SessionEntry& entry;
+      ~InFlight() {
+        entry.request = nullptr;
+        n.fetch_sub(1);
+      }
+    } in_flight{in_flight_, entry};
 
-    RequestContext ctx;
-    ctx.config = snapshot.config.get();
-    ctx.received = Clock::now();
-    ctx.worker = worker.index;
-    ctx.peer = peer;
-    ctx.method = req.method();
-    ctx.target = req.target();
-    ctx.headers = &req.base();
-    ctx.body = req.body();
-    ctx.bytes_in = bytes_in;
-    ctx.path = classify_path(ctx.method, ctx.target);
-    const auto client_id = req["x-request-id"];
-    ctx.request_id = valid_client_request_id(client_id) ? std::string(client_id)
-                                                        : generate_request_id(worker.rng);
-
-    DownstreamReply reply{req.version(), req.keep_alive() && !draining_};
-    if (builtin(ctx, admin)) {
-      co_await write_local_reply(stream, ctx, nullptr, reply);
-      co_return reply.keep_alive;
+    RequestContext ctx = make_context(worker, snapshot, peer_of(entry), &parser.get().base());
+    ctx.bytes_in = header_bytes;
+    entry.request = &ctx;
+    const bool keep_alive = co_await process(worker, snapshot, stream, buffer, parser, admin, ctx);
+    if (ctx.status == 0 && !ctx.cut_reason.empty()) {
+      ctx.status = 503;  // cut by the gateway before it could answer
+    } else if (ctx.status == 0 && ctx.client_aborted) {
+      // A client that went away before any response got nothing: logged and counted as 499, as
+      // nginx does.
+      ctx.status = 499;
     }
+    if (!ctx.builtin) snapshot.pipeline.on_complete(ctx);
+    co_return keep_alive && !draining_ && ctx.cut_reason.empty();
+  }
+
+  static const std::string& peer_of(const SessionEntry& entry) {
+    static const std::string none;
+    return entry.peer ? *entry.peer : none;
+  }
+
+  // Writes ctx.reply. When the request's body was not read, the connection cannot carry another
+  // request: it is closed after a lingering close.
+  static asio::awaitable<bool> answer(beast::tcp_stream& stream, RequestContext& ctx,
+                                      const Pipeline* pipeline, DownstreamReply& reply,
+                                      bool body_unread) {
+    if (body_unread) reply.keep_alive = false;
+    co_await write_local_reply(stream, ctx, pipeline, reply);
+    if (body_unread && !ctx.client_aborted) co_await linger_close(stream);
+    co_return reply.keep_alive;
+  }
+
+  asio::awaitable<bool> process(Worker& worker, const Snapshot& snapshot,
+                                beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                http::request_parser<http::string_body>& parser, bool admin,
+                                RequestContext& ctx) {
+    auto& req = parser.get();
+    const auto& limits = snapshot.config->server;
     const Pipeline& pipeline = snapshot.pipeline;
-    bool keep_alive = reply.keep_alive;
-    if (co_await pipeline.on_request(ctx) == Verdict::respond) {
-      co_await write_local_reply(stream, ctx, &pipeline, reply);
-    } else {
-      keep_alive = co_await forward_and_relay(worker.pool, tls_, pipeline, ctx, stream, reply);
+    DownstreamReply reply{req.version(), req.keep_alive() && !draining_};
+    bool body_unread = !parser.is_done();
+
+    // Validation of the header: framing, target and method, before anything acts on them.
+    if (auto framing = framing_error(req)) {
+      ctx.reply = error_reply(framing->first, framing->second);
+      co_return co_await answer(stream, ctx, &pipeline, reply, true);
     }
-    // A client that went away before any response got nothing: logged and counted as 499, as
-    // nginx does.
-    if (ctx.status == 0 && ctx.client_aborted) ctx.status = 499;
-    pipeline.on_complete(ctx);
-    co_return keep_alive && !draining_;
+    const TargetCheck target = check_request_target(req.target());
+    if (!target.error.empty()) {
+      ctx.reply = error_reply(GatewayError::invalid_path, target.error);
+      co_return co_await answer(stream, ctx, &pipeline, reply, body_unread);
+    }
+    ctx.target = target.origin;
+    if (req.method() == http::verb::unknown) {
+      // Methods are case-sensitive (RFC 9110 §9.1): "post" is not POST.
+      ctx.reply = error_reply(GatewayError::method_not_implemented,
+                              "The method '" +
+                                  std::string(json::truncate_chars(req.method_string(), 32)) +
+                                  "' is not one this gateway implements.");
+      co_return co_await answer(stream, ctx, &pipeline, reply, body_unread);
+    }
+    ctx.path = classify_path(ctx.method, ctx.target);
+
+    if (builtin(ctx, admin)) {
+      ctx.builtin = true;
+      co_return co_await answer(stream, ctx, nullptr, reply, body_unread);
+    }
+    if (!method_allowed(ctx.method, ctx.path)) {
+      const std::string_view allowed = allowed_methods(ctx.path);
+      ctx.reply = error_reply(GatewayError::method_not_allowed,
+                              "This operation is used with " + std::string(allowed) + ", not " +
+                                  std::string(req.method_string()) + ".");
+      ctx.reply->headers.emplace_back("allow", std::string(allowed));
+      co_return co_await answer(stream, ctx, &pipeline, reply, body_unread);
+    }
+
+    // Admission on the header alone: a refused request's body is never read.
+    if (pipeline.on_request_headers(ctx) == Verdict::respond)
+      co_return co_await answer(stream, ctx, &pipeline, reply, body_unread);
+
+    BodyBudget budget(buffered_body_bytes_, limits.max_buffered_body_bytes);
+    const auto overloaded = [&ctx] {
+      ctx.reply = error_reply(GatewayError::overloaded,
+                              "The gateway is holding as many request bodies as it may; retry "
+                              "shortly.");
+    };
+    const auto length = parser.content_length();
+    if (length && !budget.hold(*length)) {
+      overloaded();
+      co_return co_await answer(stream, ctx, &pipeline, reply, body_unread);
+    }
+    if (body_unread && beast::iequals(req[http::field::expect], "100-continue")) {
+      stream.expires_after(kReplyWriteTimeout);
+      co_await asio::async_write(stream, asio::buffer("HTTP/1.1 100 Continue\r\n\r\n", 25),
+                                 nothrow_awaitable);
+    }
+    if (length && *length > kRequestReadBuffer) buffer.reserve(kLargeBodyReadBuffer);
+    // Trailer fields of a chunked body are discarded (RFC 9110 §6.5): Beast appends them to the
+    // header fields, after the ones the header had.
+    const std::size_t header_fields =
+        static_cast<std::size_t>(std::distance(req.base().begin(), req.base().end()));
+    stream.expires_after(limits.body_timeout);
+    while (!parser.is_done()) {
+      auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, nothrow_awaitable);
+      ctx.bytes_in += n;
+      if (!ec && !budget.hold(req.body().size())) {
+        overloaded();
+        co_return co_await answer(stream, ctx, &pipeline, reply, true);
+      }
+      if (!ec) continue;
+      if (ec == http::error::body_limit) {
+        ctx.reply = error_reply(GatewayError::request_too_large,
+                                too_large_message(limits.max_body_bytes));
+        co_return co_await answer(stream, ctx, &pipeline, reply, true);
+      }
+      if (ec == beast::error::timeout && ctx.cut_reason.empty()) {
+        ctx.reply = error_reply(GatewayError::request_timeout,
+                                "The request body did not arrive within " +
+                                    std::to_string(limits.body_timeout.count()) + " ms.");
+        co_return co_await answer(stream, ctx, &pipeline, reply, true);
+      }
+      if (ec == asio::error::eof || ec == asio::error::connection_reset ||
+          ec == http::error::partial_message || ec == asio::error::operation_aborted ||
+          ec == asio::error::bad_descriptor || ec == beast::error::timeout) {
+        ctx.client_aborted = true;  // gone, or cut by the drain deadline
+        co_return false;
+      }
+      ctx.reply = error_reply(GatewayError::bad_request,
+                              "The request body is malformed: " + ec.message());
+      co_return co_await answer(stream, ctx, &pipeline, reply, true);
+    }
+    body_unread = false;
+    stream.expires_never();
+    if (parser.chunked()) {
+      auto& fields = req.base();
+      auto it = fields.begin();
+      std::advance(it, static_cast<std::ptrdiff_t>(header_fields));
+      while (it != fields.end()) it = fields.erase(it);
+    }
+    ctx.body = req.body();
+
+    if (co_await pipeline.on_request(ctx) == Verdict::respond)
+      co_return co_await answer(stream, ctx, &pipeline, reply, false);
+    co_return co_await forward_and_relay(worker.pool, tls_, pipeline, ctx, stream, reply);
   }
 
   asio::awaitable<void> drain() {
@@ -434,17 +684,42 @@ class Gateway {
         }
       });
     }
-    const auto deadline = Clock::now() + timeout;
+    co_await wait_in_flight(Clock::now() + timeout);
+    if (in_flight_.load() > 0) {
+      log::line(log::Level::warn, "drain timeout reached; cutting in-flight requests",
+                {{"in_flight", std::to_string(in_flight_.load())}});
+      // Each cut request still finishes on its own thread: it is answered 503 if nothing was
+      // sent yet, or its response is cut, and either way it is logged and counted.
+      for (auto& w : workers_) {
+        asio::post(w->ioc, [w = w.get()] {
+          for (SessionEntry* s : w->sessions) {
+            if (s->idle) {
+              s->stream->cancel();
+              continue;
+            }
+            if (s->request) s->request->cut_reason = "drain";
+            if (s->request && s->request->cancel) {
+              s->request->cancel();
+            } else {
+              boost::system::error_code ec;
+              s->stream->socket().shutdown(tcp::socket::shutdown_both, ec);
+              s->stream->cancel();
+            }
+          }
+        });
+      }
+      co_await wait_in_flight(Clock::now() + kCutGrace);
+    }
+    stop_all();
+  }
+
+  // Polls the in-flight count until it is zero or the deadline passes.
+  asio::awaitable<void> wait_in_flight(Clock::time_point deadline) {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     while (in_flight_.load() > 0 && Clock::now() < deadline) {
       timer.expires_after(std::chrono::milliseconds(20));
       co_await timer.async_wait(nothrow_awaitable);
     }
-    if (in_flight_.load() > 0) {
-      log::line(log::Level::warn, "drain timeout reached; closing in-flight requests",
-                {{"in_flight", std::to_string(in_flight_.load())}});
-    }
-    stop_all();
   }
 
   void stop_all() {
@@ -460,6 +735,8 @@ class Gateway {
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};
+  std::atomic<std::uint32_t> connections_{0};          // open main-listener connections
+  std::atomic<std::uint64_t> buffered_body_bytes_{0};  // see BodyBudget
 };
 
 }  // namespace

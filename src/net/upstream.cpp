@@ -328,7 +328,15 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
       co_return result;
     }
     const unsigned status = parser->get().result_int();
-    if (status >= 200 || status == 101) break;  // skip interim 1xx responses
+    if (status == 101) {
+      // Nothing the gateway sends asks to switch protocols: an upstream that does is broken (or
+      // hostile), and relaying it would leave the client on a connection no one speaks HTTP on.
+      result.outcome = Outcome::failed;
+      result.failure = {GatewayError::upstream_protocol_error,
+                        "the upstream answered 101 Switching Protocols to a plain request", true};
+      co_return result;
+    }
+    if (status >= 200) break;  // skip interim 1xx responses
   }
   auto& res = parser->get();
   ctx.upstream_first_byte = Clock::now();
@@ -463,16 +471,25 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
   guard->down = &down;
   arm_timer(guard);
   watch_client(guard);
+  // The drain deadline stops the exchange through here (on this thread): the upstream is closed,
+  // and so is the client once its response has started (nothing else could end a stalled write).
+  ctx.cancel = [g = guard.get(), &ctx] {
+    if (g->upstream) g->upstream->close();
+    g->upstream_timed_out = false;
+    if (ctx.client_first_byte) g->down->close();
+  };
   struct StopGuard {
     ExchangeGuard& g;
+    RequestContext& ctx;
     ~StopGuard() {
+      ctx.cancel = nullptr;
       g.active = false;
       g.upstream = nullptr;
       g.timer.cancel();
       boost::system::error_code ignored;
       g.down->socket().cancel(ignored);  // completes the pending wait (nothing else is pending)
     }
-  } stop_guard{*guard};
+  } stop_guard{*guard, ctx};
 
   ExchangeResult result;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -490,6 +507,10 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
     if (guard->client_gone) {
       ctx.client_aborted = true;
       co_return false;
+    }
+    if (!ctx.cut_reason.empty()) {  // the drain deadline passed while connecting
+      result.outcome = Outcome::failed;
+      break;
     }
     pool.note_active(upstream_index, 1);
     guard->upstream = &conn->lowest();
@@ -528,6 +549,14 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
     case Outcome::failed: break;
   }
   if (ctx.client_aborted) co_return false;
+  if (!ctx.cut_reason.empty()) {
+    // Cut by the drain deadline before any answer: the client learns why, and may retry.
+    reply.keep_alive = false;
+    ctx.reply = error_reply(GatewayError::service_unavailable,
+                            "The gateway is shutting down; retry the request.");
+    co_await write_local_reply(down, ctx, &pipeline, reply);
+    co_return false;
+  }
   ctx.upstream_error_kind = std::string(error_kind(result.failure));
   log::line(log::Level::warn, "upstream request failed",
             {{"upstream", upcfg.name},

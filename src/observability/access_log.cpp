@@ -2,6 +2,13 @@
 
 #include "llm_gateway/observability/log.hpp"
 
+#include <prometheus/counter.h>
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 namespace llmgw::observability {
 
 AccessLogWriter::AccessLogWriter(std::string target) : target_(std::move(target)) {
@@ -33,12 +40,22 @@ void AccessLogWriter::open_file() {
   file_ = f;
 }
 
+void AccessLogWriter::note_dropped(std::uint64_t lines) {
+  dropped_.fetch_add(lines);
+  if (dropped_counter_) dropped_counter_->Increment(static_cast<double>(lines));
+}
+
 void AccessLogWriter::write(std::string line) {
   line += '\n';
   bool was_empty = false;
   {
     std::lock_guard lock(mutex_);
+    if (queued_bytes_ + line.size() > kMaxQueuedBytes) {
+      note_dropped(1);
+      return;
+    }
     was_empty = queue_.empty();
+    queued_bytes_ += line.size();
     queue_.push_back(std::move(line));
   }
   // The writer drains the whole queue when it wakes: only the first line of a batch wakes it.
@@ -53,6 +70,33 @@ void AccessLogWriter::reopen() {
   wake_.notify_one();
 }
 
+// Writes a batch with write(2) on the file's descriptor (no stdio buffer that could hold failed
+// bytes back), and returns how many lines did not make it whole. A full disk fails the write: the
+// lines are lost and counted, and the next batch tries again, so logging resumes once there is
+// room.
+std::uint64_t AccessLogWriter::write_batch(const std::vector<std::string>& batch) {
+  std::string joined;
+  std::size_t size = 0;
+  for (const auto& line : batch) size += line.size();
+  joined.reserve(size);
+  for (const auto& line : batch) joined += line;
+  const int fd = ::fileno(file_);
+  std::size_t written = 0;
+  while (written < joined.size()) {
+    const ssize_t n = ::write(fd, joined.data() + written, joined.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    written += static_cast<std::size_t>(n);
+  }
+  std::uint64_t lost = 0;
+  std::size_t end = 0;
+  for (const auto& line : batch) {
+    end += line.size();
+    if (end > written) ++lost;
+  }
+  return lost;
+}
+
 void AccessLogWriter::run() {
   std::vector<std::string> batch;
   for (;;) {
@@ -62,14 +106,25 @@ void AccessLogWriter::run() {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || reopen_requested_ || !queue_.empty(); });
       batch.swap(queue_);
+      queued_bytes_ = 0;
       reopen = reopen_requested_;
       reopen_requested_ = false;
       stop = stopping_;
     }
     if (reopen && target_ != "stdout") open_file();
-    if (file_) {
-      for (const auto& line : batch) std::fwrite(line.data(), 1, line.size(), file_);
-      if (!batch.empty()) std::fflush(file_);
+    if (file_ && !batch.empty()) {
+      const std::uint64_t lost = write_batch(batch);
+      if (lost) {
+        note_dropped(lost);
+        if (!write_failing_)
+          log::line(log::Level::error, "cannot write the access log; dropping lines",
+                    {{"path", target_}, {"detail", std::strerror(errno)}});
+        write_failing_ = true;
+      } else {
+        write_failing_ = false;
+      }
+    } else if (!file_ && !batch.empty()) {
+      note_dropped(batch.size());
     }
     batch.clear();
     if (stop) {

@@ -101,6 +101,26 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
                     .Help("Requests being handled")
                     .Register(r)
                     .Add({});
+  auto& refused = prometheus::BuildCounter()
+                     .Name("llm_gateway_connections_refused_total")
+                     .Help("Client connections closed at once: over server.max_connections "
+                           "(reason=limit), or accept() failed (reason=accept_error, e.g. out of "
+                           "file descriptors)")
+                     .Register(r);
+  connections_refused_[0] = &refused.Add({{"reason", "limit"}});
+  connections_refused_[1] = &refused.Add({{"reason", "accept_error"}});
+  access_log_dropped_ = &prometheus::BuildCounter()
+                             .Name("llm_gateway_access_log_dropped_total")
+                             .Help("Access-log lines lost: the queue was full (the disk could not "
+                                   "keep up) or the write failed (e.g. disk full)")
+                             .Register(r)
+                             .Add({});
+  cut_requests_ = &prometheus::BuildCounter()
+                       .Name("llm_gateway_cut_requests_total")
+                       .Help("Requests the gateway cut short itself (reason=drain: the drain "
+                             "deadline passed)")
+                       .Register(r)
+                       .Add({{"reason", "drain"}});
   active_streams_ = &prometheus::BuildGauge()
                          .Name("llm_gateway_active_streams")
                          .Help("Streamed responses being relayed")

@@ -22,6 +22,23 @@ LocalReply error_reply(GatewayError error, std::string_view message) {
   switch (error) {
     case GatewayError::bad_request:
       return error_reply(400, kInvalid, "bad_request", std::nullopt, message);
+    case GatewayError::invalid_path:
+      return error_reply(400, kInvalid, "invalid_path", std::nullopt, message);
+    case GatewayError::invalid_framing:
+      return error_reply(400, kInvalid, "invalid_framing", std::nullopt, message);
+    case GatewayError::method_not_allowed:
+      return error_reply(405, kInvalid, "method_not_allowed", std::nullopt, message);
+    case GatewayError::method_not_implemented:
+      return error_reply(501, kInvalid, "method_not_implemented", std::nullopt, message);
+    case GatewayError::unsupported_coding:
+      return error_reply(501, kInvalid, "unsupported_transfer_coding", std::nullopt, message);
+    case GatewayError::request_timeout:
+      return error_reply(408, kInvalid, "request_timeout", std::nullopt, message);
+    case GatewayError::overloaded: {
+      LocalReply r = error_reply(503, kApi, "overloaded", std::nullopt, message);
+      r.headers.emplace_back("retry-after", "1");
+      return r;
+    }
     case GatewayError::invalid_json:
       return error_reply(400, kInvalid, "invalid_json", std::nullopt, message);
     case GatewayError::missing_model:
@@ -45,7 +62,7 @@ LocalReply error_reply(GatewayError error, std::string_view message) {
     case GatewayError::upstream_timeout:
       return error_reply(504, kApi, "upstream_timeout", std::nullopt, message);
     case GatewayError::service_unavailable:
-      return error_reply(503, kApi, "service_unavailable", std::nullopt, message);
+      return error_reply(503, kApi, "gateway_draining", std::nullopt, message);
   }
   return error_reply(500, kApi, "internal_error", std::nullopt, message);
 }

@@ -11,7 +11,17 @@
 
 namespace llmgw {
 
+Verdict Pipeline::on_request_headers(RequestContext& ctx) const {
+  ctx.headers_admitted = true;
+  for (const auto& stage : stages_) {
+    if (stage->on_request_headers(ctx) == Verdict::respond) return Verdict::respond;
+  }
+  return Verdict::proceed;
+}
+
 boost::asio::awaitable<Verdict> Pipeline::on_request(RequestContext& ctx) const {
+  if (!ctx.headers_admitted && on_request_headers(ctx) == Verdict::respond)
+    co_return Verdict::respond;
   for (const auto& stage : stages_) {
     if (co_await stage->on_request(ctx) == Verdict::respond) co_return Verdict::respond;
   }

@@ -17,7 +17,10 @@ std::int64_t SlidingWindow::sum(std::int64_t now_sec) const {
 void SlidingWindow::add(std::int64_t sec, std::int64_t value) {
   Bucket& b = buckets_[static_cast<std::size_t>(sec % kWindowBuckets)];
   if (b.sec != sec) b = Bucket{sec, 0};
-  b.value += value;
+  // Values are clamped token amounts or corrections of them (|value| <= 2^40); a bucket that
+  // somehow grew past that is held there rather than left to overflow.
+  b.value = std::clamp<std::int64_t>(b.value + std::clamp(value, -kMaxTokenAmount, kMaxTokenAmount),
+                                     -kMaxTokenAmount * 1024, kMaxTokenAmount * 1024);
 }
 
 std::int64_t SlidingWindow::wait_ms(std::int64_t now_ms, std::int64_t limit,

@@ -40,14 +40,14 @@ std::string_view AuthStage::credential(const http::fields& headers) {
   return {};
 }
 
-boost::asio::awaitable<Verdict> AuthStage::on_request(RequestContext& ctx) {
-  if (cfg_.keys.empty()) co_return Verdict::proceed;  // anonymous: no client keys configured
+Verdict AuthStage::on_request_headers(RequestContext& ctx) {
+  if (cfg_.keys.empty()) return Verdict::proceed;  // anonymous: no client keys configured
   const std::string_view presented = credential(*ctx.headers);
   if (presented.empty()) {
     ctx.reply = error_reply(401, "invalid_request_error", "invalid_api_key", std::nullopt,
                             "You didn't provide an API key. Send it as 'Authorization: Bearer "
                             "<key>' or 'api-key: <key>'.");
-    co_return Verdict::respond;
+    return Verdict::respond;
   }
   config::Sha256 digest{};
   unsigned int len = 0;
@@ -66,18 +66,34 @@ boost::asio::awaitable<Verdict> AuthStage::on_request(RequestContext& ctx) {
   if (!found) {
     ctx.reply = error_reply(401, "invalid_request_error", "invalid_api_key", std::nullopt,
                             "Incorrect API key provided.");
-    co_return Verdict::respond;
+    return Verdict::respond;
   }
   ctx.key = found;
   ctx.key_index = found_index;
-  co_return Verdict::proceed;
+  return Verdict::proceed;
+}
+
+namespace {
+LocalReply not_allowed(const config::ClientKey& key, std::string_view model) {
+  return error_reply(403, "invalid_request_error", "model_not_allowed", "model",
+                     "The key '" + key.name + "' may not use the model '" +
+                         std::string(json::truncate_chars(model, 256)) + "'.");
+}
+}  // namespace
+
+Verdict AuthorizeStage::on_request_headers(RequestContext& ctx) {
+  // The deployment an Azure-style path addresses is the model, whatever the body says.
+  const auto& named = ctx.path.path_model;
+  if (ctx.key && named && !named->empty() && !key_allows_model(*ctx.key, *named)) {
+    ctx.reply = not_allowed(*ctx.key, *named);
+    return Verdict::respond;
+  }
+  return Verdict::proceed;
 }
 
 boost::asio::awaitable<Verdict> AuthorizeStage::on_request(RequestContext& ctx) {
   if (ctx.key && ctx.model && !key_allows_model(*ctx.key, *ctx.model)) {
-    ctx.reply = error_reply(403, "invalid_request_error", "model_not_allowed", "model",
-                            "The key '" + ctx.key->name + "' may not use the model '" +
-                                std::string(json::truncate_chars(*ctx.model, 256)) + "'.");
+    ctx.reply = not_allowed(*ctx.key, *ctx.model);
     co_return Verdict::respond;
   }
   co_return Verdict::proceed;

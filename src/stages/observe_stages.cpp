@@ -34,12 +34,12 @@ std::size_t error_kind_index(std::string_view kind) {
 
 }  // namespace
 
-boost::asio::awaitable<Verdict> MetricsStage::on_request(RequestContext& ctx) {
+Verdict MetricsStage::on_request_headers(RequestContext& ctx) {
   auto& st = ctx.state<MetricsState>(this);
   st.metrics = metrics_.get();
   st.in_flight = true;
   metrics_->in_flight().Increment();
-  co_return Verdict::proceed;
+  return Verdict::proceed;
 }
 
 void MetricsStage::on_response_headers(RequestContext& ctx, unsigned, http::fields&) {
@@ -66,6 +66,7 @@ void MetricsStage::on_complete(RequestContext& ctx) {
   const auto now = Clock::now();
 
   m.requests(w, endpoint, model, upstream, key, ctx.status).Increment();
+  if (!ctx.cut_reason.empty()) m.cut_requests().Increment();
   m.duration(w, endpoint, model, upstream).Observe(seconds_between(ctx.received, now));
   if (ctx.upstream_first_byte)
     m.first_byte(w, endpoint, model, upstream)
@@ -220,6 +221,7 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
     out += "null";
   }
   field_or_null(out, "error", ctx.error_code);
+  field_or_null(out, "cut", ctx.cut_reason);
   field_or_null(out, "upstream_request_id", ctx.upstream_request_id);
   field_or_null(out, "client", ctx.peer);
   field_or_null(out, "user_agent",

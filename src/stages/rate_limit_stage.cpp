@@ -1,5 +1,6 @@
 #include "llm_gateway/stages/rate_limit_stage.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace llmgw {
@@ -7,6 +8,10 @@ namespace http = boost::beast::http;
 using ratelimit::LimitKind;
 
 namespace {
+
+// max_tokens above this is refused with 400 when a token limit applies (2^31 - 1, the largest
+// value OpenAI's API documents for any integer parameter).
+constexpr long long kMaxTokensAccepted = 2147483647;
 
 struct LimitState final : StageState {
   std::atomic<std::uint32_t>* concurrency = nullptr;  // released when the request ends
@@ -20,6 +25,8 @@ struct LimitState final : StageState {
 LocalReply too_many(std::string_view type, std::string message, std::int64_t retry_after_ms,
                     std::string_view limit) {
   LocalReply r = error_reply(429, type, "rate_limit_exceeded", std::nullopt, message);
+  // Whatever the store computed (the Redis script too), never more than the SDKs honour.
+  retry_after_ms = std::clamp<std::int64_t>(retry_after_ms, 1, ratelimit::kMaxRetryAfterMs);
   const std::int64_t seconds = (retry_after_ms + 999) / 1000;
   r.headers.emplace_back("retry-after", std::to_string(seconds));
   r.headers.emplace_back("retry-after-ms", std::to_string(retry_after_ms));
@@ -37,14 +44,16 @@ std::string seconds_text(std::int64_t ms) {
 }  // namespace
 
 std::int64_t estimate_tokens(const RequestContext& ctx, std::uint64_t default_completion_tokens) {
-  const auto chars = static_cast<std::int64_t>(prompt_characters(ctx.body, ctx.body_facts));
-  std::int64_t estimate = (chars + 3) / 4;
+  // Every term is a client's number: each is clamped and the sum saturates, so no request can
+  // wrap the estimate around to a negative cost (which would add credit to the window).
+  const std::uint64_t chars = prompt_characters(ctx.body, ctx.body_facts);
+  std::int64_t estimate = ratelimit::clamp_tokens(chars / 4 + (chars % 4 != 0));
   if (ctx.body_facts.max_tokens && *ctx.body_facts.max_tokens > 0) {
-    estimate += *ctx.body_facts.max_tokens;
+    estimate = ratelimit::saturating_add(estimate, *ctx.body_facts.max_tokens);
   } else if (ctx.path.endpoint == Endpoint::chat_completions ||
              ctx.path.endpoint == Endpoint::completions ||
              ctx.path.endpoint == Endpoint::responses) {
-    estimate += static_cast<std::int64_t>(default_completion_tokens);
+    estimate = ratelimit::saturating_add(estimate, ratelimit::clamp_tokens(default_completion_tokens));
   }
   return estimate;
 }
@@ -55,12 +64,11 @@ RateLimitStage::RateLimitStage(const config::Config& cfg,
       store_(std::move(store)),
       in_flight_(std::make_unique<std::atomic<std::uint32_t>[]>(cfg.keys.size())) {}
 
-boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) {
-  if (!ctx.key) co_return Verdict::proceed;
+Verdict RateLimitStage::on_request_headers(RequestContext& ctx) {
+  if (!ctx.key || !ctx.key->max_concurrent) return Verdict::proceed;
   const config::ClientKey& key = *ctx.key;
   auto& state = ctx.state<LimitState>(this);
-
-  if (key.max_concurrent) {
+  {
     auto& counter = in_flight_[ctx.key_index];
     if (counter.fetch_add(1, std::memory_order_relaxed) >= *key.max_concurrent) {
       counter.fetch_sub(1, std::memory_order_relaxed);
@@ -70,12 +78,27 @@ boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) 
                                "': the concurrency limit (max_concurrent) is " +
                                std::to_string(*key.max_concurrent) + " requests in flight.",
                            1000, "concurrency");
-      co_return Verdict::respond;
+      return Verdict::respond;
     }
     state.concurrency = &counter;
   }
+  return Verdict::proceed;
+}
 
+boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) {
+  if (!ctx.key) co_return Verdict::proceed;
+  const config::ClientKey& key = *ctx.key;
+  auto& state = ctx.state<LimitState>(this);
   if (!key.rpm && !key.tpm) co_return Verdict::proceed;
+  if (key.tpm && ctx.body_facts.max_tokens && *ctx.body_facts.max_tokens > kMaxTokensAccepted) {
+    // No model generates this many tokens: the number is an attempt to break the arithmetic.
+    ctx.reply = error_reply(400, "invalid_request_error", "invalid_value", "max_tokens",
+                            "The request's max tokens (" +
+                                std::to_string(*ctx.body_facts.max_tokens) +
+                                ") is larger than any model accepts (" +
+                                std::to_string(kMaxTokensAccepted) + ").");
+    co_return Verdict::respond;
+  }
   ratelimit::KeyLimits limits;
   if (key.rpm) limits.rpm = static_cast<std::int64_t>(*key.rpm);
   if (key.tpm) limits.tpm = static_cast<std::int64_t>(*key.tpm);
@@ -93,6 +116,8 @@ boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) 
     }
     co_return Verdict::proceed;  // on_store_error: allow
   }
+  admission->retry_after_ms =
+      std::clamp<std::int64_t>(admission->retry_after_ms, 0, ratelimit::kMaxRetryAfterMs);
   state.admission = admission;
   if (!admission->allowed) {
     if (state.concurrency) {
@@ -153,7 +178,9 @@ void RateLimitStage::on_response_end(RequestContext& ctx) {
   if (!state->admission || !state->admission->allowed || !ctx.key || !ctx.key->tpm) return;
   // Without usage (a cut stream, an error) the estimate stands.
   if (!ctx.usage) return;
-  const std::int64_t delta = ctx.usage->total_tokens - state->reserved_tokens;
+  // The upstream's usage is as untrusted as the client's numbers.
+  const std::int64_t delta =
+      ratelimit::clamp_tokens(ctx.usage->total_tokens) - state->reserved_tokens;
   if (delta != 0)
     store_->correct_tokens(ctx.key_index, ctx.key->name, state->admission->bucket_sec, delta);
 }

@@ -1,5 +1,6 @@
 #include "llm_gateway/stages/route_stage.hpp"
 #include "llm_gateway/translate/json_scan.hpp"
+#include "llm_gateway/translate/request_target.hpp"
 
 namespace llmgw {
 
@@ -23,6 +24,14 @@ boost::asio::awaitable<Verdict> RouteStage::on_request(RequestContext& ctx) {
                               "every model (\"*\") to send it to.");
       co_return Verdict::respond;
     }
+  }
+  if (!ctx.route->deployment.empty() && !valid_deployment_name(ctx.route->deployment)) {
+    // The deployment goes into the upstream path: only a plain name may (no '/', '%', '..').
+    ctx.reply = error_reply(400, "invalid_request_error", "invalid_model", "model",
+                            "The model '" + std::string(json::truncate_chars(*ctx.model, 256)) +
+                                "' cannot name an Azure deployment (letters, digits, '-', '_' "
+                                "and '.' only).");
+    co_return Verdict::respond;
   }
   ctx.upstream = &cfg_.upstreams[ctx.route->upstream];
   co_return Verdict::proceed;

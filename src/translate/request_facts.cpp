@@ -4,6 +4,9 @@
 #include <array>
 #include <boost/beast/core/string.hpp>
 #include <cctype>
+#include <charconv>
+#include <cmath>
+#include <limits>
 #include <functional>
 
 #include "llm_gateway/translate/json_scan.hpp"
@@ -89,6 +92,27 @@ std::string_view header_param(std::string_view value, std::string_view name) {
   return {};
 }
 
+// A numeric member as a whole number: out-of-range integers saturate, and fractions and
+// exponents (1500.0, 1e20) are read too, so no spelling of a number slips past the limiter.
+std::optional<long long> saturating_number_member(std::string_view body, const json::ScanResult& r,
+                                                  std::string_view key) {
+  const json::Member* m = r.find(key);
+  if (!m || m->kind != json::Kind::number) return std::nullopt;
+  const std::string_view text = body.substr(m->value_begin, m->value_end - m->value_begin);
+  long long v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec == std::errc() && p == text.data() + text.size()) return v;
+  double d = 0;
+  auto [dp, dec] = std::from_chars(text.data(), text.data() + text.size(), d);
+  if (dec == std::errc::result_out_of_range || (dec == std::errc() && !std::isfinite(d)))
+    return text.starts_with('-') ? std::numeric_limits<long long>::min()
+                                 : std::numeric_limits<long long>::max();
+  if (dec != std::errc() || dp != text.data() + text.size()) return std::nullopt;
+  if (d >= 9.2e18) return std::numeric_limits<long long>::max();
+  if (d <= -9.2e18) return std::numeric_limits<long long>::min();
+  return static_cast<long long>(std::ceil(d));
+}
+
 void inspect_json(std::string_view body, BodyFacts& f) {
   json::ScanResult r = json::scan(body);
   if (!r.valid) {
@@ -126,7 +150,7 @@ void inspect_json(std::string_view body, BodyFacts& f) {
     }
   }
   for (std::string_view key : {"max_completion_tokens", "max_tokens", "max_output_tokens"}) {
-    if (auto v = json::integer_member(body, r, key)) {
+    if (auto v = saturating_number_member(body, r, key)) {
       f.max_tokens = *v;
       break;
     }
@@ -267,6 +291,44 @@ PathFacts classify_path(http::verb method, std::string_view target) {
   if (starts_with_segment(op, "v1")) op = op.size() > 3 ? op.substr(3) : std::string_view{};
   classify_op(method, op, f);
   return f;
+}
+
+std::string_view allowed_methods(const PathFacts& path) {
+  switch (path.endpoint) {
+    case Endpoint::completions:
+    case Endpoint::embeddings:
+    case Endpoint::images_generations:
+    case Endpoint::images_edits:
+    case Endpoint::audio_transcriptions:
+    case Endpoint::audio_translations:
+    case Endpoint::audio_speech: return "POST";
+    case Endpoint::chat_completions:  // GET lists stored completions
+    case Endpoint::batches: return "GET, POST";
+    case Endpoint::models: return "GET, DELETE";  // DELETE removes a fine-tuned model
+    case Endpoint::responses:
+    case Endpoint::files:
+    case Endpoint::fine_tuning:
+    case Endpoint::assistants:
+    case Endpoint::other: return "GET, POST, DELETE";
+  }
+  return "GET, POST, DELETE";
+}
+
+bool method_allowed(http::verb method, const PathFacts& path) {
+  std::string_view name;
+  switch (method) {
+    case http::verb::get: name = "GET"; break;
+    case http::verb::post: name = "POST"; break;
+    case http::verb::delete_: name = "DELETE"; break;
+    default: return false;
+  }
+  const std::string_view allowed = allowed_methods(path);
+  for (std::size_t pos = 0; pos < allowed.size();) {
+    const std::size_t comma = std::min(allowed.find(", ", pos), allowed.size());
+    if (allowed.substr(pos, comma - pos) == name) return true;
+    pos = comma + 2;
+  }
+  return false;
 }
 
 std::string_view multipart_boundary(std::string_view content_type) {

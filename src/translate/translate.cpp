@@ -50,7 +50,10 @@ std::string rewrite_query(std::string_view query, const std::optional<std::strin
     if (amp == std::string_view::npos) amp = query.size();
     std::string_view param = query.substr(pos, amp - pos);
     std::string_view key = param.substr(0, param.find('='));
-    if (!param.empty() && key != "api-version") {
+    // The gateway owns api-version: a client's copy in any case or encoding must not survive
+    // beside it (an upstream might read the first one).
+    const auto decoded = percent_decode(key);
+    if (!param.empty() && !iequals(decoded ? std::string_view(*decoded) : key, "api-version")) {
       if (!out.empty()) out += '&';
       out += param;
     }

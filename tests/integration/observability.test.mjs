@@ -175,7 +175,7 @@ async function fileLine(file, id, timeoutMs = 3000) {
 const FIELDS = [
   'ts', 'request_id', 'key', 'method', 'path', 'endpoint', 'model', 'upstream', 'deployment', 'status',
   'stream', 'bytes_in', 'bytes_out', 'duration_ms', 'upstream_first_byte_ms', 'overhead_us',
-  'prompt_tokens', 'completion_tokens', 'total_tokens', 'finish_reason', 'content_filter', 'error',
+  'prompt_tokens', 'completion_tokens', 'total_tokens', 'finish_reason', 'content_filter', 'error', 'cut',
   'upstream_request_id', 'client', 'user_agent', 'trace_id',
 ];
 const NUMBER_FIELDS = new Set([
@@ -657,9 +657,9 @@ logging:
     await mock?.close();
   });
 
-  const send = async (model) => {
+  const send = async (model, status = 200) => {
     const res = await request(`${gw.url}/v1/chat/completions`, { body: chatBody(model) });
-    assert.equal(res.status, 200, `${model}: ${res.text}`);
+    assert.equal(res.status, status, `${model}: ${res.text}`);
   };
 
   test('the model label is the configured name or the route pattern, never the name sent', T, async () => {
@@ -697,13 +697,23 @@ logging:
       ...Array.from({ length: 8 }, (_, i) => `made-up-${i}-${crypto.randomBytes(3).toString('hex')}`),
       'none',
       '*',
-      'gpt-4o*',
       'x"} 1\nllm_gateway_injected_total{a="b',
-      'gpt-4o\\"',
     ];
     for (const model of invented) await send(model);
     const second = await settledMetrics(gw.url, 5 + invented.length);
     assert.deepEqual(count(second.samples), before, 'no new series, no new lines');
+    // Names the azure route matches but no deployment can have are refused (400 invalid_model):
+    // one new status series, and still no new model label.
+    for (const model of ['gpt-4o*', 'gpt-4o\\"']) await send(model, 400);
+    const third = await settledMetrics(gw.url, 5 + invented.length + 2);
+    assert.equal(
+      metric(third.samples, 'llm_gateway_requests_total', { endpoint: 'chat_completions', model: 'gpt-4o*', upstream: 'azure', key: 'anonymous', code: '400' }),
+      2,
+    );
+    assert.deepEqual(
+      [...new Set(series(third.samples, 'llm_gateway_requests_total').map((s) => s.labels.model))].sort(),
+      ['*', 'gpt-4o', 'gpt-4o*', 'o1'].sort(),
+    );
     assert.ok(!second.text.includes('injected'), 'a model name cannot inject a metric');
     assert.ok(!second.text.includes('made-up') && !second.text.includes('invented'), 'no invented name');
     const models = new Set(series(second.samples, 'llm_gateway_requests_total').map((s) => s.labels.model));
@@ -909,6 +919,7 @@ keys:
         // every annotation "safe": nothing listed (the README allows null or empty lists)
         content_filter: line.content_filter === null ? null : { prompt: [], completion: [] },
         error: null,
+        cut: null,
         upstream_request_id: apim,
         client: `127.0.0.1:${localPort}`,
         user_agent: 'obs-test/1.0',
@@ -1237,7 +1248,8 @@ logging:
   test('a non-ASCII model is cut at 256 characters: a prefix of the model sent, the line valid UTF-8', T, async () => {
     const model = 'gpt-4o-' + 'é'.repeat(293); // 300 characters, 593 bytes
     const { id, res } = await send(chatBody(model));
-    assert.equal(res.status, 200, res.text);
+    // No Azure deployment can be named so (400 invalid_model); the line still logs the model.
+    assert.equal(res.status, 400, res.text);
     const line = await assertValidUtf8Line(id);
     assert.ok(!line.model.includes('\uFFFD'), `the logged model is the client's characters, no U+FFFD from a cut character: ...${line.model.slice(-8)}`);
     assert.ok(model.startsWith(line.model), 'the logged model is a prefix of the model sent');

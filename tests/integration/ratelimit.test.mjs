@@ -3,6 +3,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import net from 'node:net';
 
 import { startMock, RATE_LIMIT_429_BODY } from '../mock_upstream/mock_upstream.mjs';
 import {
@@ -483,10 +484,43 @@ rate_limits:
   });
 
   const hi = [{ role: 'user', content: 'hello' }];
+  /** A request written on a raw socket up to the last byte of its header; fire() sends the rest. */
+  const armedHeaderRequest = (url, { headers, body }) => {
+    const u = new URL(url);
+    const payload = Buffer.from(JSON.stringify(body));
+    const head = [`POST ${u.pathname} HTTP/1.1`, `host: ${u.host}`, 'content-type: application/json',
+      `content-length: ${payload.length}`, 'connection: close',
+      ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)].join('\r\n') + '\r\n\r\n';
+    const socket = net.connect(Number(u.port), u.hostname);
+    socket.setNoDelay(true);
+    const connected = new Promise((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
+    const chunks = [];
+    socket.on('data', (c) => chunks.push(c));
+    const ended = new Promise((resolve) => socket.on('close', resolve));
+    socket.write(head.slice(0, -1));
+    return {
+      connected,
+      async fire() {
+        socket.write(Buffer.concat([Buffer.from(head.slice(-1)), payload]));  // no FIN: a half-close reads as a client that left
+        await ended;
+        const text = Buffer.concat(chunks).toString('utf8');
+        const [headerText, ...rest] = text.split('\r\n\r\n');
+        const status = Number(headerText.split(' ')[1]);
+        const hdrs = Object.fromEntries(headerText.split('\r\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+        let json = null;
+        try { json = JSON.parse(rest.join('\r\n\r\n')); } catch {}
+        return { status, headers: hdrs, text, json };
+      },
+    };
+  };
   /** Request 1 (a large answer), then, the moment it ended, request 2 (armed beforehand). */
-  const backToBack = async (key) => {
+  const backToBack = async (key, { armHeader = false } = {}) => {
     const body = { model: 'gpt-x', messages: hi };
-    const armed = armedRequest(`${gw.url}/v1/chat/completions`, { headers: { authorization: `Bearer ${key}` }, body });
+    // Concurrency is admitted on the request header (before the body), so for max_concurrent the
+    // second request holds back the last byte of its header, not of its body.
+    const armed = armHeader
+      ? armedHeaderRequest(`${gw.url}/v1/chat/completions`, { headers: { authorization: `Bearer ${key}` }, body })
+      : armedRequest(`${gw.url}/v1/chat/completions`, { headers: { authorization: `Bearer ${key}` }, body });
     await armed.connected;
     const first = await request(`${gw.url}/v1/chat/completions`, {
       headers: { authorization: `Bearer ${key}`, 'x-mock-pad-bytes': String(BIG) },
@@ -515,7 +549,7 @@ rate_limits:
   test('max_concurrent 1: a strictly sequential client is never refused', T, async () => {
     const refused = [];
     for (let i = 0; i < ROUNDS; i++) {
-      const { first, second } = await backToBack(KEY_C);
+      const { first, second } = await backToBack(KEY_C, { armHeader: true });
       assert.equal(first.status, 200);
       if (second.status !== 200) refused.push(`round ${i}: ${second.status} ${second.headers['x-gateway-rate-limited']} ${second.json?.error?.message}`);
     }

@@ -296,14 +296,15 @@ routes:${AZ_ROUTES}
     }
   });
 
-  test('model is percent-encoded into the path; "*" in a route also matches "/"', T, async () => {
-    const id = uid();
-    const res = await request(`${gw.url}/v1/chat/completions`, { headers: clientHeaders(id), body: { model: 'my model/x', messages: [] } });
-    const rec = await find(id);
-    assert.equal(rec.path, '/openai/deployments/my%20model%2Fx/chat/completions');
-    assert.equal(rec.route.deployment, 'my model/x');
-    assert.equal(res.status, 200);
-    checkClient(res, rec);
+  test('a model that cannot be a deployment name never reaches the path: 400 invalid_model', T, async () => {
+    // Security: the deployment goes into the upstream path; '/', '%', '..' and the like must not
+    // (an upstream that decodes %2F would see another path). "*" still matches the model.
+    for (const model of ['my model/x', '../secret-deploy', 'a%2fb', 'gpt-4o/../../x', '..']) {
+      const id = uid();
+      const res = await request(`${gw.url}/v1/chat/completions`, { headers: clientHeaders(id), body: { model, messages: [] } });
+      assertGatewayError(res, 400, 'invalid_model', { param: 'model', type: 'invalid_request_error' });
+      assert.equal(mock.requests.filter((r) => r.headers['x-test-id'] === id).length, 0, model);
+    }
   });
 
   test('unmapped model on the catch-all route keeps its name as deployment', T, async () => {

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <algorithm>
 #include <cstdint>
 #include <deque>
@@ -519,6 +521,30 @@ TEST(EstimateTokens, MaxTokensReplacesTheDefault) {
   EXPECT_EQ(estimate(Endpoint::embeddings, R"({"input":"abcd","max_tokens":5})"), 1 + 5);
 }
 
+TEST(EstimateTokens, SaturatesInsteadOfOverflowing) {
+  EXPECT_EQ(estimate(Endpoint::chat_completions,
+                     R"({"messages":[{"role":"user","content":"abcdefgh"}],)"
+                     R"("max_tokens":9223372036854775807})"),
+            ratelimit::kMaxTokenAmount);
+  EXPECT_EQ(estimate(Endpoint::chat_completions, R"({"messages":[],"max_tokens":1e400})"),
+            ratelimit::kMaxTokenAmount);
+  EXPECT_EQ(estimate(Endpoint::chat_completions, R"({"messages":[],"max_tokens":-5})", 7), 7);
+  EXPECT_EQ(estimate(Endpoint::chat_completions, R"({"messages":[]})",
+                     std::numeric_limits<std::uint64_t>::max()),
+            ratelimit::kMaxTokenAmount);
+  EXPECT_EQ(ratelimit::saturating_add(ratelimit::kMaxTokenAmount, ratelimit::kMaxTokenAmount),
+            ratelimit::kMaxTokenAmount);
+  EXPECT_EQ(ratelimit::clamp_tokens(-1LL), 0);
+}
+
+TEST(SlidingWindow, HostileCorrectionsCannotOverflowABucket) {
+  ratelimit::SlidingWindow w;
+  for (int i = 0; i < 100000; ++i) w.add(5, std::numeric_limits<std::int64_t>::max());
+  EXPECT_GT(w.sum(5), 0);
+  for (int i = 0; i < 100000; ++i) w.add(5, std::numeric_limits<std::int64_t>::min());
+  EXPECT_LT(w.sum(5), 0);
+}
+
 TEST(EstimateTokens, DefaultCompletionOnlyForTextGeneratingEndpoints) {
   EXPECT_EQ(estimate(Endpoint::completions, R"({"model":"m","prompt":"hello"})"), 2 + 100);
   EXPECT_EQ(estimate(Endpoint::responses, R"({"model":"m","input":"hello"})"), 2 + 100);
@@ -919,9 +945,10 @@ TEST_F(KeysTest, RpmBurstThen429WithRetryHeaders) {
   EXPECT_NE(message.find("requests per min (RPM)"), std::string::npos) << message;
   EXPECT_NE(message.find("Limit 2"), std::string::npos) << message;
   EXPECT_NE(message.find("'rpm-key'"), std::string::npos) << message;
-  EXPECT_NE(message.find("60.600s"), std::string::npos) << message;
-  EXPECT_EQ(c->reply_header("retry-after-ms"), "60600");
-  EXPECT_EQ(c->reply_header("retry-after"), "61");  // ceil(60.6)
+  // The window's wait is 60.6 s; the SDKs ignore a retry-after above 60 s, so 60 is said.
+  EXPECT_NE(message.find("60.000s"), std::string::npos) << message;
+  EXPECT_EQ(c->reply_header("retry-after-ms"), "60000");
+  EXPECT_EQ(c->reply_header("retry-after"), "60");
   EXPECT_EQ(c->reply_header("x-gateway-rate-limited"), "requests");
   EXPECT_EQ(c->ctx.rate_limited, static_cast<int>(LimitKind::requests));
 
@@ -988,6 +1015,38 @@ TEST_F(KeysTest, TpmTooLargeIs429TokensThatRetryingCannotFix) {
   expect_admitted(*send(
       "sk-tpm-key-0002",
       R"({"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}],"max_tokens":997})"));
+}
+
+// Security finding 2: max_tokens near INT64_MAX wrapped the estimate to a negative cost, which
+// credited the window, and then every request passed a key with tpm 1000.
+TEST_F(KeysTest, HugeMaxTokensNeitherWrapsTheEstimateNorCorruptsTheWindow) {
+  for (std::string_view huge :
+       {"9223372036854775807", "9223372036854775806", "99999999999999999999999", "1e300",
+        "2147483648", "4294967296.5"}) {
+    auto c = send("sk-tpm-key-0002",
+                  R"({"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}],)"
+                  R"("max_tokens":)" + std::string(huge) + "}");
+    expect_error(*c, 400, "invalid_value");
+    EXPECT_EQ(c->reply_json()["error"]["param"], "max_tokens") << huge;
+  }
+  // Values a limiter can count are counted, never wrapped.
+  auto big = send("sk-tpm-key-0002",
+                  R"({"model":"gpt-4o","messages":[],"max_tokens":2147483647})");
+  expect_error(*big, 429, "rate_limit_exceeded");
+  // The window is intact: the key's 1000 tokens admit one 603-token request, not two.
+  const std::string body =
+      R"({"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}],"max_tokens":600})";
+  expect_admitted(*send("sk-tpm-key-0002", body));
+  expect_error(*send("sk-tpm-key-0002", body), 429, "rate_limit_exceeded");
+}
+
+TEST_F(KeysTest, FractionalAndExponentMaxTokensAreCounted) {
+  // 1.5e3 is 1500 tokens: it must not fall back to the (smaller) default estimate.
+  auto c = send("sk-tpm-key-0002",
+                R"({"model":"gpt-4o","messages":[],"max_tokens":1.5e3})");
+  expect_error(*c, 429, "rate_limit_exceeded");
+  EXPECT_NE(std::string(c->reply_json()["error"]["message"]).find("Requested 1500"),
+            std::string::npos);
 }
 
 TEST_F(KeysTest, TpmReachedIs429TokensWithRetryAfter) {

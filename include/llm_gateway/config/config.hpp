@@ -60,6 +60,13 @@ struct ServerSettings {
   std::uint32_t max_header_bytes = 16 * 1024;
   unsigned threads = 0;  // 0 = hardware threads
   std::chrono::milliseconds drain_timeout{30000};
+  // The whole request body must arrive within this time of its header (a trickle that resets
+  // an idle timer with every byte does not extend it).
+  std::chrono::milliseconds body_timeout{60000};
+  // The request bodies all connections together may hold at once; beyond it 503 overloaded.
+  std::uint64_t max_buffered_body_bytes = 512ull * 1024 * 1024;
+  // Open client connections at once (main listener); beyond it new ones are closed at once.
+  std::uint32_t max_connections = 10000;
 };
 
 struct AdminSettings {

@@ -1,13 +1,20 @@
 #pragma once
 // The access log sink: one JSON line per proxied request, to stdout or a file. I/O threads only
 // queue the line (a short lock, never a write); a thread of its own writes and flushes. SIGUSR1
-// (via reopen()) reopens the file after logrotate moved it.
+// (via reopen()) reopens the file after logrotate moved it. The queue is bounded: when the disk
+// cannot keep up (or is full), lines are dropped and counted, never held without limit.
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+#include <cstdint>
+
+namespace prometheus {
+class Counter;
+}
 
 namespace llmgw::observability {
 
@@ -21,16 +28,27 @@ class AccessLogWriter {
   void write(std::string line);  // `line` without the trailing newline
   void reopen();
   bool ok() const { return file_ != nullptr; }
+  // Lines lost (queue full, or a failed write) are counted here as well as in dropped().
+  void count_dropped_in(prometheus::Counter* counter) { dropped_counter_ = counter; }
+  std::uint64_t dropped() const { return dropped_.load(); }
+
+  static constexpr std::size_t kMaxQueuedBytes = 64 * 1024 * 1024;
 
  private:
   void run();
   void open_file();
+  void note_dropped(std::uint64_t lines);
+  std::uint64_t write_batch(const std::vector<std::string>& batch);
 
   std::string target_;
   std::FILE* file_ = nullptr;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<std::string> queue_;
+  std::size_t queued_bytes_ = 0;
+  std::atomic<std::uint64_t> dropped_{0};
+  prometheus::Counter* dropped_counter_ = nullptr;
+  bool write_failing_ = false;  // logged once per episode
   bool reopen_requested_ = false;
   bool stopping_ = false;
   std::thread thread_;

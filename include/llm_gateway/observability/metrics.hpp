@@ -50,6 +50,11 @@ class Metrics {
   prometheus::Counter& store_errors(std::size_t store);  // 0 memory, 1 redis
 
   prometheus::Gauge& in_flight() { return *in_flight_; }
+  prometheus::Counter& connections_refused(bool accept_error) {
+    return *connections_refused_[accept_error ? 1 : 0];
+  }
+  prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
+  prometheus::Counter& cut_requests() { return *cut_requests_; }
   prometheus::Gauge& active_streams() { return *active_streams_; }
   prometheus::Gauge& upstream_connections(std::size_t upstream, bool active) {
     return *(active ? conn_active_ : conn_idle_)[upstream];
@@ -89,6 +94,9 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* content_filtered_requests_;
   std::array<prometheus::Counter*, 2> store_errors_{};
   prometheus::Gauge* in_flight_;
+  std::array<prometheus::Counter*, 2> connections_refused_{};
+  prometheus::Counter* access_log_dropped_ = nullptr;
+  prometheus::Counter* cut_requests_ = nullptr;
   prometheus::Gauge* active_streams_;
   std::vector<prometheus::Gauge*> conn_active_;
   std::vector<prometheus::Gauge*> conn_idle_;

@@ -6,6 +6,7 @@
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -51,6 +52,11 @@ struct RequestContext {
   std::string_view body;
   std::uint64_t bytes_in = 0;
 
+  bool headers_admitted = false;  // the header admission (Pipeline::on_request_headers) ran
+  // Answered by a built-in endpoint (/healthz, /readyz, /metrics): a probe, not an API request,
+  // so neither logged nor counted.
+  bool builtin = false;
+
   // parse stage
   PathFacts path;
   BodyFacts body_facts;
@@ -81,6 +87,11 @@ struct RequestContext {
   std::string error_code;  // the gateway's error code when it made the response
   std::optional<Clock::time_point> upstream_first_byte;
   bool client_aborted = false;
+  // Why the gateway itself cut this request short ("drain": the drain deadline passed), or "".
+  std::string_view cut_reason;
+  // Set by the relay while an upstream exchange runs: stops it at once (closes the upstream
+  // connection), so that a request cut by the drain deadline still completes and is logged.
+  std::function<void()> cancel;
   BodyRewriter* body_rewriter = nullptr;  // set by a stage's on_response_headers, if any
 
   // account stage (response side)

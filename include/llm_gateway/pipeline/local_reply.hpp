@@ -11,6 +11,13 @@ namespace llmgw {
 
 enum class GatewayError {
   bad_request,              // 400 unparseable HTTP
+  invalid_path,             // 400 a request target that is not a clean path (dot-segments, ...)
+  invalid_framing,          // 400 Transfer-Encoding/Content-Length that cannot be trusted
+  method_not_allowed,       // 405 a method the operation is not used with
+  method_not_implemented,   // 501 a method the gateway does not know
+  unsupported_coding,       // 501 a transfer coding other than chunked
+  request_timeout,          // 408 the body did not arrive in time
+  overloaded,               // 503 the buffered-body budget is spent
   invalid_json,             // 400
   missing_model,            // 400
   model_not_found,          // 404 no route matches the model
@@ -22,7 +29,7 @@ enum class GatewayError {
   upstream_tls_error,       // 502
   upstream_protocol_error,  // 502
   upstream_timeout,         // 504
-  service_unavailable,      // 503 (draining)
+  service_unavailable,      // 503 the request was cut by the drain deadline before any answer
 };
 
 struct LocalReply {

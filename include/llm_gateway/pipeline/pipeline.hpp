@@ -13,7 +13,10 @@ class Pipeline {
  public:
   explicit Pipeline(std::vector<std::unique_ptr<Stage>> stages) : stages_(std::move(stages)) {}
 
-  // Runs the request-path stages in order until one answers.
+  // Header admission: runs every stage's on_request_headers in order until one answers.
+  Verdict on_request_headers(RequestContext& ctx) const;
+  // Runs the request-path stages in order until one answers (the header admission first, when
+  // the caller has not run it yet).
   boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) const;
   void on_response_headers(RequestContext& ctx, unsigned status,
                            boost::beast::http::fields& headers) const;

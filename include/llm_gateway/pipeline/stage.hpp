@@ -21,9 +21,17 @@ class Stage {
   virtual ~Stage() = default;
   virtual std::string_view name() const = 0;
 
-  // Request path. Asynchronous so that a stage may wait (e.g. on a shared rate-limit store)
-  // without blocking its I/O thread.
-  virtual boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) = 0;
+  // Admission on the request header alone, before any of the body is read (or 100 Continue
+  // sent): authentication, allow-lists on the path's deployment, concurrency. Synchronous: a
+  // stage that must wait does so in on_request. A request refused here is answered without its
+  // body being read, so an unauthenticated client cannot make the gateway hold a body.
+  virtual Verdict on_request_headers(RequestContext&) { return Verdict::proceed; }
+
+  // Request path, once the whole body is here (ctx.body). Asynchronous so that a stage may wait
+  // (e.g. on a shared rate-limit store) without blocking its I/O thread.
+  virtual boost::asio::awaitable<Verdict> on_request(RequestContext&) {
+    co_return Verdict::proceed;
+  }
 
   // Response path: headers as they will go to the client (mutable), then each body piece.
   virtual void on_response_headers(RequestContext&, unsigned /*status*/,

@@ -16,6 +16,34 @@ namespace llmgw::ratelimit {
 
 inline constexpr std::int64_t kWindowBuckets = 61;
 
+// The longest wait a 429 asks for. The official SDKs honour retry-after only when it is above 0
+// and at most 60 s; a longer one makes them retry after their own short backoff and burn their
+// retries. The window is 61 buckets, so a wait can reach 61 s: it is said as 60.
+inline constexpr std::int64_t kMaxRetryAfterMs = 60'000;
+
+// Token amounts that come from clients or upstreams are clamped to [0, kMaxTokenAmount] before
+// any arithmetic, and sums saturate: no number a client or an upstream sends can overflow (undefined
+// behaviour) or wrap a window's sum around. 2^40 is far above any real request and leaves room
+// for sums of millions of them; below 2^53, so the Redis script's doubles are exact too.
+inline constexpr std::int64_t kMaxTokenAmount = std::int64_t{1} << 40;
+
+constexpr std::int64_t clamp_tokens(long long v) {
+  return v < 0 ? 0 : v > kMaxTokenAmount ? kMaxTokenAmount : static_cast<std::int64_t>(v);
+}
+constexpr std::int64_t clamp_tokens(unsigned long long v) {
+  return v > static_cast<unsigned long long>(kMaxTokenAmount) ? kMaxTokenAmount
+                                                              : static_cast<std::int64_t>(v);
+}
+constexpr std::int64_t clamp_tokens(unsigned long v) {
+  return clamp_tokens(static_cast<unsigned long long>(v));
+}
+constexpr std::int64_t clamp_tokens(long v) { return clamp_tokens(static_cast<long long>(v)); }
+// a + b for token amounts (each clamped first), at most kMaxTokenAmount.
+constexpr std::int64_t saturating_add(long long a, long long b) {
+  const std::int64_t sum = clamp_tokens(a) + clamp_tokens(b);  // < 2^41: cannot overflow
+  return sum > kMaxTokenAmount ? kMaxTokenAmount : sum;
+}
+
 // A sliding window of one-second buckets. Not thread-safe: the memory store guards each key.
 class SlidingWindow {
  public:

@@ -14,7 +14,7 @@ class AuthStage final : public Stage {
   explicit AuthStage(const config::Config& cfg);
   ~AuthStage() override;
   std::string_view name() const override { return "authenticate"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  Verdict on_request_headers(RequestContext& ctx) override;
 
   // The credential a request presents, or "" (exposed for tests).
   static std::string_view credential(const boost::beast::http::fields& headers);
@@ -24,11 +24,13 @@ class AuthStage final : public Stage {
   ::evp_md_st* sha256_ = nullptr;  // fetched once: an implicit fetch per request is costly
 };
 
-// Authorize: a key's `models` allow-list (globs), checked once the model is known. 403
-// model_not_allowed otherwise.
+// Authorize: a key's `models` allow-list (globs), checked once the model is known: on the header
+// for a deployment named in an Azure-style path (before the body is read), then on the model the
+// request finally routes by. 403 model_not_allowed otherwise.
 class AuthorizeStage final : public Stage {
  public:
   std::string_view name() const override { return "authorize"; }
+  Verdict on_request_headers(RequestContext& ctx) override;
   boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
 };
 

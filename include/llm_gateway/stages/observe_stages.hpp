@@ -15,7 +15,7 @@ class MetricsStage final : public Stage {
   MetricsStage(const config::Config& cfg, std::shared_ptr<observability::Metrics> metrics)
       : cfg_(cfg), metrics_(std::move(metrics)) {}
   std::string_view name() const override { return "metrics"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  Verdict on_request_headers(RequestContext& ctx) override;
   void on_response_headers(RequestContext& ctx, unsigned status,
                            boost::beast::http::fields& headers) override;
   void on_complete(RequestContext& ctx) override;
@@ -30,9 +30,6 @@ class AccessLogStage final : public Stage {
   AccessLogStage(const config::Config& cfg, std::shared_ptr<observability::AccessLogWriter> writer)
       : cfg_(cfg), writer_(std::move(writer)) {}
   std::string_view name() const override { return "access_log"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext&) override {
-    co_return Verdict::proceed;
-  }
   void on_response_body(RequestContext& ctx, std::string_view piece) override;
   void on_complete(RequestContext& ctx) override;
 

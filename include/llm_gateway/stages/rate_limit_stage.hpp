@@ -16,7 +16,8 @@ class RateLimitStage final : public Stage {
  public:
   RateLimitStage(const config::Config& cfg, std::shared_ptr<ratelimit::CounterStore> store);
   std::string_view name() const override { return "rate_limit"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  Verdict on_request_headers(RequestContext& ctx) override;  // max_concurrent
+  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;  // rpm, tpm
   void on_response_headers(RequestContext& ctx, unsigned status,
                            boost::beast::http::fields& headers) override;
   void on_response_end(RequestContext& ctx) override;

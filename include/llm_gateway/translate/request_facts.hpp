@@ -31,6 +31,11 @@ struct PathFacts {
 
 PathFacts classify_path(boost::beast::http::verb method, std::string_view target);
 
+// The methods an operation is used with, as an Allow header value ("POST", "GET, POST, DELETE"):
+// only these ever reach an upstream; anything else gets 405 from the gateway.
+std::string_view allowed_methods(const PathFacts& path);
+bool method_allowed(boost::beast::http::verb method, const PathFacts& path);
+
 enum class BodyKind { none, json, multipart, other };
 
 struct BodyFacts {
