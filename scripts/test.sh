@@ -2,10 +2,14 @@
 # Runs every test of llm-gateway on this machine, installing what they need first:
 #   unit tests (GoogleTest, through ctest); the integration suite, which runs the real binary
 #   over loopback against the project's mock upstream (tests/integration, node:test); and the
-#   end-to-end suite with the official openai npm SDK (tests/e2e, installed with npm ci).
+#   end-to-end suite with the official openai npm SDK (tests/e2e, installed with npm ci). After
+#   the integration suite, the fault-injection suite (tests/faults) runs the same binary against
+#   misbehaving upstreams and clients, a dying Redis and a full disk.
 # Environment:
 #   BUILD_DIR=build-test   where the test build goes (Debug, warnings as errors)
 #   SANITIZE=1             build with AddressSanitizer + UndefinedBehaviorSanitizer
+#   FAULTS_SLOW=0          leave out the fault cases that wait for the 30-60 s client timeouts
+#                          (default 1: they run, about 75 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +31,12 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure -j2
 echo "== integration tests (real binary over loopback; redis-server started by the tests)"
 export LLM_GATEWAY_BIN="$PWD/$BUILD_DIR/llm-gateway"
 node --test tests/integration/*.test.mjs
+
+echo "== fault-injection tests (tests/faults; same binary; mounts a tmpfs when root, lowers the gateway's fd limit with prlimit)"
+# One file at a time: the cases measure the gateway's descriptors, memory and promptness.
+faults_flags=()
+if node --help 2>/dev/null | grep -q -- '--test-concurrency'; then faults_flags+=(--test-concurrency=1); fi
+FAULTS_SLOW=${FAULTS_SLOW:-1} node --test ${faults_flags[@]+"${faults_flags[@]}"} tests/faults/*.test.mjs
 
 echo "== end-to-end tests with the official openai npm SDK (pinned in tests/e2e/package-lock.json)"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)

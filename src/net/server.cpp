@@ -623,9 +623,35 @@ class Gateway {
     // header fields, after the ones the header had.
     const std::size_t header_fields =
         static_cast<std::size_t>(std::distance(req.base().begin(), req.base().end()));
-    stream.expires_after(limits.body_timeout);
+    // The body deadline cancels the read rather than closing the socket (as the stream's own
+    // timeout would), so that the client still gets its 408.
+    stream.expires_never();
+    // The handler may already be queued when the body completes: it acts only while `watching`.
+    struct BodyDeadline {
+      explicit BodyDeadline(const asio::any_io_executor& ex) : timer(ex) {}
+      asio::steady_timer timer;
+      bool watching = true;
+      bool timed_out = false;
+    };
+    auto deadline = std::make_shared<BodyDeadline>(stream.get_executor());
+    deadline->timer.expires_after(limits.body_timeout);
+    deadline->timer.async_wait([deadline, &stream](boost::system::error_code ec) {
+      if (ec || !deadline->watching) return;
+      deadline->timed_out = true;
+      boost::system::error_code ignored;
+      stream.socket().cancel(ignored);
+    });
+    struct StopWatching {
+      BodyDeadline& d;
+      ~StopWatching() {
+        d.watching = false;
+        d.timer.cancel();
+      }
+    } stop_watching{*deadline};
+    const bool& body_timed_out = deadline->timed_out;
     while (!parser.is_done()) {
       auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, nothrow_awaitable);
+      if (ec && body_timed_out) ec = beast::error::timeout;
       ctx.bytes_in += n;
       if (!ec && !budget.hold(req.body().size())) {
         overloaded();
@@ -638,6 +664,7 @@ class Gateway {
         co_return co_await answer(stream, ctx, &pipeline, reply, true);
       }
       if (ec == beast::error::timeout && ctx.cut_reason.empty()) {
+        deadline->watching = false;
         ctx.reply = error_reply(GatewayError::request_timeout,
                                 "The request body did not arrive within " +
                                     std::to_string(limits.body_timeout.count()) + " ms.");
@@ -654,7 +681,8 @@ class Gateway {
       co_return co_await answer(stream, ctx, &pipeline, reply, true);
     }
     body_unread = false;
-    stream.expires_never();
+    deadline->watching = false;  // the relay below must never see the body deadline
+    deadline->timer.cancel();
     if (parser.chunked()) {
       auto& fields = req.base();
       auto it = fields.begin();

@@ -166,14 +166,18 @@ struct ExchangeGuard {
 constexpr auto kGuardTick = std::chrono::seconds(10);
 
 void arm_timer(const std::shared_ptr<ExchangeGuard>& g) {
-  g->timer.expires_at(std::min(g->upstream_deadline, Clock::now() + kGuardTick));
+  const auto tick = Clock::now() + kGuardTick;
+  g->timer.expires_at(g->upstream_timed_out ? tick : std::min(g->upstream_deadline, tick));
   g->timer.async_wait([g](boost::system::error_code ec) {
     if (ec || !g->active) return;
     const auto now = Clock::now();
-    if (now >= g->upstream_deadline) {
+    if (!g->upstream_timed_out && now >= g->upstream_deadline) {
       g->upstream_timed_out = true;
       if (g->upstream) g->upstream->close();
-      return;
+      // timeout_ms bounds the whole exchange: a write the client is not reading is cut with it
+      // (the response cannot complete anyway).
+      if (g->write_since) g->down->close();
+      // The guard keeps ticking: a write may still start and stall.
     }
     if (g->write_since && now - *g->write_since >= kDownstreamWriteStall) {
       g->client_stalled = true;
@@ -475,7 +479,6 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
   // and so is the client once its response has started (nothing else could end a stalled write).
   ctx.cancel = [g = guard.get(), &ctx] {
     if (g->upstream) g->upstream->close();
-    g->upstream_timed_out = false;
     if (ctx.client_first_byte) g->down->close();
   };
   struct StopGuard {

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -78,7 +79,9 @@ std::uint64_t AccessLogWriter::write_batch(const std::vector<std::string>& batch
   std::string joined;
   std::size_t size = 0;
   for (const auto& line : batch) size += line.size();
-  joined.reserve(size);
+  joined.reserve(size + 1);
+  const std::size_t prefix = terminate_partial_line_ ? 1 : 0;
+  if (prefix) joined += '\n';
   for (const auto& line : batch) joined += line;
   const int fd = ::fileno(file_);
   std::size_t written = 0;
@@ -88,11 +91,25 @@ std::uint64_t AccessLogWriter::write_batch(const std::vector<std::string>& batch
     if (n <= 0) break;
     written += static_cast<std::size_t>(n);
   }
+  if (written >= prefix) terminate_partial_line_ = false;
   std::uint64_t lost = 0;
-  std::size_t end = 0;
+  std::size_t end = prefix;
+  std::size_t whole = std::min(written, prefix);  // bytes of the lines written whole
   for (const auto& line : batch) {
     end += line.size();
-    if (end > written) ++lost;
+    if (end > written) {
+      ++lost;
+    } else {
+      whole = end;
+    }
+  }
+  if (written > whole) {
+    // A line cut by the failure stays in the file: take it back out, so that the next line
+    // does not get glued to it (on a pipe, which cannot shrink, a newline ends it instead).
+    const off_t file_size = ::lseek(fd, 0, SEEK_END);
+    const auto partial = static_cast<off_t>(written - whole);
+    if (file_size < partial || ::ftruncate(fd, file_size - partial) != 0)
+      terminate_partial_line_ = true;
   }
   return lost;
 }

@@ -35,6 +35,23 @@
 // Knob x-mock-no-trailing-annotation: 1 — chat streams leave out the annotation chunk without
 // `delta` after the finish chunk (Azure's default filter mode sends none; the asynchronous filter does).
 // Each record also has `receivedAt` (performance.now() when the request was recorded).
+//
+// Fault scenarios for tests/faults/ (the upstream misbehaving on the wire; select them with
+// x-mock-scenario). Raw bytes written past Node's HTTP layer are kept in `responseBody` too:
+//   reset-mid-stream      SSE headers and the first 2 events of a chat stream, then waits for
+//                         release(x-mock-tag) (waitGated(tag) tells when it got there) and resets
+//                         the connection (RST)
+//   stall-after-headers   200 with SSE headers, then nothing, ever
+//   garbage-response      bytes that are not HTTP, then FIN
+//   oversized-headers     a 200 whose header block is over 64 KiB (x-mock-header-bytes, default
+//                         80 KiB); the connection stays open
+//   bad-chunk             200 chunked SSE: one valid chunk, then an invalid chunk-size line; stays open
+//   short-content-length  200 with content-length 1000 but only 100 body bytes, then FIN
+//   switching-protocols   101 Switching Protocols (upgrade: websocket); the connection stays open
+//   big-stream            a 200 SSE chat stream of x-mock-stream-bytes (default 16 MiB) in ~1 KiB
+//                         events, written with backpressure (the record's `streamedBytes` counts
+//                         what the socket took); bytes not kept in responseBody
+// Each record also has `rawTrailers` (the request's chunked trailer fields, as Node read them).
 
 import http from 'node:http';
 import https from 'node:https';
@@ -59,6 +76,14 @@ export const SCENARIOS = Object.freeze([
   'json-schema',
   'retry-after-ms',
   'per-input-embeddings',
+  'reset-mid-stream',
+  'stall-after-headers',
+  'garbage-response',
+  'oversized-headers',
+  'bad-chunk',
+  'short-content-length',
+  'switching-protocols',
+  'big-stream',
 ]);
 const SCENARIO_SET = new Set(SCENARIOS);
 
@@ -367,6 +392,7 @@ export async function startMock(opts = {}) {
       // TLS only: the SNI host name the client sent (false when it sent none), else undefined.
       tlsServername: sock.encrypted ? sock.servername : undefined,
       receivedAt: performance.now(),
+      rawTrailers: req.rawTrailers,
       aborted: false,
       resetByMock: false, // true when the mock itself destroyed the socket (reset-if-reused)
       finished: false, // true once the mock ended the response
@@ -421,6 +447,12 @@ export async function startMock(opts = {}) {
     };
     const sendJson = (status, obj, extra = {}) =>
       sendBuffer(status, Buffer.from(JSON.stringify(obj)), 'application/json', extra);
+    // Bytes past Node's HTTP layer, straight onto the socket (fault scenarios).
+    const rawWrite = (s) => {
+      const buf = Buffer.from(s, 'latin1');
+      responseChunks.push(buf);
+      if (!sock.destroyed) sock.write(buf);
+    };
     const write = (s) => {
       if (!alive()) return false;
       const buf = Buffer.from(s);
@@ -504,6 +536,81 @@ export async function startMock(opts = {}) {
           );
         }
         break; // answered like `default`
+      }
+      // ---- fault scenarios (tests/faults/)
+      case 'reset-mid-stream': {
+        writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
+        const events = chatStreamEvents(n, false);
+        for (const e of events.slice(0, 2)) if (!write(e)) return;
+        gatedTags.add(tag);
+        emitter.emit('gated', tag);
+        await waitRelease(tag);
+        if (sock.destroyed) return;
+        record.resetByMock = true;
+        sock.resetAndDestroy();
+        return;
+      }
+      case 'stall-after-headers':
+        writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
+        res.flushHeaders();
+        return; // never a body byte; res 'close' marks the record aborted when the client gives up
+      case 'garbage-response':
+        record.resetByMock = true;
+        rawWrite('SSH-2.0-OpenSSH_9.6 this is not HTTP\r\n\u0000\u0001\u0002\u00ff garbage\r\n\r\n');
+        sock.end();
+        return;
+      case 'oversized-headers': {
+        const want = Number(req.headers['x-mock-header-bytes']) || 80 * 1024;
+        let head = 'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n';
+        for (let i = 0; head.length < want; i++) head += `x-pad-${i}: ${'a'.repeat(1000)}\r\n`;
+        const body = JSON.stringify(chatCompletion(n));
+        rawWrite(`${head}content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        record.responseStatus = 200;
+        return; // the connection stays open
+      }
+      case 'bad-chunk': {
+        const ev = chatStreamEvents(n, false)[0];
+        rawWrite(
+          'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n' +
+            `${Buffer.byteLength(ev).toString(16)}\r\n${ev}\r\nzz-not-hex\r\nxx\r\n`,
+        );
+        record.responseStatus = 200;
+        return; // the connection stays open
+      }
+      case 'short-content-length': {
+        record.resetByMock = true;
+        rawWrite(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{"id":"chatcmpl-short","object":"chat.completion","choices":[${' '.repeat(38)}`);
+        record.responseStatus = 200;
+        sock.end();
+        return;
+      }
+      case 'switching-protocols':
+        rawWrite('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
+        record.responseStatus = 101;
+        return; // the connection stays open, as an upgraded one would
+      case 'big-stream': {
+        const total = Number(req.headers['x-mock-stream-bytes']) || 16 * 1024 * 1024;
+        writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
+        record.streamedBytes = 0;
+        const piece = chatStreamEvents(n, false, 'y'.repeat(1800))[2]; // one content event, ~1 KiB+
+        while (record.streamedBytes < total) {
+          if (!alive()) return;
+          const ok = res.write(piece);
+          record.streamedBytes += piece.length;
+          if (!ok) {
+            await new Promise((resolve) => {
+              const done = () => {
+                res.off('drain', done);
+                res.off('close', done);
+                resolve();
+              };
+              res.on('drain', done);
+              res.on('close', done);
+            });
+          }
+        }
+        if (alive()) res.end('data: [DONE]\n\n');
+        return;
       }
       default:
         break;
