@@ -298,7 +298,20 @@ TEST(LoaderDefaults, ServerDefaults) {
   EXPECT_EQ(cfg->server.max_header_bytes, 16384u);
   EXPECT_EQ(cfg->server.threads, 0u);
   EXPECT_EQ(cfg->server.drain_timeout, 30000ms);
+  EXPECT_EQ(cfg->server.body_timeout, 60000ms);
+  EXPECT_EQ(cfg->server.max_buffered_body_bytes, 512ull * 1024 * 1024);
+  EXPECT_EQ(cfg->server.max_connections, 10000u);
   EXPECT_FALSE(cfg->admin);
+}
+
+TEST(LoaderDefaults, ServerLimitsAreRead) {
+  auto cfg = load_ok(std::string("server:\n  body_timeout_ms: 1500\n  max_buffered_body_bytes: 4096\n"
+                                 "  max_connections: 7\n") +
+                     std::string(kMinimalYaml));
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->server.body_timeout, 1500ms);
+  EXPECT_EQ(cfg->server.max_buffered_body_bytes, 4096u);
+  EXPECT_EQ(cfg->server.max_connections, 7u);
 }
 
 TEST(LoaderDefaults, UpstreamDefaults) {
@@ -456,6 +469,12 @@ routes:
 TEST(LoaderProblems, BadNumber) {
   expect_one_problem(std::string("server:\n  max_body_bytes: lots\n") + std::string(kMinimalYaml),
                      2, 19, "server.max_body_bytes must be a whole number");
+}
+
+TEST(LoaderProblems, ANumberGivenAsAListSaysAWholeNumberIsExpected) {
+  // It used to say "must be a string", about a setting that takes a number.
+  expect_one_problem(std::string("server:\n  max_header_bytes: [1]\n") + std::string(kMinimalYaml),
+                     2, 21, "server.max_header_bytes must be a whole number");
 }
 
 TEST(LoaderProblems, NegativeNumber) {
