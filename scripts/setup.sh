@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian package llm-gateway needs to build, test and benchmark, then builds it.
-#   scripts/setup.sh            install build+test dependencies and build (Debug)
+#   scripts/setup.sh            install build+test dependencies and build build/llm-gateway
+#                               (Release: the gateway you run)
 #   scripts/setup.sh --deps     only install dependencies (used by scripts/test.sh)
-#   BUILD_TYPE=Release scripts/setup.sh   optimised build (the default for the gateway you run)
+#   BUILD_TYPE=Debug scripts/setup.sh     a debug build instead
 # Works as root or through sudo on a bare debian:bookworm; re-running it is cheap (apt is skipped
 # when everything is present).
 set -euo pipefail

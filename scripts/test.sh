@@ -8,6 +8,7 @@
 # Environment:
 #   BUILD_DIR=build-test   where the test build goes (Debug, warnings as errors)
 #   SANITIZE=1             build with AddressSanitizer + UndefinedBehaviorSanitizer
+#   SANITIZE=thread        build with ThreadSanitizer
 #   FAULTS_SLOW=0          leave out the fault cases that wait for the 30-60 s client timeouts
 #                          (default 1: they run, about 75 s)
 set -euo pipefail
@@ -17,12 +18,16 @@ scripts/setup.sh --deps
 
 BUILD_DIR=${BUILD_DIR:-build-test}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLLMGW_WERROR=ON \
-  -DLLMGW_SANITIZE="$([ "${SANITIZE:-0}" = 1 ] && echo ON || echo OFF)" >/dev/null
+  -DLLMGW_SANITIZE="$([ "${SANITIZE:-0}" = 1 ] && echo ON || echo OFF)" \
+  -DLLMGW_TSAN="$([ "${SANITIZE:-0}" = thread ] && echo ON || echo OFF)" >/dev/null
 cmake --build "$BUILD_DIR"
 
 if [ "${SANITIZE:-0}" = 1 ]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
+if [ "${SANITIZE:-0}" = thread ]; then
+  export TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1
 fi
 
 echo "== unit tests"

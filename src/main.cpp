@@ -97,8 +97,13 @@ int main(int argc, char** argv) {
   llmgw::PipelineServices services;
   if (cfg.rate_limits.store == llmgw::config::LimitStore::redis && !cfg.keys.empty())
     services.counter_store = llmgw::net::make_redis_store(*cfg.rate_limits.redis);
-  services.metrics = std::make_shared<llmgw::observability::Metrics>(
-      cfg, llmgw::net::worker_count(cfg), LLMGW_VERSION);
+  try {
+    services.metrics = std::make_shared<llmgw::observability::Metrics>(
+        cfg, llmgw::net::worker_count(cfg), LLMGW_VERSION);
+  } catch (const std::exception& e) {
+    std::cerr << source << ": " << e.what() << "\n";
+    return 1;
+  }
   if (cfg.logging.access_log != "off") {
     services.access_log =
         std::make_shared<llmgw::observability::AccessLogWriter>(cfg.logging.access_log);

@@ -619,6 +619,9 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
 
 }  // namespace
 
+constexpr std::size_t kMaxUpstreams = 250;
+constexpr std::size_t kMaxKeys = 60000;
+
 LoadResult load_config_text(std::string_view yaml, std::string source_name, const EnvLookup& env) {
   LoadResult result;
   auto cfg = std::make_shared<Config>();
@@ -627,6 +630,11 @@ LoadResult load_config_text(std::string_view yaml, std::string source_name, cons
     YAML::Node root = YAML::Load(std::string(yaml));
     Reader reader(result.problems, env);
     load_document(reader, root, *cfg);
+    // The metric tables index upstreams and keys in fixed-width fields.
+    if (cfg->upstreams.size() > kMaxUpstreams)
+      reader.error(root["upstreams"], "at most " + std::to_string(kMaxUpstreams) + " upstreams");
+    if (cfg->keys.size() > kMaxKeys)
+      reader.error(root["keys"], "at most " + std::to_string(kMaxKeys) + " keys");
   } catch (const YAML::Exception& e) {
     result.problems.push_back(
         {e.mark.is_null() ? 1 : e.mark.line + 1, e.mark.is_null() ? 1 : e.mark.column + 1, e.msg});

@@ -130,6 +130,8 @@ struct Failure {
 
 GatewayError classify(const boost::system::error_code& ec) {
   if (ec == beast::error::timeout) return GatewayError::upstream_timeout;
+  // Closed before a response began: the connection went away, the response was not malformed.
+  if (ec == http::error::end_of_stream) return GatewayError::upstream_unreachable;
   if (ec.category() == asio::error::get_ssl_category() || ec == ssl::error::stream_truncated)
     return GatewayError::upstream_tls_error;
   if (ec.category() == http::make_error_code(http::error::bad_version).category())
@@ -257,7 +259,7 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl:
 
 enum class Outcome {
   relayed,    // the response went to the client completely
-  retryable,  // failed before any response byte on a reused connection
+  retryable,  // failed on a reused connection where the upstream cannot have acted on it
   failed,     // failed before the response started: the client gets a gateway error
   broken,     // failed after the response started: the client connection is cut
 };
@@ -269,27 +271,17 @@ struct ExchangeResult {
   bool downstream_reusable = false;
 };
 
-// Strips hop-by-hop fields from a response header (Transfer-Encoding and Content-Length stay: the
-// serializer frames the body from them) and the fields named by its Connection header.
+// Strips hop-by-hop fields from a response header (is_hop_by_hop, shared with translate()), but
+// Transfer-Encoding and Content-Length stay: the serializer frames the body from them.
 void strip_hop_by_hop(http::fields& h) {
-  if (auto c = h.find(http::field::connection); c != h.end()) {
-    std::string named(c->value());
-    std::size_t pos = 0;
-    while (pos < named.size()) {
-      std::size_t comma = named.find(',', pos);
-      if (comma == std::string::npos) comma = named.size();
-      std::string token = named.substr(pos, comma - pos);
-      token.erase(0, token.find_first_not_of(" \t"));
-      token.erase(token.find_last_not_of(" \t") + 1);
-      if (!token.empty() && !beast::iequals(token, "transfer-encoding") &&
-          !beast::iequals(token, "content-length"))
-        h.erase(token);
-      pos = comma + 1;
-    }
+  std::vector<std::string> drop;
+  for (const auto& f : h) {
+    const std::string_view name = f.name_string();
+    if (beast::iequals(name, "transfer-encoding") || beast::iequals(name, "content-length"))
+      continue;
+    if (is_hop_by_hop(name, h)) drop.emplace_back(name);
   }
-  for (auto f : {http::field::connection, http::field::keep_alive, http::field::proxy_connection,
-                 http::field::te, http::field::trailer, http::field::upgrade})
-    h.erase(f);
+  for (const auto& name : drop) h.erase(name);
 }
 
 template <class Stream>
@@ -304,10 +296,18 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
     return guard.upstream_timed_out ? boost::system::error_code(beast::error::timeout) : ec;
   };
 
+  // A request is sent again (on a fresh connection) only when the upstream cannot have acted on
+  // it: nothing of it was written, or nothing of it could be complete there, or its method is
+  // idempotent. A POST that was written whole may have been processed (and billed) by an
+  // upstream that closed the connection right after: it is never re-sent, as Envoy and nginx do
+  // for non-idempotent requests.
+  const bool idempotent = req.method() == http::verb::get || req.method() == http::verb::delete_;
   auto [wec0, wn] = co_await http::async_write(up, req, nothrow_awaitable);
   const auto wec = upstream_error(wec0);
   if (wec) {
-    result.outcome = reused && wec != beast::error::timeout ? Outcome::retryable : Outcome::failed;
+    // A write that failed part-way left an incomplete request upstream: nothing it can act on.
+    result.outcome =
+        reused && wec != beast::error::timeout ? Outcome::retryable : Outcome::failed;
     result.failure = {classify(wec), "sending the request upstream failed: " + wec.message(), true};
     co_return result;
   }
@@ -323,10 +323,10 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
     const auto rec = upstream_error(rec0);
     if (rec) {
       const bool nothing_received = !parser->got_some() && conn.buffer.size() == 0;
-      result.outcome =
-          reused && nothing_received && rec != beast::error::timeout && !guard.client_gone
-              ? Outcome::retryable
-              : Outcome::failed;
+      result.outcome = reused && idempotent && nothing_received && rec != beast::error::timeout &&
+                               !guard.client_gone
+                           ? Outcome::retryable
+                           : Outcome::failed;
       result.failure = {classify(rec), "reading the upstream response failed: " + rec.message(),
                         true};
       co_return result;
@@ -506,6 +506,8 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
         result.failure = std::move(*failure);
         break;
       }
+      log::line(log::Level::debug, "upstream connection opened",
+                {{"upstream", upcfg.name}, {"request_id", ctx.request_id}});
     }
     if (guard->client_gone) {
       ctx.client_aborted = true;

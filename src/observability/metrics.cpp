@@ -1,5 +1,8 @@
 #include "llm_gateway/observability/metrics.hpp"
 
+#include <iterator>
+#include <stdexcept>
+
 #include <prometheus/text_serializer.h>
 
 #include <sstream>
@@ -17,7 +20,20 @@ const Histogram::BucketBoundaries kOverheadBuckets{0.00001, 0.000025, 0.00005, 0
                                                    0.0005,  0.001,    0.0025,  0.005,  0.01,
                                                    0.025,   0.05,     0.1};
 
-// Packs small label indexes into one cache key: family id, then up to four fields.
+// Packs small label indexes into one cache key: family id (4 bits), then five fields of 4, 16, 8,
+// 16 and 16 bits. A wider index would alias another series: the widths are checked below
+// (compile time) and in the constructor (the configuration's counts).
+constexpr std::uint64_t kPackFamilyLimit = 1u << 4;
+constexpr std::uint64_t kPackA = 1u << 4;    // endpoint, limit kind, error kind, token type, stage
+constexpr std::uint64_t kPackB = 1u << 16;   // model label, content-filter category
+constexpr std::uint64_t kPackC = 1u << 8;    // upstream label (+ "none"), severity
+constexpr std::uint64_t kPackD = 1u << 16;   // key label (+ anonymous, unauthenticated)
+constexpr std::uint64_t kPackE = 1u << 16;   // HTTP status
+static_assert(std::size(kAllEndpoints) <= kPackA, "endpoint index must fit pack()'s 4 bits");
+static_assert(Metrics::kErrorKinds.size() <= kPackA && Metrics::kLimitKinds.size() <= kPackA);
+static_assert(accounting::kFilterCategories.size() <= kPackB);
+static_assert(kPackE > 999, "every HTTP status fits");
+static_assert(kPackFamilyLimit > 10, "family ids 1..10 are in use");
 std::uint64_t pack(std::uint64_t family, std::uint64_t a, std::uint64_t b = 0, std::uint64_t c = 0,
                    std::uint64_t d = 0, std::uint64_t e = 0) {
   return family << 60 | (a & 0xF) << 56 | (b & 0xFFFF) << 40 | (c & 0xFF) << 32 |
@@ -41,6 +57,11 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
   model_names_.push_back("none");
   for (const auto& k : cfg.keys) key_names_.push_back(k.name);
   for (const auto& u : cfg.upstreams) upstream_names_.push_back(u.name);
+  // The configuration's counts must fit pack()'s fields (see there).
+  if (upstream_names_.size() + 1 > kPackC || key_names_.size() + 2 > kPackD ||
+      model_names_.size() > kPackB)
+    throw std::invalid_argument("more upstreams (" + std::to_string(upstream_names_.size()) +
+                                "), keys or model labels than the metric tables hold");
 
   auto& r = *registry_;
   requests_ = &prometheus::BuildCounter()

@@ -26,8 +26,8 @@ struct OpInfo {
   std::string_view path;
   Endpoint endpoint;
 };
-// Operations that Azure serves under /openai/deployments/{deployment}/ (research/azure-api.md
-// §1.2).
+// Operations that Azure serves under /openai/deployments/{deployment}/ (Azure OpenAI data-plane
+// inference REST reference, learn.microsoft.com/azure/ai-foundry/openai/reference).
 constexpr std::array<OpInfo, 8> kDeploymentOps{{
     {"chat/completions", Endpoint::chat_completions},
     {"completions", Endpoint::completions},

@@ -150,11 +150,21 @@ void set_include_usage(const InboundRequest& in, BodyEdits& edits) {
 }  // namespace
 
 bool is_hop_by_hop(std::string_view name) {
-  static constexpr std::array<std::string_view, 8> kFields{
-      "connection", "keep-alive", "proxy-connection",  "te",
-      "trailer",    "upgrade",    "transfer-encoding", "proxy-authorization"};
+  static constexpr std::array<std::string_view, 9> kFields{
+      "connection", "keep-alive",        "proxy-connection",    "te",
+      "trailer",    "upgrade",           "transfer-encoding",   "proxy-authorization",
+      "proxy-authenticate"};
   for (auto f : kFields) {
     if (iequals(name, f)) return true;
+  }
+  return false;
+}
+
+bool is_hop_by_hop(std::string_view name, const http::fields& message) {
+  if (is_hop_by_hop(name)) return true;
+  // Several Connection lines form one list (RFC 9110 §5.3).
+  for (auto [it, end] = message.equal_range(http::field::connection); it != end; ++it) {
+    if (list_names(it->value(), name)) return true;
   }
   return false;
 }
@@ -163,7 +173,7 @@ std::optional<std::string> api_version_for(const config::Upstream& up, Endpoint 
   if (auto it = up.api_versions.find(endpoint); it != up.api_versions.end()) return it->second;
   if (up.api_style == ApiStyle::v1) return up.api_version;
   // No GA dated api-version serves the Responses API; 2025-04-01-preview is the last dated one
-  // (research/azure-api.md §1.4-1.5).
+  // (Azure OpenAI "API version lifecycle" and Responses API docs on learn.microsoft.com).
   if (endpoint == Endpoint::responses) return std::string("2025-04-01-preview");
   return up.api_version.value_or("2024-10-21");
 }
@@ -178,16 +188,9 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up,
   // Headers: end-to-end fields pass; credentials, framing, ids and hop-by-hop fields do not.
   // A Connection header may name further hop-by-hop fields.
   // Several Connection lines form one list (RFC 9110 §5.3).
-  auto named_by_connection = [&](std::string_view name) {
-    for (auto [it, end] = in.headers->equal_range(http::field::connection); it != end; ++it) {
-      if (list_names(it->value(), name)) return true;
-    }
-    return false;
-  };
   for (const auto& f : *in.headers) {
     const std::string_view name = f.name_string();
-    if (is_hop_by_hop(name) || replaced_by_gateway(name)) continue;
-    if (named_by_connection(name)) continue;
+    if (is_hop_by_hop(name, *in.headers) || replaced_by_gateway(name)) continue;
     if (azure && (iequals(name, "openai-organization") || iequals(name, "openai-project")))
       continue;
     out.headers.insert(f.name(), name, f.value());

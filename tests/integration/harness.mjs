@@ -15,8 +15,14 @@ import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/** The binary under test: always named explicitly (scripts/test.sh sets it), never a guess. */
 export function gatewayBin() {
-  return process.env.LLM_GATEWAY_BIN || path.join(REPO_ROOT, 'build', 'llm-gateway');
+  const bin = process.env.LLM_GATEWAY_BIN;
+  if (!bin) {
+    throw new Error('LLM_GATEWAY_BIN must name the llm-gateway binary to test ' +
+      '(scripts/test.sh sets it to the build it just made), e.g. LLM_GATEWAY_BIN=$PWD/build-test/llm-gateway');
+  }
+  return bin;
 }
 
 // Every gateway we spawn, so that none outlives the test process even if a test forgets stop().
@@ -165,9 +171,12 @@ export async function startGateway(yamlText, { env = {}, args = [], t, readyTime
     logs,
     configFile,
     exited,
+    /** Stops the gateway and fails when it reported anything to a sanitizer (suite-level gateways too). */
     async stop(signal = 'SIGTERM') {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
+      const result = await exited;
+      if (signal !== 'SIGKILL') assertNoSanitizerReport(stderr);
+      return result;
     },
     /** First stderr JSON log line (past or future) matching pred. */
     waitForLog(pred, timeoutMs = 5000) {
@@ -205,10 +214,10 @@ export async function startGateway(yamlText, { env = {}, args = [], t, readyTime
   return gw;
 }
 
-/** Fails when a sanitizer (ASan, LSan, UBSan) reported anything in the gateway's stderr. */
+/** Fails when a sanitizer (ASan, LSan, UBSan, TSan) reported anything in the gateway's stderr. */
 export function assertNoSanitizerReport(stderrLines) {
   const text = stderrLines.join('\n');
-  if (/ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: \w+Sanitizer/.test(text)) {
+  if (/ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|runtime error:|SUMMARY: \w+Sanitizer/.test(text)) {
     throw new Error(`sanitizer report in the gateway's stderr:\n${text.slice(0, 20000)}`);
   }
 }

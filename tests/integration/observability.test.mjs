@@ -1397,9 +1397,12 @@ logging:
     const sd = await s.done;
     collectResponse('stream', { headers: sh.headers, body: sd.body });
     expectStatus(sh, 200, 'stream');
-    // A retry on a fresh connection (logged at debug level): the pooled connection is reset.
-    expectStatus(await chat('reset 1', { ...A, 'x-mock-scenario': 'reset-if-reused' }), 200, 'reset 1');
-    expectStatus(await chat('reset 2 (retried)', { ...A, 'x-mock-scenario': 'reset-if-reused' }), 200, 'reset 2');
+    // A pooled connection reset after the request was written: a POST is not re-sent (502); which
+    // of the two lands on a pooled connection depends on the worker each connection gets.
+    for (const what of ['reset 1', 'reset 2']) {
+      const res = await chat(what, { ...A, 'x-mock-scenario': 'reset-if-reused' });
+      assert.ok([200, 502].includes(res.status), `${what}: ${res.status} ${res.text}`);
+    }
     // Upstream errors relayed: 401, 500, 429 from the upstream.
     expectStatus(await chat('upstream 401', { ...A, 'x-mock-scenario': 'error', 'x-mock-status': '401' }), 401, 'upstream 401');
     expectStatus(await chat('upstream 500', { ...A, 'x-mock-scenario': 'error' }), 500, 'upstream 500');

@@ -1,6 +1,7 @@
 // Accounting: the SSE splitter, usage/finish_reason from JSON documents, Azure content-filter
 // summaries, and the account stage (reading usage, removing the usage chunk the gateway asked
-// for). Sample bodies are Azure's documented shapes (shared/research/azure-api.md §3, §8).
+// for). Sample bodies are Azure's documented shapes (Azure OpenAI content filtering docs and the
+// OpenAI API reference for stream_options.include_usage).
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/http/fields.hpp>

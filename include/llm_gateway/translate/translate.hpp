@@ -42,5 +42,8 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& upst
 
 // RFC 9110 §7.6.1 connection-specific fields, which a proxy never forwards.
 bool is_hop_by_hop(std::string_view field_name);
+// The same, or a field that `message`'s Connection header names: the one rule for both
+// directions (requests in translate(), responses in the relay).
+bool is_hop_by_hop(std::string_view field_name, const boost::beast::http::fields& message);
 
 }  // namespace llmgw
