@@ -95,8 +95,14 @@ int main(int argc, char** argv) {
   const auto& cfg = *loaded.config;
   llmgw::log::set_min_level(static_cast<llmgw::log::Level>(cfg.logging.level));
   llmgw::PipelineServices services;
-  if (cfg.rate_limits.store == llmgw::config::LimitStore::redis && !cfg.keys.empty())
+  // Made once for the process: every snapshot shares them (limits survive a new snapshot).
+  if (cfg.rate_limits.store == llmgw::config::LimitStore::redis && !cfg.keys.empty()) {
     services.counter_store = llmgw::net::make_redis_store(*cfg.rate_limits.redis);
+  } else {
+    services.counter_store =
+        std::make_shared<llmgw::ratelimit::MemoryStore>(llmgw::ratelimit::system_now_ms());
+  }
+  services.concurrency = std::make_shared<llmgw::ratelimit::ConcurrencyCounters>();
   try {
     services.metrics = std::make_shared<llmgw::observability::Metrics>(
         cfg, llmgw::net::worker_count(cfg), LLMGW_VERSION);

@@ -48,8 +48,9 @@ void Pipeline::on_complete(RequestContext& ctx) const {
 
 Pipeline build_pipeline(const config::Config& cfg, const PipelineServices& services) {
   std::shared_ptr<ratelimit::CounterStore> store = services.counter_store;
-  if (!store)
-    store = std::make_shared<ratelimit::MemoryStore>(cfg.keys.size(), ratelimit::system_now_ms());
+  if (!store) store = std::make_shared<ratelimit::MemoryStore>(ratelimit::system_now_ms());
+  auto concurrency = services.concurrency;
+  if (!concurrency) concurrency = std::make_shared<ratelimit::ConcurrencyCounters>();
   std::vector<std::unique_ptr<Stage>> stages;
   if (services.metrics) stages.push_back(std::make_unique<MetricsStage>(cfg, services.metrics));
   if (services.access_log)
@@ -59,7 +60,7 @@ Pipeline build_pipeline(const config::Config& cfg, const PipelineServices& servi
   stages.push_back(std::make_unique<AuthorizeStage>());
   stages.push_back(std::make_unique<ModelsStage>(cfg));
   stages.push_back(std::make_unique<RouteStage>(cfg));
-  stages.push_back(std::make_unique<RateLimitStage>(cfg, std::move(store)));
+  stages.push_back(std::make_unique<RateLimitStage>(cfg, std::move(store), std::move(concurrency)));
   stages.push_back(std::make_unique<AccountStage>());
   stages.push_back(std::make_unique<TranslateStage>());
   return Pipeline(std::move(stages));

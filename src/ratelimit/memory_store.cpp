@@ -12,32 +12,46 @@ NowMs system_now_ms() {
   };
 }
 
-MemoryStore::MemoryStore(std::size_t key_count, NowMs now) : now_(std::move(now)) {
-  keys_.reserve(key_count);
-  for (std::size_t i = 0; i < key_count; ++i) keys_.push_back(std::make_unique<KeyCounters>());
+MemoryStore::MemoryStore(NowMs now) : now_(std::move(now)) {}
+
+MemoryStore::KeyCounters& MemoryStore::counters(const std::string& key_name) {
+  {
+    std::shared_lock lock(keys_mutex_);
+    if (auto it = keys_.find(key_name); it != keys_.end()) return *it->second;
+  }
+  std::unique_lock lock(keys_mutex_);
+  auto& slot = keys_[key_name];
+  if (!slot) slot = std::make_unique<KeyCounters>();
+  return *slot;  // never erased: the reference stays valid
 }
 
-Admission MemoryStore::admit_now(std::size_t key, const KeyLimits& limits,
+Admission MemoryStore::admit_now(const std::string& key_name, const KeyLimits& limits,
                                  std::int64_t token_cost) {
-  KeyCounters& k = *keys_[key];
+  KeyCounters& k = counters(key_name);
   const std::int64_t now = now_();
   std::lock_guard lock(k.mutex);
   return ratelimit::admit(k.requests, k.tokens, limits, token_cost, now);
 }
 
-boost::asio::awaitable<std::optional<Admission>> MemoryStore::admit(std::size_t key,
-                                                                    const std::string&,
+boost::asio::awaitable<std::optional<Admission>> MemoryStore::admit(const std::string& key_name,
                                                                     const KeyLimits& limits,
                                                                     std::int64_t token_cost) {
-  co_return admit_now(key, limits, token_cost);
+  co_return admit_now(key_name, limits, token_cost);
 }
 
-void MemoryStore::correct_tokens(std::size_t key, const std::string&, std::int64_t bucket_sec,
+void MemoryStore::correct_tokens(const std::string& key_name, std::int64_t bucket_sec,
                                  std::int64_t delta) {
-  KeyCounters& k = *keys_[key];
+  KeyCounters& k = counters(key_name);
   std::lock_guard lock(k.mutex);
   // A reservation whose bucket has left the window no longer counts; nothing to correct then.
   if (bucket_sec > now_() / 1000 - kWindowBuckets) k.tokens.add(bucket_sec, delta);
+}
+
+std::atomic<std::uint32_t>& ConcurrencyCounters::counter(const std::string& key_name) {
+  std::lock_guard lock(mutex_);
+  auto& slot = counters_[key_name];
+  if (!slot) slot = std::make_unique<std::atomic<std::uint32_t>>(0);
+  return *slot;  // never erased: the reference stays valid
 }
 
 }  // namespace llmgw::ratelimit

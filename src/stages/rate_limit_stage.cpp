@@ -59,17 +59,19 @@ std::int64_t estimate_tokens(const RequestContext& ctx, std::uint64_t default_co
 }
 
 RateLimitStage::RateLimitStage(const config::Config& cfg,
-                               std::shared_ptr<ratelimit::CounterStore> store)
-    : cfg_(cfg),
-      store_(std::move(store)),
-      in_flight_(std::make_unique<std::atomic<std::uint32_t>[]>(cfg.keys.size())) {}
+                               std::shared_ptr<ratelimit::CounterStore> store,
+                               std::shared_ptr<ratelimit::ConcurrencyCounters> concurrency)
+    : cfg_(cfg), store_(std::move(store)), concurrency_(std::move(concurrency)) {
+  // Resolved once per snapshot: the counters are the process's, found by the key's name.
+  for (const auto& key : cfg.keys) in_flight_.push_back(&concurrency_->counter(key.name));
+}
 
 Verdict RateLimitStage::on_request_headers(RequestContext& ctx) {
   if (!ctx.key || !ctx.key->max_concurrent) return Verdict::proceed;
   const config::ClientKey& key = *ctx.key;
   auto& state = ctx.state<LimitState>(this);
   {
-    auto& counter = in_flight_[ctx.key_index];
+    auto& counter = *in_flight_[ctx.key_index];
     if (counter.fetch_add(1, std::memory_order_relaxed) >= *key.max_concurrent) {
       counter.fetch_sub(1, std::memory_order_relaxed);
       ctx.rate_limited = static_cast<int>(LimitKind::concurrency);
@@ -105,7 +107,7 @@ boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) 
   const std::int64_t cost =
       key.tpm ? estimate_tokens(ctx, cfg_.rate_limits.default_completion_tokens) : 0;
   std::optional<ratelimit::Admission> admission =
-      co_await store_->admit(ctx.key_index, key.name, limits, cost);
+      co_await store_->admit(key.name, limits, cost);
   if (!admission) {
     ctx.rate_limit_store_error = store_->name();
     if (cfg_.rate_limits.on_store_error == config::StoreErrorPolicy::deny) {
@@ -182,7 +184,7 @@ void RateLimitStage::on_response_end(RequestContext& ctx) {
   const std::int64_t delta =
       ratelimit::clamp_tokens(ctx.usage->total_tokens) - state->reserved_tokens;
   if (delta != 0)
-    store_->correct_tokens(ctx.key_index, ctx.key->name, state->admission->bucket_sec, delta);
+    store_->correct_tokens(ctx.key->name, state->admission->bucket_sec, delta);
 }
 
 }  // namespace llmgw

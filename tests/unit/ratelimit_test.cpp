@@ -366,28 +366,28 @@ TEST(Admit, NoLimitsAlwaysAllowsAndReportsNothing) {
 
 TEST(MemoryStore, UsesTheInjectedClockAndKeepsKeysApart) {
   std::int64_t now = kT0;
-  ratelimit::MemoryStore store(2, [&now] { return now; });
+  ratelimit::MemoryStore store([&now] { return now; });
   EXPECT_EQ(store.name(), "memory");
-  EXPECT_TRUE(store.admit_now(0, rpm(1), 0).allowed);
-  EXPECT_TRUE(store.admit_now(1, rpm(1), 0).allowed);  // another key: its own window
-  Admission a = store.admit_now(0, rpm(1), 0);
+  EXPECT_TRUE(store.admit_now("key-0", rpm(1), 0).allowed);
+  EXPECT_TRUE(store.admit_now("key-1", rpm(1), 0).allowed);  // another key: its own window
+  Admission a = store.admit_now("key-0", rpm(1), 0);
   EXPECT_FALSE(a.allowed);
   EXPECT_EQ(a.retry_after_ms, 1'061'000 - kT0);
   now = 1'060'999;
-  EXPECT_FALSE(store.admit_now(0, rpm(1), 0).allowed);
+  EXPECT_FALSE(store.admit_now("key-0", rpm(1), 0).allowed);
   now = 1'061'000;
-  EXPECT_TRUE(store.admit_now(0, rpm(1), 0).allowed);
+  EXPECT_TRUE(store.admit_now("key-0", rpm(1), 0).allowed);
 }
 
 TEST(MemoryStore, AsyncAdmitAnswersLikeAdmitNow) {
   std::int64_t now = kT0;
-  auto store = std::make_shared<ratelimit::MemoryStore>(1, [&now] { return now; });
+  auto store = std::make_shared<ratelimit::MemoryStore>([&now] { return now; });
   boost::asio::io_context io;
   std::vector<std::optional<Admission>> answers;
   boost::asio::co_spawn(
       io,
       [&]() -> boost::asio::awaitable<void> {
-        for (int i = 0; i < 3; ++i) answers.push_back(co_await store->admit(0, "k", rpm(2), 0));
+        for (int i = 0; i < 3; ++i) answers.push_back(co_await store->admit("k", rpm(2), 0));
       },
       [](std::exception_ptr e) {
         if (e) std::rethrow_exception(e);
@@ -402,34 +402,34 @@ TEST(MemoryStore, AsyncAdmitAnswersLikeAdmitNow) {
 
 TEST(MemoryStore, CorrectTokensAddsTheDeltaToTheRecordedBucket) {
   std::int64_t now = kT0;
-  ratelimit::MemoryStore store(1, [&now] { return now; });
-  Admission a = store.admit_now(0, tpm(1000), 300);
+  ratelimit::MemoryStore store([&now] { return now; });
+  Admission a = store.admit_now("key-0", tpm(1000), 300);
   ASSERT_TRUE(a.allowed);
   EXPECT_EQ(a.bucket_sec, 1000);
   EXPECT_EQ(a.tokens->remaining, 700);
 
   now = 1'010'000;
-  store.correct_tokens(0, "k", a.bucket_sec, 200);  // the real usage was 500
-  Admission b = store.admit_now(0, tpm(1000), 0);
+  store.correct_tokens("key-0", a.bucket_sec, 200);  // the real usage was 500
+  Admission b = store.admit_now("key-0", tpm(1000), 0);
   EXPECT_EQ(b.tokens->remaining, 500);
-  store.correct_tokens(0, "k", a.bucket_sec, -450);  // and finally 50
-  Admission c = store.admit_now(0, tpm(1000), 0);
+  store.correct_tokens("key-0", a.bucket_sec, -450);  // and finally 50
+  Admission c = store.admit_now("key-0", tpm(1000), 0);
   EXPECT_EQ(c.tokens->remaining, 950);
 
   // The correction went to bucket 1000: it leaves the window with it.
   now = 1'061'000;
-  Admission d = store.admit_now(0, tpm(1000), 0);
+  Admission d = store.admit_now("key-0", tpm(1000), 0);
   EXPECT_EQ(d.tokens->remaining, 1000);
 }
 
 TEST(MemoryStore, CorrectTokensMakesLaterAdmissionsWait) {
   std::int64_t now = kT0;
-  ratelimit::MemoryStore store(1, [&now] { return now; });
-  Admission a = store.admit_now(0, tpm(1000), 100);
+  ratelimit::MemoryStore store([&now] { return now; });
+  Admission a = store.admit_now("key-0", tpm(1000), 100);
   ASSERT_TRUE(a.allowed);
-  store.correct_tokens(0, "k", a.bucket_sec, 850);  // 950 used in bucket 1000
+  store.correct_tokens("key-0", a.bucket_sec, 850);  // 950 used in bucket 1000
   now = 1'020'000;
-  Admission b = store.admit_now(0, tpm(1000), 100);
+  Admission b = store.admit_now("key-0", tpm(1000), 100);
   EXPECT_FALSE(b.allowed);
   EXPECT_EQ(b.rejected_by, LimitKind::tokens);
   EXPECT_EQ(b.retry_after_ms, 1'061'000 - now);
@@ -437,24 +437,24 @@ TEST(MemoryStore, CorrectTokensMakesLaterAdmissionsWait) {
 
 TEST(MemoryStore, CorrectTokensIgnoresABucketThatLeftTheWindow) {
   std::int64_t now = kT0;
-  ratelimit::MemoryStore store(1, [&now] { return now; });
-  Admission a = store.admit_now(0, tpm(1000), 300);
+  ratelimit::MemoryStore store([&now] { return now; });
+  Admission a = store.admit_now("key-0", tpm(1000), 300);
   ASSERT_TRUE(a.allowed);
   now = 1'061'000;  // bucket 1000 is out
-  store.correct_tokens(0, "k", a.bucket_sec, 500);
-  Admission b = store.admit_now(0, tpm(1000), 0);
+  store.correct_tokens("key-0", a.bucket_sec, 500);
+  Admission b = store.admit_now("key-0", tpm(1000), 0);
   EXPECT_EQ(b.tokens->remaining, 1000);
   // Nor does it leak into the slot's next use (bucket 1061 shares bucket 1000's slot).
-  Admission c = store.admit_now(0, tpm(1000), 10);
+  Admission c = store.admit_now("key-0", tpm(1000), 10);
   EXPECT_EQ(c.bucket_sec, 1061);
   EXPECT_EQ(c.tokens->remaining, 990);
   // One millisecond before the bucket leaves, the correction still applies.
   std::int64_t now2 = kT0;
-  ratelimit::MemoryStore store2(1, [&now2] { return now2; });
-  Admission e = store2.admit_now(0, tpm(1000), 300);
+  ratelimit::MemoryStore store2([&now2] { return now2; });
+  Admission e = store2.admit_now("key-0", tpm(1000), 300);
   now2 = 1'060'999;
-  store2.correct_tokens(0, "k", e.bucket_sec, 500);
-  EXPECT_EQ(store2.admit_now(0, tpm(1000), 0).tokens->remaining, 200);
+  store2.correct_tokens("key-0", e.bucket_sec, 500);
+  EXPECT_EQ(store2.admit_now("key-0", tpm(1000), 0).tokens->remaining, 200);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -664,10 +664,21 @@ class KeysTest : public ::testing::Test {
   void SetUp() override {
     cfg_ = test::load_ok(kKeysYaml);
     ASSERT_TRUE(cfg_);
-    store_ =
-        std::make_shared<ratelimit::MemoryStore>(cfg_->keys.size(), [this] { return now_ms_; });
+    store_ = std::make_shared<ratelimit::MemoryStore>([this] { return now_ms_; });
+    concurrency_ = std::make_shared<ratelimit::ConcurrencyCounters>();
     PipelineServices services;
     services.counter_store = store_;
+    services.concurrency = concurrency_;
+    snapshot_ = make_snapshot(cfg_, services);
+  }
+
+  // A new configuration snapshot on the same process-wide state (what a reload will do).
+  void install(std::string_view yaml) {
+    cfg_ = test::load_ok(yaml);
+    ASSERT_TRUE(cfg_);
+    PipelineServices services;
+    services.counter_store = store_;
+    services.concurrency = concurrency_;
     snapshot_ = make_snapshot(cfg_, services);
   }
 
@@ -738,6 +749,7 @@ class KeysTest : public ::testing::Test {
 
   std::shared_ptr<const config::Config> cfg_;
   std::shared_ptr<ratelimit::MemoryStore> store_;
+  std::shared_ptr<ratelimit::ConcurrencyCounters> concurrency_;
   std::shared_ptr<const Snapshot> snapshot_;
   std::int64_t now_ms_ = kT0;
   int requests_ = 0;
@@ -1267,6 +1279,41 @@ TEST_F(KeysTest, RejectedRequestIsNotCorrected) {
   snapshot_->pipeline.on_complete(rejected->ctx);
   auto again = send("sk-tpm-key-0002");
   expect_error(*again, 429, "rate_limit_exceeded");
+}
+
+// Runtime state is keyed by name: a snapshot whose keys are reordered, added and removed keeps the
+// windows and in-flight counts of the keys it still has, and a new key starts clean.
+TEST_F(KeysTest, LimitsOfKeysInBothSnapshotsCarryOverWhateverTheirPosition) {
+  expect_admitted(*send("sk-rpm-key-0001"));
+  expect_admitted(*send("sk-rpm-key-0001"));  // rpm 2: the window is full
+  auto held = send("sk-conc-key-0003");      // one of conc-key's 2 slots, still in flight
+  expect_admitted(*held);
+  install(R"(
+upstreams:
+  azure:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_key: UPSTREAM-SECRET
+routes:
+  - {match: "gpt-4o*", upstream: azure}
+rate_limits:
+  default_completion_tokens: 100
+keys:
+  - {name: new-key, key: sk-new-key-0009, rpm: 1}
+  - {name: conc-key, key: sk-conc-key-0003, max_concurrent: 2}
+  - {name: mixed-key, key: sk-mixed-key-0006, rpm: 10, tpm: 1000}
+  - {name: rpm-key, key: sk-rpm-key-0001, rpm: 2}
+)");
+  // rpm-key moved from position 0 to 3: its full window came with it.
+  expect_error(*send("sk-rpm-key-0001"), 429, "rate_limit_exceeded");
+  // new-key took position 0, where rpm-key's counters used to be: it starts clean.
+  expect_admitted(*send("sk-new-key-0009"));
+  // conc-key's request from the old snapshot still holds a slot: one more fits, not two.
+  auto second = send("sk-conc-key-0003");
+  expect_admitted(*second);
+  expect_error(*send("sk-conc-key-0003"), 429, "rate_limit_exceeded");
+  // tpm-key is gone: its credential no longer authenticates.
+  expect_error(*send("sk-tpm-key-0002"), 401, "invalid_api_key");
 }
 
 // The default services: a MemoryStore on the system clock.

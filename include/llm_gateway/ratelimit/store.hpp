@@ -4,7 +4,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <atomic>
 #include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -18,37 +21,40 @@ class CounterStore {
   virtual ~CounterStore() = default;
   virtual std::string_view name() const = 0;  // "memory" | "redis", for logs and metrics
 
-  // Admits one request of `key` costing `token_cost` tokens against both limits at once.
+  // Admits one request of the key named `key_name` costing `token_cost` tokens against both
+  // limits at once. Counters are keyed by the key's name, never its position in a configuration,
+  // so they carry over from one configuration snapshot to the next.
   // nullopt: the store could not answer (the caller applies on_store_error).
-  virtual boost::asio::awaitable<std::optional<Admission>> admit(std::size_t key,
-                                                                 const std::string& key_name,
+  virtual boost::asio::awaitable<std::optional<Admission>> admit(const std::string& key_name,
                                                                  const KeyLimits& limits,
                                                                  std::int64_t token_cost) = 0;
 
   // Replaces a token reservation by the real usage: adds `delta` to the bucket it was made in.
   // Runs off the request path; failures are only counted.
-  virtual void correct_tokens(std::size_t key, const std::string& key_name, std::int64_t bucket_sec,
+  virtual void correct_tokens(const std::string& key_name, std::int64_t bucket_sec,
                               std::int64_t delta) = 0;
 };
 
 using NowMs = std::function<std::int64_t()>;
 NowMs system_now_ms();
 
-// Per-process counters: one small mutex per key, held for a few hundred nanoseconds, never
-// across I/O, so keys never contend with each other.
+// Per-process counters by key name: one small mutex per key, held for a few hundred
+// nanoseconds, never across I/O, so keys never contend with each other. The name lookup takes a
+// shared lock (an exclusive one only the first time a name is seen). Made once per process, so a
+// new configuration snapshot keeps every window of the keys it still has.
 class MemoryStore final : public CounterStore {
  public:
-  MemoryStore(std::size_t key_count, NowMs now);
+  explicit MemoryStore(NowMs now);
   std::string_view name() const override { return "memory"; }
-  boost::asio::awaitable<std::optional<Admission>> admit(std::size_t key,
-                                                         const std::string& key_name,
+  boost::asio::awaitable<std::optional<Admission>> admit(const std::string& key_name,
                                                          const KeyLimits& limits,
                                                          std::int64_t token_cost) override;
-  void correct_tokens(std::size_t key, const std::string& key_name, std::int64_t bucket_sec,
+  void correct_tokens(const std::string& key_name, std::int64_t bucket_sec,
                       std::int64_t delta) override;
 
   // The synchronous core, for unit tests and benchmarks.
-  Admission admit_now(std::size_t key, const KeyLimits& limits, std::int64_t token_cost);
+  Admission admit_now(const std::string& key_name, const KeyLimits& limits,
+                      std::int64_t token_cost);
 
  private:
   struct KeyCounters {
@@ -56,8 +62,21 @@ class MemoryStore final : public CounterStore {
     SlidingWindow requests;
     SlidingWindow tokens;
   };
-  std::vector<std::unique_ptr<KeyCounters>> keys_;
+  KeyCounters& counters(const std::string& key_name);
+  std::shared_mutex keys_mutex_;
+  std::unordered_map<std::string, std::unique_ptr<KeyCounters>> keys_;
   NowMs now_;
+};
+
+// Requests in flight per key name (max_concurrent), shared by every snapshot like the store.
+// A snapshot resolves its keys' counters once (counter()), so the hot path is an atomic.
+class ConcurrencyCounters {
+ public:
+  std::atomic<std::uint32_t>& counter(const std::string& key_name);
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::unique_ptr<std::atomic<std::uint32_t>>> counters_;
 };
 
 }  // namespace llmgw::ratelimit

@@ -14,7 +14,8 @@ namespace llmgw {
 // x-ratelimit-* headers; the token reservation is corrected to the real usage afterwards.
 class RateLimitStage final : public Stage {
  public:
-  RateLimitStage(const config::Config& cfg, std::shared_ptr<ratelimit::CounterStore> store);
+  RateLimitStage(const config::Config& cfg, std::shared_ptr<ratelimit::CounterStore> store,
+                 std::shared_ptr<ratelimit::ConcurrencyCounters> concurrency);
   std::string_view name() const override { return "rate_limit"; }
   Verdict on_request_headers(RequestContext& ctx) override;  // max_concurrent
   boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;  // rpm, tpm
@@ -25,7 +26,8 @@ class RateLimitStage final : public Stage {
  private:
   const config::Config& cfg_;
   std::shared_ptr<ratelimit::CounterStore> store_;
-  std::unique_ptr<std::atomic<std::uint32_t>[]> in_flight_;  // per key
+  std::shared_ptr<ratelimit::ConcurrencyCounters> concurrency_;  // by key name, all snapshots
+  std::vector<std::atomic<std::uint32_t>*> in_flight_;  // this snapshot's keys, by position
 };
 
 // The tokens reserved at admission: prompt characters / 4 over the messages and inputs, plus the
