@@ -328,7 +328,7 @@ class RedisStore final : public ratelimit::CounterStore {
 
   std::string_view name() const override { return "redis"; }
 
-  asio::awaitable<std::optional<ratelimit::Admission>> admit(std::size_t,
+  asio::awaitable<std::optional<ratelimit::Admission>> admit(
                                                              const std::string& key_name,
                                                              const ratelimit::KeyLimits& limits,
                                                              std::int64_t token_cost) override {
@@ -337,7 +337,7 @@ class RedisStore final : public ratelimit::CounterStore {
                                       asio::use_awaitable);
   }
 
-  void correct_tokens(std::size_t, const std::string& key_name, std::int64_t bucket_sec,
+  void correct_tokens(const std::string& key_name, std::int64_t bucket_sec,
                       std::int64_t delta) override {
     asio::co_spawn(ioc_, correct_on_client(key_name, bucket_sec, delta), asio::detached);
   }
