@@ -1,5 +1,7 @@
 #include "llm_gateway/accounting/response_reader.hpp"
 
+#include "llm_gateway/ratelimit/limiter.hpp"
+
 #include "llm_gateway/translate/json_scan.hpp"
 
 namespace llmgw::accounting {
@@ -50,9 +52,11 @@ std::optional<Usage> read_usage(std::string_view usage_json) {
     if (auto v = json::integer_member(usage_json, u, b)) return *v;
     return 0;
   };
-  out.prompt_tokens = get("prompt_tokens", "input_tokens");
-  out.completion_tokens = get("completion_tokens", "output_tokens");
-  out.total_tokens = get("total_tokens", "total_tokens");
+  // An upstream's numbers are as untrusted as a client's: clamped to [0, 2^40] (as the limiter
+  // clamps every token amount), so the sum below cannot overflow.
+  out.prompt_tokens = ratelimit::clamp_tokens(get("prompt_tokens", "input_tokens"));
+  out.completion_tokens = ratelimit::clamp_tokens(get("completion_tokens", "output_tokens"));
+  out.total_tokens = ratelimit::clamp_tokens(get("total_tokens", "total_tokens"));
   if (out.total_tokens == 0) out.total_tokens = out.prompt_tokens + out.completion_tokens;
   return out;
 }

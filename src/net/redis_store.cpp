@@ -14,29 +14,11 @@
 
 #include "llm_gateway/net/io.hpp"
 #include "llm_gateway/net/redis.hpp"
+#include "llm_gateway/net/redis_reply.hpp"
 #include "llm_gateway/observability/log.hpp"
 
 namespace llmgw::net {
 namespace {
-
-// A Redis reply, copied out of hiredis' reply object.
-struct Reply {
-  int type = REDIS_REPLY_NIL;
-  std::string str;
-  long long integer = 0;
-  std::vector<Reply> elements;
-
-  bool is_error() const { return type == REDIS_REPLY_ERROR; }
-};
-
-Reply convert(const redisReply* r) {
-  Reply out;
-  out.type = r->type;
-  out.integer = r->integer;
-  if (r->str) out.str.assign(r->str, r->len);
-  for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
-  return out;
-}
 
 constexpr auto kCommandTimeout = std::chrono::milliseconds(250);
 constexpr auto kConnectTimeout = std::chrono::milliseconds(500);
@@ -129,7 +111,7 @@ class RedisClient {
         }
         if (!raw) break;
         auto* r = static_cast<redisReply*>(raw);
-        Reply reply = convert(r);
+        Reply reply = convert_reply(r);
         freeReplyObject(r);
         if (pending_.empty()) continue;  // a reply nobody waits for any more
         auto p = pending_.front();
@@ -191,7 +173,7 @@ class RedisClient {
     if (!ec) {
       socket_->set_option(tcp::no_delay(true), ec);
       if (reader_) redisReaderFree(reader_);
-      reader_ = redisReaderCreate();
+      reader_ = create_reply_reader();
       connected_ = true;
       ++generation_;
       asio::co_spawn(ioc_, read_loop(generation_), asio::detached);
@@ -385,28 +367,13 @@ class RedisStore final : public ratelimit::CounterStore {
                                   std::to_string(limits.tpm.value_or(0)),
                                   std::to_string(token_cost)};
     auto r = co_await eval(kAdmitScript, admit_sha_, std::move(args), 2);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements.size() != 9) {
+    std::optional<ratelimit::Admission> a;
+    if (r) a = decode_admission(*r, limits);
+    if (!a) {
       note_health(false, !r ? "unreachable" : r->is_error() ? r->str : "unexpected reply");
       co_return std::nullopt;
     }
     note_health(true, {});
-    const auto& e = r->elements;
-    ratelimit::Admission a;
-    a.allowed = e[0].integer == 1;
-    a.too_large = e[3].integer == 1;
-    const std::int64_t req_wait = e[1].integer;
-    const std::int64_t tok_wait = e[2].integer;
-    if (!a.allowed) {
-      a.rejected_by = req_wait > 0 ? ratelimit::LimitKind::requests : ratelimit::LimitKind::tokens;
-      a.retry_after_ms = std::max<std::int64_t>(std::max(req_wait, tok_wait), 1);
-    }
-    if (limits.rpm)
-      a.requests = ratelimit::LimitState{
-          *limits.rpm, std::max<std::int64_t>(0, *limits.rpm - e[4].integer), e[6].integer};
-    if (limits.tpm)
-      a.tokens = ratelimit::LimitState{
-          *limits.tpm, std::max<std::int64_t>(0, *limits.tpm - e[5].integer), e[7].integer};
-    a.bucket_sec = e[8].integer;
     co_return a;
   }
 

@@ -18,6 +18,7 @@
 
 #include "llm_gateway/accounting/content_filter.hpp"
 #include "llm_gateway/accounting/response_reader.hpp"
+#include "llm_gateway/ratelimit/limiter.hpp"
 #include "llm_gateway/pipeline/context.hpp"
 #include "llm_gateway/pipeline/pipeline.hpp"
 #include "llm_gateway/stages/account_stage.hpp"
@@ -329,6 +330,17 @@ TEST(ReadJsonFacts, AzureNonStreamChatBody) {
   expect_usage(f.usage, 20, 1843, 1863);
   EXPECT_EQ(f.finish_reason, "stop");
   EXPECT_FALSE(f.usage_only_chunk);
+}
+
+// Found by fuzzing (tests/fuzz/corpus/response/crash-usage-total-overflow.json): an upstream's
+// usage of 2^63-1 prompt tokens overflowed the total (undefined behaviour).
+TEST(ReadJsonFacts, HostileUsageNumbersAreClampedNotOverflowed) {
+  const JsonFacts f = accounting::read_json_facts(
+      R"({"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":1}})");
+  expect_usage(f.usage, ratelimit::kMaxTokenAmount, 1, ratelimit::kMaxTokenAmount + 1);
+  const JsonFacts g = accounting::read_json_facts(
+      R"({"usage":{"prompt_tokens":-5,"completion_tokens":-7,"total_tokens":-1}})");
+  expect_usage(g.usage, 0, 0, 0);
 }
 
 TEST(ReadJsonFacts, AzurePromptAnnotationChunkIsNotTheUsageChunk) {

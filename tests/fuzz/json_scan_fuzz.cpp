@@ -1,0 +1,107 @@
+// The request-body JSON scanner and what is built on it: every request body the gateway accepts
+// passes json::scan (through inspect_body) before it is routed, so any byte sequence a client
+// can send reaches this code. The input is the body.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "fuzz_support.hpp"
+#include "llm_gateway/translate/json_scan.hpp"
+#include "llm_gateway/translate/request_facts.hpp"
+
+namespace {
+
+using llmgw::fuzz::require;
+namespace json = llmgw::json;
+
+bool span_ok(std::size_t begin, std::size_t end, std::size_t size) {
+  return begin <= end && end <= size;
+}
+
+// Optional spans use npos for "absent"; both ends must then be npos.
+bool optional_span_ok(std::size_t begin, std::size_t end, std::size_t size) {
+  if (begin == std::string_view::npos || end == std::string_view::npos) return begin == end;
+  return span_ok(begin, end, size);
+}
+
+void check_scan(std::string_view text) {
+  const json::ScanResult r = json::scan(text);
+  if (!r.valid) {
+    require(!r.error.empty(), "an invalid scan names its error");
+    require(r.error_offset <= text.size(), "error offset inside the text");
+    require(r.members.empty() && r.elements.empty(), "an invalid scan reports no members");
+    return;
+  }
+  for (const json::Member& m : r.members) {
+    require(span_ok(m.value_begin, m.value_end, text.size()), "member span inside the text");
+    require(llmgw::fuzz::within(m.key, text), "member key is a view of the text");
+    const std::string_view value = r.text_of(text, m);
+    if (m.kind == json::Kind::string) {
+      // The scanner validated the token, so decoding it cannot fail.
+      require(json::decode_string(value).has_value(), "a scanned string decodes");
+    }
+    (void)json::integer_member(text, r, m.key);
+  }
+  for (const json::Span& e : r.elements)
+    require(span_ok(e.begin, e.end, text.size()), "element span inside the text");
+
+  const json::ScanResult p = json::scan_prefix(text);
+  require(p.valid, "a valid document is a valid prefix");
+  require(p.consumed <= text.size(), "consumed inside the text");
+}
+
+void check_scan_prefix(std::string_view text) {
+  const json::ScanResult p = json::scan_prefix(text);
+  if (!p.valid) return;
+  require(p.consumed <= text.size(), "consumed inside the text");
+  require(json::scan(text.substr(0, p.consumed)).valid, "the consumed prefix is one JSON value");
+}
+
+// encode_string promises valid JSON for any bytes; decoding it and encoding again is stable.
+void check_encode(std::string_view text) {
+  const std::string encoded = json::encode_string(text);
+  const json::ScanResult r = json::scan(encoded);
+  require(r.valid, "encode_string yields valid JSON");
+  const auto decoded = json::decode_string(encoded);
+  require(decoded.has_value(), "encode_string's token decodes");
+  require(json::encode_string(*decoded) == encoded, "encode(decode(encode(x))) == encode(x)");
+
+  const std::string_view cut = json::truncate_chars(text, text.size() % 64);
+  require(cut.data() == text.data() && cut.size() <= text.size(), "truncate_chars is a prefix");
+}
+
+void check_body(std::string_view body) {
+  const llmgw::BodyFacts f = llmgw::inspect_body("application/json", body);
+  if (body.empty()) return;
+  require(f.kind == llmgw::BodyKind::json, "a JSON content type is read as JSON");
+  require(f.invalid_reason.empty() == json::scan(body).valid, "invalid_reason iff invalid JSON");
+  require(span_ok(f.model_begin, f.model_end, body.size()), "model span inside the body");
+  if (f.model) {
+    const auto again = json::decode_string(body.substr(f.model_begin, f.model_end - f.model_begin));
+    require(again == f.model, "the model span holds the model");
+  }
+  require(f.object_end == std::string_view::npos ||
+              (f.object_end < body.size() && body[f.object_end] == '}'),
+          "object_end is a closing brace");
+  require(optional_span_ok(f.stream_options_begin, f.stream_options_end, body.size()),
+          "stream_options span inside the body");
+  require(optional_span_ok(f.include_usage_begin, f.include_usage_end, body.size()),
+          "include_usage span inside the body");
+  require(f.prompt_span_count <= f.prompt_spans.size(), "prompt span count");
+  for (std::size_t i = 0; i < f.prompt_span_count; ++i)
+    require(span_ok(f.prompt_spans[i].first, f.prompt_spans[i].second, body.size()),
+            "prompt span inside the body");
+  require(llmgw::prompt_characters(body, f) <= body.size(), "no more characters than bytes");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string_view text = llmgw::fuzz::as_text(data, size);
+  check_scan(text);
+  check_scan_prefix(text);
+  check_encode(text);
+  check_body(text);
+  return 0;
+}
