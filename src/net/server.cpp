@@ -134,8 +134,7 @@ std::optional<std::pair<GatewayError, std::string_view>> framing_error(
 // One event loop and thread. A connection lives on one worker for its whole life, and each
 // worker owns its upstream pool and id generator, so the data plane takes no locks.
 struct Worker {
-  Worker(unsigned i, std::size_t upstream_count, observability::Metrics* metrics)
-      : index(i), pool(upstream_count, metrics), rng(std::random_device{}()), ioc(1) {}
+  explicit Worker(unsigned i) : index(i), rng(std::random_device{}()), ioc(1) {}
   unsigned index;
   UpstreamPool pool;
   std::mt19937_64 rng;
@@ -171,20 +170,33 @@ std::string endpoint_string(const tcp::endpoint& ep) {
   return addr.to_string() + ":" + std::to_string(ep.port());
 }
 
+// A snapshot as this process runs it: with its upstreams bound to the process's pools and TLS
+// contexts (by name, see UpstreamRegistry). Swapped as one; each request holds the one it began on.
+struct Installed {
+  std::shared_ptr<const Snapshot> snapshot;
+  std::vector<std::shared_ptr<const UpstreamSlot>> upstreams;  // by position in snapshot's config
+};
+
 class Gateway {
  public:
   Gateway(std::shared_ptr<const Snapshot> snapshot, GatewayServices services)
-      : snapshot_(snapshot),
-        tls_(make_upstream_tls(*snapshot->config)),
-        services_(std::move(services)) {
-    const unsigned threads = worker_count(*snapshot->config);
-    for (unsigned i = 0; i < threads; ++i)
-      workers_.push_back(
-          std::make_unique<Worker>(i, snapshot->config->upstreams.size(), services_.metrics.get()));
+      : services_(std::move(services)), upstreams_(services_.metrics.get()) {
+    installed_ = install(std::move(snapshot));
+    const unsigned threads = worker_count(*installed_.load()->snapshot->config);
+    for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(i));
+  }
+
+  // Binds a snapshot's upstreams to the process's pools and TLS contexts (throws on an unusable
+  // ca_file). Reload will call this for every new snapshot.
+  std::shared_ptr<const Installed> install(std::shared_ptr<const Snapshot> snapshot) {
+    auto installed = std::make_shared<Installed>();
+    installed->upstreams = upstreams_.bind(*snapshot->config);
+    installed->snapshot = std::move(snapshot);
+    return installed;
   }
 
   int run() {
-    const auto& cfg = *snapshot_.load()->config;
+    const auto& cfg = *installed_.load()->snapshot->config;
     Worker& first = *workers_.front();
     try {
       main_acceptor_ = open_acceptor(first.ioc, cfg.server.listen, "main");
@@ -302,7 +314,7 @@ class Gateway {
         failures = 0;
       }
       if (!admin) {
-        const auto limit = snapshot_.load()->config->server.max_connections;
+        const auto limit = installed_.load()->snapshot->config->server.max_connections;
         if (connections_.load() >= limit) {
           // Accepted and closed at once: the client sees a clean close rather than a queue that
           // never drains, and the gateway keeps its descriptors for the connections it has.
@@ -344,7 +356,8 @@ class Gateway {
     bool first = true;
     for (;;) {
       if (draining_ && !admin) break;
-      auto snapshot = snapshot_.load();
+      const auto installed = installed_.load();
+      const auto& snapshot = installed->snapshot;
       const auto& limits = snapshot->config->server;
       // A parser handles one message only: a fresh one for every request.
       http::request_parser<http::string_body> parser;
@@ -391,7 +404,7 @@ class Gateway {
         break;
       }
       const bool keep_alive =
-          co_await handle(worker, *snapshot, stream, buffer, parser, header_bytes, admin, entry);
+          co_await handle(worker, *installed, stream, buffer, parser, header_bytes, admin, entry);
       if (!keep_alive) break;
     }
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -448,7 +461,7 @@ class Gateway {
   asio::awaitable<void> reject(Worker& worker, beast::tcp_stream& stream, const std::string& peer,
                                GatewayError error, std::string message,
                                const http::request_parser<http::string_body>* parser) {
-    auto snapshot = snapshot_.load();
+    const auto snapshot = installed_.load()->snapshot;
     // The header may be complete (413 on Content-Length) or not (431): use what arrived.
     const bool have_header = parser && parser->got_some();
     RequestContext ctx =
@@ -509,7 +522,8 @@ class Gateway {
 
   // One request whose header has been read: everything from here on leaves exactly one access-log
   // line and one count, whatever happens (answered, refused, cut, or the client left).
-  asio::awaitable<bool> handle(Worker& worker, const Snapshot& snapshot, beast::tcp_stream& stream,
+  asio::awaitable<bool> handle(Worker& worker, const Installed& installed,
+                               beast::tcp_stream& stream,
                                beast::flat_buffer& buffer,
                                http::request_parser<http::string_body>& parser,
                                std::size_t header_bytes, bool admin, SessionEntry& entry) {
@@ -523,10 +537,11 @@ class Gateway {
       }
     } in_flight{in_flight_, entry};
 
+    const Snapshot& snapshot = *installed.snapshot;
     RequestContext ctx = make_context(worker, snapshot, peer_of(entry), &parser.get().base());
     ctx.bytes_in = header_bytes;
     entry.request = &ctx;
-    const bool keep_alive = co_await process(worker, snapshot, stream, buffer, parser, admin, ctx);
+    const bool keep_alive = co_await process(worker, installed, stream, buffer, parser, admin, ctx);
     if (ctx.status == 0 && !ctx.cut_reason.empty()) {
       ctx.status = 503;  // cut by the gateway before it could answer
     } else if (ctx.status == 0 && ctx.client_aborted) {
@@ -554,11 +569,12 @@ class Gateway {
     co_return reply.keep_alive;
   }
 
-  asio::awaitable<bool> process(Worker& worker, const Snapshot& snapshot,
+  asio::awaitable<bool> process(Worker& worker, const Installed& installed,
                                 beast::tcp_stream& stream, beast::flat_buffer& buffer,
                                 http::request_parser<http::string_body>& parser, bool admin,
                                 RequestContext& ctx) {
     auto& req = parser.get();
+    const Snapshot& snapshot = *installed.snapshot;
     const auto& limits = snapshot.config->server;
     const Pipeline& pipeline = snapshot.pipeline;
     DownstreamReply reply{req.version(), req.keep_alive() && !draining_};
@@ -693,12 +709,13 @@ class Gateway {
 
     if (co_await pipeline.on_request(ctx) == Verdict::respond)
       co_return co_await answer(stream, ctx, &pipeline, reply, false);
-    co_return co_await forward_and_relay(worker.pool, tls_, pipeline, ctx, stream, reply);
+    const UpstreamSlot& upstream = *installed.upstreams.at(ctx.route->upstream);
+    co_return co_await forward_and_relay(worker.pool, upstream, pipeline, ctx, stream, reply);
   }
 
   asio::awaitable<void> drain() {
     if (draining_.exchange(true)) co_return;
-    const auto timeout = snapshot_.load()->config->server.drain_timeout;
+    const auto timeout = installed_.load()->snapshot->config->server.drain_timeout;
     boost::system::error_code ignored;
     if (main_acceptor_) main_acceptor_->close(ignored);
     // Logged once new connections are refused and /readyz answers 503.
@@ -754,9 +771,9 @@ class Gateway {
     for (auto& w : workers_) w->ioc.stop();
   }
 
-  std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
-  UpstreamTls tls_;
   GatewayServices services_;
+  UpstreamRegistry upstreams_;  // outlives every snapshot
+  std::atomic<std::shared_ptr<const Installed>> installed_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<tcp::acceptor> main_acceptor_;
   std::unique_ptr<tcp::acceptor> admin_acceptor_;

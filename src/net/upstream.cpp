@@ -62,62 +62,83 @@ struct UpstreamConnection {
   }
 };
 
-UpstreamPool::UpstreamPool(std::size_t upstream_count, observability::Metrics* metrics)
-    : idle_(upstream_count), metrics_(metrics) {}
+UpstreamPool::UpstreamPool() = default;
 UpstreamPool::~UpstreamPool() = default;
 
-void UpstreamPool::note_idle(std::size_t upstream, int delta) {
-  if (metrics_) metrics_->upstream_connections(upstream, false).Increment(delta);
+UpstreamPool::Idle& UpstreamPool::idle(const UpstreamSlot& slot) {
+  if (slot.id >= idle_.size()) idle_.resize(slot.id + 1);
+  Idle& idle = idle_[slot.id];
+  idle.gauge = slot.idle;
+  return idle;
 }
 
-void UpstreamPool::note_active(std::size_t upstream, int delta) {
-  if (metrics_) metrics_->upstream_connections(upstream, true).Increment(delta);
+void UpstreamPool::note_active(const UpstreamSlot& slot, int delta) {
+  if (slot.active) slot.active->Increment(delta);
 }
 
-std::unique_ptr<UpstreamConnection> UpstreamPool::take(std::size_t upstream) {
-  auto& stack = idle_[upstream];
+std::unique_ptr<UpstreamConnection> UpstreamPool::take(const UpstreamSlot& slot) {
+  Idle& pool = idle(slot);
+  auto& stack = pool.connections;
   while (!stack.empty()) {
     std::unique_ptr<UpstreamConnection> c = std::move(stack.back());
     stack.pop_back();
-    note_idle(upstream, -1);
+    if (pool.gauge) pool.gauge->Decrement();
     if (c->looks_reusable()) return c;
   }
   return nullptr;
 }
 
-void UpstreamPool::give_back(std::size_t upstream, std::unique_ptr<UpstreamConnection> conn) {
-  auto& stack = idle_[upstream];
+void UpstreamPool::give_back(const UpstreamSlot& slot, std::unique_ptr<UpstreamConnection> conn) {
+  Idle& pool = idle(slot);
+  auto& stack = pool.connections;
   if (stack.size() >= kMaxIdlePerUpstream) {
     stack.erase(stack.begin());  // drop the coldest
-    note_idle(upstream, -1);
+    if (pool.gauge) pool.gauge->Decrement();
   }
   conn->idle_since = Clock::now();
   stack.push_back(std::move(conn));
-  note_idle(upstream, 1);
+  if (pool.gauge) pool.gauge->Increment();
 }
 
 void UpstreamPool::clear() {
-  for (std::size_t u = 0; u < idle_.size(); ++u) {
-    note_idle(u, -static_cast<int>(idle_[u].size()));
-    idle_[u].clear();
+  for (auto& pool : idle_) {
+    if (pool.gauge) pool.gauge->Decrement(static_cast<double>(pool.connections.size()));
+    pool.connections.clear();
   }
 }
 
-UpstreamTls make_upstream_tls(const config::Config& cfg) {
-  UpstreamTls out;
+std::string upstream_identity(const config::Upstream& up) {
+  // The name, and everything a pooled connection or a TLS context depends on.
+  return up.name + '\n' + (up.base.tls ? "https" : "http") + '\n' + up.base.host + '\n' +
+         std::to_string(up.base.port) + '\n' + up.ca_file;
+}
+
+std::vector<std::shared_ptr<const UpstreamSlot>> UpstreamRegistry::bind(const config::Config& cfg) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::shared_ptr<const UpstreamSlot>> bound;
   for (const auto& up : cfg.upstreams) {
-    if (!up.base.tls) {
-      out.contexts.push_back(nullptr);
-      continue;
+    auto& slot = slots_[upstream_identity(up)];
+    if (!slot) {
+      auto made = std::make_shared<UpstreamSlot>();
+      made->id = slots_.size() - 1;
+      made->name = up.name;
+      if (up.base.tls) {
+        auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+        ctx->set_default_verify_paths();
+        if (!up.ca_file.empty()) ctx->load_verify_file(up.ca_file);  // adds to the system roots
+        ctx->set_verify_mode(ssl::verify_peer);
+        SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+        made->tls = std::move(ctx);
+      }
+      if (metrics_) {
+        made->active = &metrics_->upstream_connections(up.name, true);
+        made->idle = &metrics_->upstream_connections(up.name, false);
+      }
+      slot = std::move(made);
     }
-    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-    ctx->set_default_verify_paths();
-    if (!up.ca_file.empty()) ctx->load_verify_file(up.ca_file);  // adds to the system roots
-    ctx->set_verify_mode(ssl::verify_peer);
-    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
-    out.contexts.push_back(std::move(ctx));
+    bound.push_back(slot);
   }
-  return out;
+  return bound;
 }
 
 namespace {
@@ -447,11 +468,10 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
 
 }  // namespace
 
-asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& tls,
+asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamSlot& slot,
                                         const Pipeline& pipeline, RequestContext& ctx,
                                         beast::tcp_stream& down, DownstreamReply reply) {
   const config::Upstream& upcfg = *ctx.upstream;
-  const std::size_t upstream_index = ctx.route->upstream;
   UpstreamRequest& ureq = *ctx.upstream_request;
   const std::string_view body = ureq.body ? std::string_view(*ureq.body) : ctx.body;
   const auto deadline = Clock::now() + upcfg.timeout;
@@ -496,12 +516,12 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
 
   ExchangeResult result;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    std::unique_ptr<UpstreamConnection> conn = attempt == 0 ? pool.take(upstream_index) : nullptr;
+    std::unique_ptr<UpstreamConnection> conn = attempt == 0 ? pool.take(slot) : nullptr;
     const bool reused = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>();
       conn->buffer.reserve(kUpstreamReadBuffer);
-      if (auto failure = co_await connect(upcfg, tls.contexts[upstream_index].get(), *conn)) {
+      if (auto failure = co_await connect(upcfg, slot.tls.get(), *conn)) {
         result.outcome = Outcome::failed;
         result.failure = std::move(*failure);
         break;
@@ -517,7 +537,7 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
       result.outcome = Outcome::failed;
       break;
     }
-    pool.note_active(upstream_index, 1);
+    UpstreamPool::note_active(slot, 1);
     guard->upstream = &conn->lowest();
     if (guard->upstream_timed_out) conn->lowest().close();  // the deadline passed while connecting
     if (conn->tls) {
@@ -528,9 +548,9 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& t
           co_await exchange(*conn->plain, *conn, reused, req, pipeline, ctx, down, reply, *guard);
     }
     guard->upstream = nullptr;
-    pool.note_active(upstream_index, -1);
+    UpstreamPool::note_active(slot, -1);
     if (result.outcome == Outcome::relayed && result.upstream_reusable) {
-      pool.give_back(upstream_index, std::move(conn));
+      pool.give_back(slot, std::move(conn));
     }
     if (result.outcome != Outcome::retryable) break;
     log::line(log::Level::debug, "retrying on a fresh upstream connection",

@@ -151,9 +151,10 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
                     .Name("llm_gateway_upstream_connections")
                     .Help("Upstream connections, in use (active) or pooled (idle)")
                     .Register(r);
-  for (const auto& name : upstream_names_) {
-    conn_active_.push_back(&conns.Add({{"upstream", name}, {"state", "active"}}));
-    conn_idle_.push_back(&conns.Add({{"upstream", name}, {"state", "idle"}}));
+  upstream_connections_ = &conns;
+  for (const auto& name : upstream_names_) {  // present (as 0) from the start
+    conns.Add({{"upstream", name}, {"state", "active"}});
+    conns.Add({{"upstream", name}, {"state", "idle"}});
   }
   prometheus::BuildGauge()
       .Name("llm_gateway_build_info")
@@ -310,6 +311,10 @@ prometheus::Counter& Metrics::content_filtered_requests(unsigned worker, std::si
 
 prometheus::Counter& Metrics::store_errors(std::size_t store) {
   return *store_errors_[store];
+}
+
+prometheus::Gauge& Metrics::upstream_connections(const std::string& name, bool active) {
+  return upstream_connections_->Add({{"upstream", name}, {"state", active ? "active" : "idle"}});
 }
 
 }  // namespace llmgw::observability

@@ -10,6 +10,9 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 #include <random>
 #include <vector>
 
@@ -26,29 +29,54 @@ inline constexpr auto nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
 
 struct UpstreamConnection;
 
-// Idle upstream connections of one worker thread, per upstream, most recently used first out.
-// Only its own thread touches it, so it needs no lock.
-class UpstreamPool {
+// What outlives a configuration snapshot for one upstream: its TLS client context and its slot in
+// every worker's connection pool. Found by the upstream's name and connection settings (host,
+// port, TLS, CA file), never by its position in a configuration, so a snapshot with upstreams
+// reordered, added or removed reuses the pools of the ones it kept.
+struct UpstreamSlot {
+  std::size_t id = 0;  // index into each worker's pool; stable for the process
+  std::string name;
+  std::shared_ptr<asio::ssl::context> tls;  // null for http://
+  prometheus::Gauge* active = nullptr;      // llm_gateway_upstream_connections; may be null
+  prometheus::Gauge* idle = nullptr;
+};
+
+// Slots by identity; bind() gives a snapshot its upstreams' slots, by configuration position.
+class UpstreamRegistry {
  public:
-  UpstreamPool(std::size_t upstream_count, observability::Metrics* metrics);
-  ~UpstreamPool();
-  std::unique_ptr<UpstreamConnection> take(std::size_t upstream);
-  void give_back(std::size_t upstream, std::unique_ptr<UpstreamConnection> conn);
-  void clear();
-  // Connections in use, for the llm_gateway_upstream_connections{state="active"} gauge.
-  void note_active(std::size_t upstream, int delta);
+  explicit UpstreamRegistry(observability::Metrics* metrics) : metrics_(metrics) {}
+  // Throws on an unusable ca_file (only when a slot is made).
+  std::vector<std::shared_ptr<const UpstreamSlot>> bind(const config::Config& cfg);
 
  private:
-  void note_idle(std::size_t upstream, int delta);
-  std::vector<std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::shared_ptr<const UpstreamSlot>> slots_;
   observability::Metrics* metrics_;
 };
 
-// TLS client contexts, one per https upstream (null for http), built once at startup.
-struct UpstreamTls {
-  std::vector<std::shared_ptr<asio::ssl::context>> contexts;
+// The identity a pool and a TLS context belong to (exposed for tests).
+std::string upstream_identity(const config::Upstream& up);
+
+// Idle upstream connections of one worker thread, per upstream slot, most recently used first
+// out. Only its own thread touches it, so it needs no lock.
+class UpstreamPool {
+ public:
+  UpstreamPool();
+  ~UpstreamPool();
+  std::unique_ptr<UpstreamConnection> take(const UpstreamSlot& slot);
+  void give_back(const UpstreamSlot& slot, std::unique_ptr<UpstreamConnection> conn);
+  void clear();
+  // Connections in use, for the llm_gateway_upstream_connections{state="active"} gauge.
+  static void note_active(const UpstreamSlot& slot, int delta);
+
+ private:
+  struct Idle {
+    std::vector<std::unique_ptr<UpstreamConnection>> connections;
+    prometheus::Gauge* gauge = nullptr;
+  };
+  Idle& idle(const UpstreamSlot& slot);
+  std::vector<Idle> idle_;  // by slot id
 };
-UpstreamTls make_upstream_tls(const config::Config& cfg);  // throws on an unusable ca_file
 
 struct DownstreamReply {
   unsigned http_version = 11;
@@ -63,7 +91,7 @@ asio::awaitable<void> write_local_reply(beast::tcp_stream& down, RequestContext&
 // new one; retried once on a fresh connection when a reused one fails before any response byte)
 // and relays the response to the client piece by piece as it arrives. Returns false when the
 // client connection cannot be used for another request.
-asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamTls& tls,
+asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamSlot& slot,
                                         const Pipeline& pipeline, RequestContext& ctx,
                                         beast::tcp_stream& down, DownstreamReply reply);
 

@@ -56,9 +56,9 @@ class Metrics {
   prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
   prometheus::Counter& cut_requests() { return *cut_requests_; }
   prometheus::Gauge& active_streams() { return *active_streams_; }
-  prometheus::Gauge& upstream_connections(std::size_t upstream, bool active) {
-    return *(active ? conn_active_ : conn_idle_)[upstream];
-  }
+  // The llm_gateway_upstream_connections gauges of the upstream named `name` (made on first use;
+  // prometheus-cpp's Family::Add is thread-safe and returns the existing series).
+  prometheus::Gauge& upstream_connections(const std::string& name, bool active);
 
   static constexpr std::array<const char*, 3> kLimitKinds{"requests", "tokens", "concurrency"};
   static constexpr std::array<const char*, 5> kErrorKinds{"connect", "tls", "timeout", "reset",
@@ -98,8 +98,7 @@ class Metrics {
   prometheus::Counter* access_log_dropped_ = nullptr;
   prometheus::Counter* cut_requests_ = nullptr;
   prometheus::Gauge* active_streams_;
-  std::vector<prometheus::Gauge*> conn_active_;
-  std::vector<prometheus::Gauge*> conn_idle_;
+  prometheus::Family<prometheus::Gauge>* upstream_connections_ = nullptr;
 };
 
 }  // namespace llmgw::observability
