@@ -310,8 +310,7 @@ class RedisStore final : public ratelimit::CounterStore {
 
   std::string_view name() const override { return "redis"; }
 
-  asio::awaitable<std::optional<ratelimit::Admission>> admit(
-                                                             const std::string& key_name,
+  asio::awaitable<std::optional<ratelimit::Admission>> admit(const std::string& key_name,
                                                              const ratelimit::KeyLimits& limits,
                                                              std::int64_t token_cost) override {
     // Hop to the client's thread and back: the caller's I/O thread never blocks.

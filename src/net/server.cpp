@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <signal.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -16,11 +17,10 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <array>
 #include <list>
 #include <optional>
-#include <utility>
 #include <thread>
+#include <utility>
 
 #include "llm_gateway/net/gateway.hpp"
 #include "llm_gateway/net/io.hpp"
@@ -62,7 +62,8 @@ struct SessionEntry {
 // A request holds what its body has grown to (or its announced Content-Length) until it ends.
 class BodyBudget {
  public:
-  BodyBudget(std::atomic<std::uint64_t>& total, std::uint64_t limit) : total_(total), limit_(limit) {}
+  BodyBudget(std::atomic<std::uint64_t>& total, std::uint64_t limit)
+      : total_(total), limit_(limit) {}
   BodyBudget(const BodyBudget&) = delete;
   BodyBudget& operator=(const BodyBudget&) = delete;
   ~BodyBudget() { total_.fetch_sub(held_); }
@@ -369,8 +370,8 @@ class Gateway {
       entry.idle = true;
       if (buffer.size() == 0) {
         stream.expires_after(first ? kHeaderTimeout : kKeepAliveIdle);
-        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kRequestReadBuffer),
-                                                       nothrow_awaitable);
+        auto [ec, n] =
+            co_await stream.async_read_some(buffer.prepare(kRequestReadBuffer), nothrow_awaitable);
         if (ec) break;
         buffer.commit(n);
       }
@@ -523,8 +524,7 @@ class Gateway {
   // One request whose header has been read: everything from here on leaves exactly one access-log
   // line and one count, whatever happens (answered, refused, cut, or the client left).
   asio::awaitable<bool> handle(Worker& worker, const Installed& installed,
-                               beast::tcp_stream& stream,
-                               beast::flat_buffer& buffer,
+                               beast::tcp_stream& stream, beast::flat_buffer& buffer,
                                http::request_parser<http::string_body>& parser,
                                std::size_t header_bytes, bool admin, SessionEntry& entry) {
     in_flight_.fetch_add(1);
@@ -593,10 +593,10 @@ class Gateway {
     ctx.target = target.origin;
     if (req.method() == http::verb::unknown) {
       // Methods are case-sensitive (RFC 9110 §9.1): "post" is not POST.
-      ctx.reply = error_reply(GatewayError::method_not_implemented,
-                              "The method '" +
-                                  std::string(json::truncate_chars(req.method_string(), 32)) +
-                                  "' is not one this gateway implements.");
+      ctx.reply =
+          error_reply(GatewayError::method_not_implemented,
+                      "The method '" + std::string(json::truncate_chars(req.method_string(), 32)) +
+                          "' is not one this gateway implements.");
       co_return co_await answer(stream, ctx, &pipeline, reply, body_unread);
     }
     ctx.path = classify_path(ctx.method, ctx.target);
@@ -675,8 +675,8 @@ class Gateway {
       }
       if (!ec) continue;
       if (ec == http::error::body_limit) {
-        ctx.reply = error_reply(GatewayError::request_too_large,
-                                too_large_message(limits.max_body_bytes));
+        ctx.reply =
+            error_reply(GatewayError::request_too_large, too_large_message(limits.max_body_bytes));
         co_return co_await answer(stream, ctx, &pipeline, reply, true);
       }
       if (ec == beast::error::timeout && ctx.cut_reason.empty()) {
@@ -692,8 +692,8 @@ class Gateway {
         ctx.client_aborted = true;  // gone, or cut by the drain deadline
         co_return false;
       }
-      ctx.reply = error_reply(GatewayError::bad_request,
-                              "The request body is malformed: " + ec.message());
+      ctx.reply =
+          error_reply(GatewayError::bad_request, "The request body is malformed: " + ec.message());
       co_return co_await answer(stream, ctx, &pipeline, reply, true);
     }
     body_unread = false;

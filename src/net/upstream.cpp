@@ -327,8 +327,7 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
   const auto wec = upstream_error(wec0);
   if (wec) {
     // A write that failed part-way left an incomplete request upstream: nothing it can act on.
-    result.outcome =
-        reused && wec != beast::error::timeout ? Outcome::retryable : Outcome::failed;
+    result.outcome = reused && wec != beast::error::timeout ? Outcome::retryable : Outcome::failed;
     result.failure = {classify(wec), "sending the request upstream failed: " + wec.message(), true};
     co_return result;
   }

@@ -24,11 +24,11 @@ const Histogram::BucketBoundaries kOverheadBuckets{0.00001, 0.000025, 0.00005, 0
 // 16 and 16 bits. A wider index would alias another series: the widths are checked below
 // (compile time) and in the constructor (the configuration's counts).
 constexpr std::uint64_t kPackFamilyLimit = 1u << 4;
-constexpr std::uint64_t kPackA = 1u << 4;    // endpoint, limit kind, error kind, token type, stage
-constexpr std::uint64_t kPackB = 1u << 16;   // model label, content-filter category
-constexpr std::uint64_t kPackC = 1u << 8;    // upstream label (+ "none"), severity
-constexpr std::uint64_t kPackD = 1u << 16;   // key label (+ anonymous, unauthenticated)
-constexpr std::uint64_t kPackE = 1u << 16;   // HTTP status
+constexpr std::uint64_t kPackA = 1u << 4;   // endpoint, limit kind, error kind, token type, stage
+constexpr std::uint64_t kPackB = 1u << 16;  // model label, content-filter category
+constexpr std::uint64_t kPackC = 1u << 8;   // upstream label (+ "none"), severity
+constexpr std::uint64_t kPackD = 1u << 16;  // key label (+ anonymous, unauthenticated)
+constexpr std::uint64_t kPackE = 1u << 16;  // HTTP status
 static_assert(std::size(kAllEndpoints) <= kPackA, "endpoint index must fit pack()'s 4 bits");
 static_assert(Metrics::kErrorKinds.size() <= kPackA && Metrics::kLimitKinds.size() <= kPackA);
 static_assert(accounting::kFilterCategories.size() <= kPackB);
@@ -123,23 +123,26 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
                     .Register(r)
                     .Add({});
   auto& refused = prometheus::BuildCounter()
-                     .Name("llm_gateway_connections_refused_total")
-                     .Help("Client connections closed at once: over server.max_connections "
-                           "(reason=limit), or accept() failed (reason=accept_error, e.g. out of "
-                           "file descriptors)")
-                     .Register(r);
+                      .Name("llm_gateway_connections_refused_total")
+                      .Help(
+                          "Client connections closed at once: over server.max_connections "
+                          "(reason=limit), or accept() failed (reason=accept_error, e.g. out of "
+                          "file descriptors)")
+                      .Register(r);
   connections_refused_[0] = &refused.Add({{"reason", "limit"}});
   connections_refused_[1] = &refused.Add({{"reason", "accept_error"}});
   access_log_dropped_ = &prometheus::BuildCounter()
                              .Name("llm_gateway_access_log_dropped_total")
-                             .Help("Access-log lines lost: the queue was full (the disk could not "
-                                   "keep up) or the write failed (e.g. disk full)")
+                             .Help(
+                                 "Access-log lines lost: the queue was full (the disk could not "
+                                 "keep up) or the write failed (e.g. disk full)")
                              .Register(r)
                              .Add({});
   cut_requests_ = &prometheus::BuildCounter()
                        .Name("llm_gateway_cut_requests_total")
-                       .Help("Requests the gateway cut short itself (reason=drain: the drain "
-                             "deadline passed)")
+                       .Help(
+                           "Requests the gateway cut short itself (reason=drain: the drain "
+                           "deadline passed)")
                        .Register(r)
                        .Add({{"reason", "drain"}});
   active_streams_ = &prometheus::BuildGauge()

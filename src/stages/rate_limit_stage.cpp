@@ -53,7 +53,8 @@ std::int64_t estimate_tokens(const RequestContext& ctx, std::uint64_t default_co
   } else if (ctx.path.endpoint == Endpoint::chat_completions ||
              ctx.path.endpoint == Endpoint::completions ||
              ctx.path.endpoint == Endpoint::responses) {
-    estimate = ratelimit::saturating_add(estimate, ratelimit::clamp_tokens(default_completion_tokens));
+    estimate =
+        ratelimit::saturating_add(estimate, ratelimit::clamp_tokens(default_completion_tokens));
   }
   return estimate;
 }
@@ -94,11 +95,10 @@ boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) 
   if (!key.rpm && !key.tpm) co_return Verdict::proceed;
   if (key.tpm && ctx.body_facts.max_tokens && *ctx.body_facts.max_tokens > kMaxTokensAccepted) {
     // No model generates this many tokens: the number is an attempt to break the arithmetic.
-    ctx.reply = error_reply(400, "invalid_request_error", "invalid_value", "max_tokens",
-                            "The request's max tokens (" +
-                                std::to_string(*ctx.body_facts.max_tokens) +
-                                ") is larger than any model accepts (" +
-                                std::to_string(kMaxTokensAccepted) + ").");
+    ctx.reply = error_reply(
+        400, "invalid_request_error", "invalid_value", "max_tokens",
+        "The request's max tokens (" + std::to_string(*ctx.body_facts.max_tokens) +
+            ") is larger than any model accepts (" + std::to_string(kMaxTokensAccepted) + ").");
     co_return Verdict::respond;
   }
   ratelimit::KeyLimits limits;
@@ -106,8 +106,7 @@ boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) 
   if (key.tpm) limits.tpm = static_cast<std::int64_t>(*key.tpm);
   const std::int64_t cost =
       key.tpm ? estimate_tokens(ctx, cfg_.rate_limits.default_completion_tokens) : 0;
-  std::optional<ratelimit::Admission> admission =
-      co_await store_->admit(key.name, limits, cost);
+  std::optional<ratelimit::Admission> admission = co_await store_->admit(key.name, limits, cost);
   if (!admission) {
     ctx.rate_limit_store_error = store_->name();
     if (cfg_.rate_limits.on_store_error == config::StoreErrorPolicy::deny) {
@@ -183,8 +182,7 @@ void RateLimitStage::on_response_end(RequestContext& ctx) {
   // The upstream's usage is as untrusted as the client's numbers.
   const std::int64_t delta =
       ratelimit::clamp_tokens(ctx.usage->total_tokens) - state->reserved_tokens;
-  if (delta != 0)
-    store_->correct_tokens(ctx.key->name, state->admission->bucket_sec, delta);
+  if (delta != 0) store_->correct_tokens(ctx.key->name, state->admission->bucket_sec, delta);
 }
 
 }  // namespace llmgw

@@ -6,8 +6,8 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
-#include <limits>
 #include <functional>
+#include <limits>
 
 #include "llm_gateway/translate/json_scan.hpp"
 

@@ -53,8 +53,8 @@ bool well_formed(std::string_view s, unsigned char cls) {
 
 struct Segment {
   std::string_view raw;
-  bool dot = false;        // "." or "..", however encoded
-  bool separator = false;  // an encoded '/', '\' or a control byte
+  bool dot = false;          // "." or "..", however encoded
+  bool separator = false;    // an encoded '/', '\' or a control byte
   bool deployments = false;  // "deployments" or "engines" in any case, however encoded
 };
 
@@ -86,7 +86,8 @@ TargetCheck check_origin(std::string_view origin) {
   TargetCheck out{origin, {}};
   const std::size_t q = origin.find('?');
   const std::string_view path = origin.substr(0, q);
-  const std::string_view query = q == std::string_view::npos ? std::string_view{} : origin.substr(q + 1);
+  const std::string_view query =
+      q == std::string_view::npos ? std::string_view{} : origin.substr(q + 1);
   if (path.empty() || path.front() != '/') {
     out.error = "The request target must be an absolute path.";
     return out;
@@ -163,8 +164,7 @@ TargetCheck check_request_target(std::string_view target) {
   if (authority.empty() || !well_formed(authority, kHostChar))
     return {target, "The request target's host is not valid."};
   // The host is ignored: the gateway decides where requests go, never the client.
-  if (path_begin == target.size() || target[path_begin] == '?')
-    return {std::string_view("/"), {}};
+  if (path_begin == target.size() || target[path_begin] == '?') return {std::string_view("/"), {}};
   return check_origin(target.substr(path_begin));
 }
 

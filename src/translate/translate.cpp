@@ -151,9 +151,8 @@ void set_include_usage(const InboundRequest& in, BodyEdits& edits) {
 
 bool is_hop_by_hop(std::string_view name) {
   static constexpr std::array<std::string_view, 9> kFields{
-      "connection", "keep-alive",        "proxy-connection",    "te",
-      "trailer",    "upgrade",           "transfer-encoding",   "proxy-authorization",
-      "proxy-authenticate"};
+      "connection",        "keep-alive",          "proxy-connection",  "te", "trailer", "upgrade",
+      "transfer-encoding", "proxy-authorization", "proxy-authenticate"};
   for (auto f : kFields) {
     if (iequals(name, f)) return true;
   }

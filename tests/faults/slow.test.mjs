@@ -1,7 +1,7 @@
 // Fault injection that waits for the gateway's own client-side timeouts (README, Operations: 30 s
 // for a request header, 60 s while a body arrives, 60 s for a client that stops reading), which
 // have no configuration key to shorten them. About 75 s, so only with FAULTS_SLOW=1
-// (scripts/test.sh sets it). The three clients run at once against one gateway.
+// (scripts/test.sh sets it). The four clients run at once against one gateway.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -68,19 +68,39 @@ test('slow clients are dropped by the built-in timeouts: a header trickled forev
     c.destroy();
   })();
 
+  // 4. Slowloris on a kept-alive connection: one request answered, then the next header trickled.
+  // The 75 s keep-alive idle time covers only the wait for its first byte; the header then has
+  // the same 30 s as on a new connection.
+  const keptAlive = (async () => {
+    const c = await rawConnect(port);
+    t.after(() => c.destroy());
+    await c.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    await c.responses(1);
+    const t0 = Date.now();
+    const head = 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nx-slowloris: ' + 'a'.repeat(200);
+    for (let i = 0; !c.closed && Date.now() - t0 < 50_000; i = (i + 1) % head.length) {
+      c.sock.write(head[i]);
+      await Promise.race([delay(1000), c.until((cl) => cl.closed, 1000, 'close').catch(() => {})]); // the trickle's pace
+    }
+    results.keptAlive = { closed: c.closed, after: Date.now() - t0 };
+  })();
+
   // Meanwhile the gateway serves everyone else.
   const h = await fg.health();
   assert.equal(h.status, 200);
   assert.equal((await fg.chat()).status, 200);
 
-  await Promise.all([slowloris, stalledBody, neverRead]);
+  await Promise.all([slowloris, stalledBody, neverRead, keptAlive]);
   t.diagnostic(JSON.stringify({
     slowloris: { ...results.slowloris, answer: results.slowloris.answer?.status },
     stalledBody: { ...results.stalledBody, answer: results.stalledBody.answer?.status },
     neverRead: results.neverRead,
+    keptAlive: results.keptAlive,
   }));
   assert.ok(results.slowloris.closed, `a header trickled forever is cut (README: 30 s); still open after ${results.slowloris.after} ms`);
   assert.ok(results.slowloris.after <= 40_000, `header cut within 30 s + slack: ${results.slowloris.after} ms`);
+  assert.ok(results.keptAlive.closed && results.keptAlive.after <= 40_000,
+    `a next header trickled on a kept-alive connection is cut at 30 s, not the 75 s idle time: ${JSON.stringify(results.keptAlive)}`);
   assert.ok(results.stalledBody.closed, `a stalled body is cut (README: 60 s); still open after ${results.stalledBody.after} ms`);
   assert.ok(results.stalledBody.after <= 70_000, `body cut within 60 s + slack: ${results.stalledBody.after} ms`);
   const ans = results.stalledBody.answer;

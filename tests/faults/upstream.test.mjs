@@ -79,32 +79,30 @@ test('upstream stalls after sending its headers: timeout_ms cuts it (504 or a cu
   await checkInvariants(t, fg);
 });
 
-test('upstream sends garbage instead of HTTP: 502 upstream_protocol_error, promptly', T, async (t) => {
-  const fg = await startFaultGateway(t);
-  const id = fg.tracker.id('garbage');
+/** A chat request the mock answers with `scenario`: a prompt 502 upstream_protocol_error (no hang). */
+async function expectPromptProtocolError(fg, tag, scenario) {
+  const id = fg.tracker.id(tag);
   const t0 = Date.now();
   const res = await request(`${fg.gw.url}/v1/chat/completions`, {
-    headers: { 'x-request-id': id, 'x-mock-scenario': 'garbage-response' },
+    headers: { 'x-request-id': id, 'x-mock-scenario': scenario },
     body: chatBody(),
     timeoutMs: 4000,
   });
   assertGatewayError(res, 502, 'upstream_protocol_error', { type: 'api_error' });
-  assert.ok(Date.now() - t0 < 2000, `answered within 2 s (${Date.now() - t0} ms)`);
+  assert.ok(Date.now() - t0 < 2000, `answered within 2 s, not left hanging (${Date.now() - t0} ms)`);
+  return id;
+}
+
+test('upstream sends garbage instead of HTTP: 502 upstream_protocol_error, promptly', T, async (t) => {
+  const fg = await startFaultGateway(t);
+  const id = await expectPromptProtocolError(fg, 'garbage', 'garbage-response');
   assert.equal((await upstreamFailureLog(fg.gw, id)).kind, 'protocol');
   await checkInvariants(t, fg);
 });
 
 test('upstream sends a response header block over 64 KiB: 502 upstream_protocol_error, promptly, upstream connection dropped', T, async (t) => {
   const fg = await startFaultGateway(t);
-  const id = fg.tracker.id('bighead');
-  const t0 = Date.now();
-  const res = await request(`${fg.gw.url}/v1/chat/completions`, {
-    headers: { 'x-request-id': id, 'x-mock-scenario': 'oversized-headers' },
-    body: chatBody(),
-    timeoutMs: 4000,
-  });
-  assertGatewayError(res, 502, 'upstream_protocol_error', { type: 'api_error' });
-  assert.ok(Date.now() - t0 < 2000, `answered within 2 s (${Date.now() - t0} ms)`);
+  const id = await expectPromptProtocolError(fg, 'bighead', 'oversized-headers');
   const rec = await fg.mock.waitForRequest((r) => r.headers['x-request-id'] === id);
   await fg.mock.waitAborted(rec, 3000); // the gateway closed the connection it cannot use
   assert.equal((await upstreamFailureLog(fg.gw, id)).kind, 'protocol');

@@ -18,9 +18,9 @@
 
 #include "llm_gateway/accounting/content_filter.hpp"
 #include "llm_gateway/accounting/response_reader.hpp"
-#include "llm_gateway/ratelimit/limiter.hpp"
 #include "llm_gateway/pipeline/context.hpp"
 #include "llm_gateway/pipeline/pipeline.hpp"
+#include "llm_gateway/ratelimit/limiter.hpp"
 #include "llm_gateway/stages/account_stage.hpp"
 #include "test_support.hpp"
 

@@ -305,9 +305,10 @@ TEST(LoaderDefaults, ServerDefaults) {
 }
 
 TEST(LoaderDefaults, ServerLimitsAreRead) {
-  auto cfg = load_ok(std::string("server:\n  body_timeout_ms: 1500\n  max_buffered_body_bytes: 4096\n"
-                                 "  max_connections: 7\n") +
-                     std::string(kMinimalYaml));
+  auto cfg =
+      load_ok(std::string("server:\n  body_timeout_ms: 1500\n  max_buffered_body_bytes: 4096\n"
+                          "  max_connections: 7\n") +
+              std::string(kMinimalYaml));
   ASSERT_TRUE(cfg);
   EXPECT_EQ(cfg->server.body_timeout, 1500ms);
   EXPECT_EQ(cfg->server.max_buffered_body_bytes, 4096u);

@@ -414,33 +414,15 @@ TEST(MetricsStage, CountsARequestAndTracksInFlight) {
 // AccessLogStage::render
 // ---------------------------------------------------------------------------------------------
 
-const std::vector<std::string> kLogFields{"ts",
-                                          "request_id",
-                                          "key",
-                                          "method",
-                                          "path",
-                                          "endpoint",
-                                          "model",
-                                          "upstream",
-                                          "deployment",
-                                          "status",
-                                          "stream",
-                                          "bytes_in",
-                                          "bytes_out",
-                                          "duration_ms",
-                                          "upstream_first_byte_ms",
-                                          "overhead_us",
-                                          "prompt_tokens",
-                                          "completion_tokens",
-                                          "total_tokens",
-                                          "finish_reason",
-                                          "content_filter",
-                                          "error",
-                                          "cut",
-                                          "upstream_request_id",
-                                          "client",
-                                          "user_agent",
-                                          "trace_id"};
+const std::vector<std::string> kLogFields{"ts",           "request_id",    "key",
+                                          "method",       "path",          "endpoint",
+                                          "model",        "upstream",      "deployment",
+                                          "status",       "stream",        "bytes_in",
+                                          "bytes_out",    "duration_ms",   "upstream_first_byte_ms",
+                                          "overhead_us",  "prompt_tokens", "completion_tokens",
+                                          "total_tokens", "finish_reason", "content_filter",
+                                          "error",        "cut",           "upstream_request_id",
+                                          "client",       "user_agent",    "trace_id"};
 
 // The member names of an access-log line, in the order they were written.
 std::vector<std::string> keys_of(const std::string& line) {

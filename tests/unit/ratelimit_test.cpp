@@ -522,10 +522,10 @@ TEST(EstimateTokens, MaxTokensReplacesTheDefault) {
 }
 
 TEST(EstimateTokens, SaturatesInsteadOfOverflowing) {
-  EXPECT_EQ(estimate(Endpoint::chat_completions,
-                     R"({"messages":[{"role":"user","content":"abcdefgh"}],)"
-                     R"("max_tokens":9223372036854775807})"),
-            ratelimit::kMaxTokenAmount);
+  EXPECT_EQ(
+      estimate(Endpoint::chat_completions, R"({"messages":[{"role":"user","content":"abcdefgh"}],)"
+                                           R"("max_tokens":9223372036854775807})"),
+      ratelimit::kMaxTokenAmount);
   EXPECT_EQ(estimate(Endpoint::chat_completions, R"({"messages":[],"max_tokens":1e400})"),
             ratelimit::kMaxTokenAmount);
   EXPECT_EQ(estimate(Endpoint::chat_completions, R"({"messages":[],"max_tokens":-5})", 7), 7);
@@ -1032,18 +1032,17 @@ TEST_F(KeysTest, TpmTooLargeIs429TokensThatRetryingCannotFix) {
 // Security finding 2: max_tokens near INT64_MAX wrapped the estimate to a negative cost, which
 // credited the window, and then every request passed a key with tpm 1000.
 TEST_F(KeysTest, HugeMaxTokensNeitherWrapsTheEstimateNorCorruptsTheWindow) {
-  for (std::string_view huge :
-       {"9223372036854775807", "9223372036854775806", "99999999999999999999999", "1e300",
-        "2147483648", "4294967296.5"}) {
+  for (std::string_view huge : {"9223372036854775807", "9223372036854775806",
+                                "99999999999999999999999", "1e300", "2147483648", "4294967296.5"}) {
     auto c = send("sk-tpm-key-0002",
                   R"({"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}],)"
-                  R"("max_tokens":)" + std::string(huge) + "}");
+                  R"("max_tokens":)" +
+                      std::string(huge) + "}");
     expect_error(*c, 400, "invalid_value");
     EXPECT_EQ(c->reply_json()["error"]["param"], "max_tokens") << huge;
   }
   // Values a limiter can count are counted, never wrapped.
-  auto big = send("sk-tpm-key-0002",
-                  R"({"model":"gpt-4o","messages":[],"max_tokens":2147483647})");
+  auto big = send("sk-tpm-key-0002", R"({"model":"gpt-4o","messages":[],"max_tokens":2147483647})");
   expect_error(*big, 429, "rate_limit_exceeded");
   // The window is intact: the key's 1000 tokens admit one 603-token request, not two.
   const std::string body =
@@ -1054,8 +1053,7 @@ TEST_F(KeysTest, HugeMaxTokensNeitherWrapsTheEstimateNorCorruptsTheWindow) {
 
 TEST_F(KeysTest, FractionalAndExponentMaxTokensAreCounted) {
   // 1.5e3 is 1500 tokens: it must not fall back to the (smaller) default estimate.
-  auto c = send("sk-tpm-key-0002",
-                R"({"model":"gpt-4o","messages":[],"max_tokens":1.5e3})");
+  auto c = send("sk-tpm-key-0002", R"({"model":"gpt-4o","messages":[],"max_tokens":1.5e3})");
   expect_error(*c, 429, "rate_limit_exceeded");
   EXPECT_NE(std::string(c->reply_json()["error"]["message"]).find("Requested 1500"),
             std::string::npos);
@@ -1286,7 +1284,7 @@ TEST_F(KeysTest, RejectedRequestIsNotCorrected) {
 TEST_F(KeysTest, LimitsOfKeysInBothSnapshotsCarryOverWhateverTheirPosition) {
   expect_admitted(*send("sk-rpm-key-0001"));
   expect_admitted(*send("sk-rpm-key-0001"));  // rpm 2: the window is full
-  auto held = send("sk-conc-key-0003");      // one of conc-key's 2 slots, still in flight
+  auto held = send("sk-conc-key-0003");       // one of conc-key's 2 slots, still in flight
   expect_admitted(*held);
   install(R"(
 upstreams:

@@ -38,8 +38,7 @@ TEST(RequestTarget, OrdinaryTargetsPassUnchanged) {
 }
 
 TEST(RequestTarget, AbsoluteFormUsesThePathAndIgnoresTheHost) {
-  expect_valid("http://evil.example:9999/v1/chat/completions",
-               "/v1/chat/completions");
+  expect_valid("http://evil.example:9999/v1/chat/completions", "/v1/chat/completions");
   expect_valid("HTTPS://[::1]:8080/v1/models?limit=1", "/v1/models?limit=1");
   expect_valid("http://evil.example", "/");
   expect_refused("http://evil.example/v1/../x");
@@ -101,8 +100,8 @@ TEST(RequestTarget, DeploymentsOnlyWhereAzurePutsThem) {
 TEST(DeploymentName, OnlyPlainNames) {
   for (std::string_view ok : {"gpt-4o", "gpt-4.1-mini", "my_deploy", "a", "GPT4O"})
     EXPECT_TRUE(valid_deployment_name(ok)) << ok;
-  for (std::string_view bad : {"", ".", "..", "a/b", "../secret", "a%2fb", "a b", "ft:gpt-4o",
-                               "gpt-4o?x", "a\\b"})
+  for (std::string_view bad :
+       {"", ".", "..", "a/b", "../secret", "a%2fb", "a b", "ft:gpt-4o", "gpt-4o?x", "a\\b"})
     EXPECT_FALSE(valid_deployment_name(bad)) << bad;
   EXPECT_TRUE(valid_deployment_name(std::string(300, 'a')));  // length is Azure's business
 }

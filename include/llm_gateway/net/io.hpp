@@ -11,9 +11,9 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <unordered_map>
-#include <random>
 #include <vector>
 
 #include "llm_gateway/pipeline/pipeline.hpp"

@@ -5,12 +5,12 @@
 // cannot keep up (or is full), lines are dropped and counted, never held without limit.
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdio>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
-#include <cstdint>
 
 namespace prometheus {
 class Counter;
@@ -48,7 +48,7 @@ class AccessLogWriter {
   std::size_t queued_bytes_ = 0;
   std::atomic<std::uint64_t> dropped_{0};
   prometheus::Counter* dropped_counter_ = nullptr;
-  bool write_failing_ = false;          // logged once per episode
+  bool write_failing_ = false;           // logged once per episode
   bool terminate_partial_line_ = false;  // a cut line could not be removed (writer thread only)
   bool reopen_requested_ = false;
   bool stopping_ = false;

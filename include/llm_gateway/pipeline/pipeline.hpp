@@ -34,10 +34,10 @@ class Pipeline {
 // State that outlives a configuration snapshot is made once per process and handed to every
 // snapshot here; it is keyed by name (key names), never by position in a configuration.
 struct PipelineServices {
-  std::shared_ptr<ratelimit::CounterStore> counter_store;      // null: a MemoryStore is made
+  std::shared_ptr<ratelimit::CounterStore> counter_store;       // null: a MemoryStore is made
   std::shared_ptr<ratelimit::ConcurrencyCounters> concurrency;  // null: made
-  std::shared_ptr<observability::Metrics> metrics;             // null: no metrics stage
-  std::shared_ptr<observability::AccessLogWriter> access_log;  // null: no access log stage
+  std::shared_ptr<observability::Metrics> metrics;              // null: no metrics stage
+  std::shared_ptr<observability::AccessLogWriter> access_log;   // null: no access log stage
 };
 
 // The gateway's stages, request path in this order:

@@ -22,9 +22,10 @@ inline constexpr std::int64_t kWindowBuckets = 61;
 inline constexpr std::int64_t kMaxRetryAfterMs = 60'000;
 
 // Token amounts that come from clients or upstreams are clamped to [0, kMaxTokenAmount] before
-// any arithmetic, and sums saturate: no number a client or an upstream sends can overflow (undefined
-// behaviour) or wrap a window's sum around. 2^40 is far above any real request and leaves room
-// for sums of millions of them; below 2^53, so the Redis script's doubles are exact too.
+// any arithmetic, and sums saturate: no number a client or an upstream sends can overflow
+// (undefined behaviour) or wrap a window's sum around. 2^40 is far above any real request and
+// leaves room for sums of millions of them; below 2^53, so the Redis script's doubles are exact
+// too.
 inline constexpr std::int64_t kMaxTokenAmount = std::int64_t{1} << 40;
 
 constexpr std::int64_t clamp_tokens(long long v) {
@@ -37,7 +38,9 @@ constexpr std::int64_t clamp_tokens(unsigned long long v) {
 constexpr std::int64_t clamp_tokens(unsigned long v) {
   return clamp_tokens(static_cast<unsigned long long>(v));
 }
-constexpr std::int64_t clamp_tokens(long v) { return clamp_tokens(static_cast<long long>(v)); }
+constexpr std::int64_t clamp_tokens(long v) {
+  return clamp_tokens(static_cast<long long>(v));
+}
 // a + b for token amounts (each clamped first), at most kMaxTokenAmount.
 constexpr std::int64_t saturating_add(long long a, long long b) {
   const std::int64_t sum = clamp_tokens(a) + clamp_tokens(b);  // < 2^41: cannot overflow

@@ -1,15 +1,15 @@
 #pragma once
 // Where rate-limit counters live: in this process (memory) or shared by every replica (redis).
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <atomic>
 #include <mutex>
-#include <shared_mutex>
-#include <unordered_map>
 #include <optional>
+#include <shared_mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "llm_gateway/ratelimit/limiter.hpp"
