@@ -23,7 +23,9 @@ boost::asio::awaitable<Verdict> Pipeline::on_request(RequestContext& ctx) const 
   if (!ctx.headers_admitted && on_request_headers(ctx) == Verdict::respond)
     co_return Verdict::respond;
   for (const auto& stage : stages_) {
-    if (co_await stage->on_request(ctx) == Verdict::respond) co_return Verdict::respond;
+    Verdict v = stage->on_request(ctx);
+    if (v == Verdict::wait) v = co_await stage->on_request_async(ctx);
+    if (v == Verdict::respond) co_return Verdict::respond;
   }
   co_return Verdict::proceed;
 }
@@ -35,7 +37,7 @@ void Pipeline::on_response_headers(RequestContext& ctx, unsigned status,
 }
 
 void Pipeline::on_response_body(RequestContext& ctx, std::string_view piece) const {
-  for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) (*it)->on_response_body(ctx, piece);
+  for (Stage* stage : body_readers_) stage->on_response_body(ctx, piece);
 }
 
 void Pipeline::on_response_end(RequestContext& ctx) const {

@@ -138,7 +138,7 @@ bool upstream_accepts_stream_options(const config::Upstream& up, Endpoint endpoi
   return v->size() >= 10 && v->compare(0, 10, "2024-09-01") >= 0;
 }
 
-boost::asio::awaitable<Verdict> AccountStage::on_request(RequestContext& ctx) {
+Verdict AccountStage::on_request(RequestContext& ctx) {
   const BodyFacts& f = ctx.body_facts;
   const bool chat_or_completions =
       ctx.path.endpoint == Endpoint::chat_completions || ctx.path.endpoint == Endpoint::completions;
@@ -146,7 +146,7 @@ boost::asio::awaitable<Verdict> AccountStage::on_request(RequestContext& ctx) {
       !f.include_usage && f.object_end != std::string_view::npos && ctx.upstream &&
       upstream_accepts_stream_options(*ctx.upstream, ctx.path.endpoint))
     ctx.request_stream_usage = true;
-  co_return Verdict::proceed;
+  return Verdict::proceed;
 }
 
 void AccountStage::on_response_headers(RequestContext& ctx, unsigned status,

@@ -91,12 +91,12 @@ Verdict AuthorizeStage::on_request_headers(RequestContext& ctx) {
   return Verdict::proceed;
 }
 
-boost::asio::awaitable<Verdict> AuthorizeStage::on_request(RequestContext& ctx) {
+Verdict AuthorizeStage::on_request(RequestContext& ctx) {
   if (ctx.key && ctx.model && !key_allows_model(*ctx.key, *ctx.model)) {
     ctx.reply = not_allowed(*ctx.key, *ctx.model);
-    co_return Verdict::respond;
+    return Verdict::respond;
   }
-  co_return Verdict::proceed;
+  return Verdict::proceed;
 }
 
 }  // namespace llmgw

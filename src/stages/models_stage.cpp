@@ -24,9 +24,9 @@ ModelsStage::ModelsStage(const config::Config& cfg) : ids_(listed_models(cfg)) {
   list_body_ += "]}";
 }
 
-boost::asio::awaitable<Verdict> ModelsStage::on_request(RequestContext& ctx) {
+Verdict ModelsStage::on_request(RequestContext& ctx) {
   if (ctx.path.endpoint != Endpoint::models || ctx.method != http::verb::get)
-    co_return Verdict::proceed;
+    return Verdict::proceed;
   const std::string_view op = ctx.path.op_path;
   const bool filtered = ctx.key && !ctx.key->models.empty();
   auto visible = [&](const std::string& id) { return !filtered || key_allows_model(*ctx.key, id); };
@@ -45,7 +45,7 @@ boost::asio::awaitable<Verdict> ModelsStage::on_request(RequestContext& ctx) {
       }
       ctx.reply = json_reply(200, body + "]}");
     }
-    co_return Verdict::respond;
+    return Verdict::respond;
   }
   // models/{id}: the id may itself contain '/', and arrives percent-encoded.
   const std::string_view raw_id = op.substr(7);
@@ -57,7 +57,7 @@ boost::asio::awaitable<Verdict> ModelsStage::on_request(RequestContext& ctx) {
         GatewayError::model_not_found,
         "The model '" + std::string(json::truncate_chars(id, 256)) + "' does not exist.");
   }
-  co_return Verdict::respond;
+  return Verdict::respond;
 }
 
 }  // namespace llmgw

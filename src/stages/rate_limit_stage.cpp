@@ -13,14 +13,21 @@ namespace {
 // value OpenAI's API documents for any integer parameter).
 constexpr long long kMaxTokensAccepted = 2147483647;
 
-struct LimitState final : StageState {
+}  // namespace
+
+struct RateLimitStage::LimitState final : StageState {
   std::atomic<std::uint32_t>* concurrency = nullptr;  // released when the request ends
   std::optional<ratelimit::Admission> admission;
   std::int64_t reserved_tokens = 0;
+  // What is asked of the store (kept for on_request_async when the store must be awaited).
+  ratelimit::KeyLimits limits;
+  std::int64_t cost = 0;
   ~LimitState() override {
     if (concurrency) concurrency->fetch_sub(1, std::memory_order_relaxed);
   }
 };
+
+namespace {
 
 LocalReply too_many(std::string_view type, std::string message, std::int64_t retry_after_ms,
                     std::string_view limit) {
@@ -88,34 +95,47 @@ Verdict RateLimitStage::on_request_headers(RequestContext& ctx) {
   return Verdict::proceed;
 }
 
-boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) {
-  if (!ctx.key) co_return Verdict::proceed;
+Verdict RateLimitStage::on_request(RequestContext& ctx) {
+  if (!ctx.key) return Verdict::proceed;
   const config::ClientKey& key = *ctx.key;
   auto& state = ctx.state<LimitState>(this);
-  if (!key.rpm && !key.tpm) co_return Verdict::proceed;
+  if (!key.rpm && !key.tpm) return Verdict::proceed;
   if (key.tpm && ctx.body_facts.max_tokens && *ctx.body_facts.max_tokens > kMaxTokensAccepted) {
     // No model generates this many tokens: the number is an attempt to break the arithmetic.
     ctx.reply = error_reply(
         400, "invalid_request_error", "invalid_value", "max_tokens",
         "The request's max tokens (" + std::to_string(*ctx.body_facts.max_tokens) +
             ") is larger than any model accepts (" + std::to_string(kMaxTokensAccepted) + ").");
-    co_return Verdict::respond;
+    return Verdict::respond;
   }
   ratelimit::KeyLimits limits;
   if (key.rpm) limits.rpm = static_cast<std::int64_t>(*key.rpm);
   if (key.tpm) limits.tpm = static_cast<std::int64_t>(*key.tpm);
-  const std::int64_t cost =
-      key.tpm ? estimate_tokens(ctx, cfg_.rate_limits.default_completion_tokens) : 0;
-  std::optional<ratelimit::Admission> admission = co_await store_->admit(key.name, limits, cost);
+  state.limits = limits;
+  state.cost = key.tpm ? estimate_tokens(ctx, cfg_.rate_limits.default_completion_tokens) : 0;
+  // The memory store answers at once; only a shared store (Redis) makes the request wait.
+  if (!store_->synchronous()) return Verdict::wait;
+  return decide(ctx, state, store_->admit_sync(key.name, limits, state.cost));
+}
+
+boost::asio::awaitable<Verdict> RateLimitStage::on_request_async(RequestContext& ctx) {
+  auto& state = ctx.state<LimitState>(this);
+  co_return decide(ctx, state, co_await store_->admit(ctx.key->name, state.limits, state.cost));
+}
+
+Verdict RateLimitStage::decide(RequestContext& ctx, LimitState& state,
+                               std::optional<ratelimit::Admission> admission) {
+  const config::ClientKey& key = *ctx.key;
+  const std::int64_t cost = state.cost;
   if (!admission) {
     ctx.rate_limit_store_error = store_->name();
     if (cfg_.rate_limits.on_store_error == config::StoreErrorPolicy::deny) {
       ctx.reply = error_reply(503, "api_error", "rate_limit_store_unavailable", std::nullopt,
                               "The rate limit store is unavailable; try again shortly.");
       ctx.reply->headers.emplace_back("retry-after", "1");
-      co_return Verdict::respond;
+      return Verdict::respond;
     }
-    co_return Verdict::proceed;  // on_store_error: allow
+    return Verdict::proceed;  // on_store_error: allow
   }
   admission->retry_after_ms =
       std::clamp<std::int64_t>(admission->retry_after_ms, 0, ratelimit::kMaxRetryAfterMs);
@@ -143,10 +163,10 @@ boost::asio::awaitable<Verdict> RateLimitStage::on_request(RequestContext& ctx) 
     }
     ctx.reply = too_many(tokens ? "tokens" : "requests", std::move(message),
                          admission->retry_after_ms, tokens ? "tokens" : "requests");
-    co_return Verdict::respond;
+    return Verdict::respond;
   }
   state.reserved_tokens = cost;
-  co_return Verdict::proceed;
+  return Verdict::proceed;
 }
 
 void RateLimitStage::on_response_headers(RequestContext& ctx, unsigned,

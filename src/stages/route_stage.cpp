@@ -4,25 +4,25 @@
 
 namespace llmgw {
 
-boost::asio::awaitable<Verdict> RouteStage::on_request(RequestContext& ctx) {
+Verdict RouteStage::on_request(RequestContext& ctx) {
   if (ctx.model) {
     ctx.route = route_model(cfg_, *ctx.model);
     if (!ctx.route) {
       ctx.reply = error_reply(GatewayError::model_not_found,
                               "The model '" + std::string(json::truncate_chars(*ctx.model, 256)) +
                                   "' does not exist or no route of this gateway serves it.");
-      co_return Verdict::respond;
+      return Verdict::respond;
     }
   } else if (ctx.path.deployment_scoped) {
     ctx.reply = error_reply(GatewayError::missing_model, "You must provide a model parameter.");
-    co_return Verdict::respond;
+    return Verdict::respond;
   } else {
     ctx.route = route_default(cfg_);
     if (!ctx.route) {
       ctx.reply = error_reply(GatewayError::no_default_route,
                               "This request names no model, and no route of this gateway matches "
                               "every model (\"*\") to send it to.");
-      co_return Verdict::respond;
+      return Verdict::respond;
     }
   }
   if (!ctx.route->deployment.empty() && !valid_deployment_name(ctx.route->deployment)) {
@@ -31,10 +31,10 @@ boost::asio::awaitable<Verdict> RouteStage::on_request(RequestContext& ctx) {
                             "The model '" + std::string(json::truncate_chars(*ctx.model, 256)) +
                                 "' cannot name an Azure deployment (letters, digits, '-', '_' "
                                 "and '.' only).");
-    co_return Verdict::respond;
+    return Verdict::respond;
   }
   ctx.upstream = &cfg_.upstreams[ctx.route->upstream];
-  co_return Verdict::proceed;
+  return Verdict::proceed;
 }
 
 }  // namespace llmgw

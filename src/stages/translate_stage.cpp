@@ -2,7 +2,7 @@
 
 namespace llmgw {
 
-boost::asio::awaitable<Verdict> TranslateStage::on_request(RequestContext& ctx) {
+Verdict TranslateStage::on_request(RequestContext& ctx) {
   InboundRequest in;
   in.method = ctx.method;
   in.target = ctx.target;
@@ -12,7 +12,7 @@ boost::asio::awaitable<Verdict> TranslateStage::on_request(RequestContext& ctx) 
   in.body_facts = &ctx.body_facts;
   in.add_stream_usage = ctx.request_stream_usage;
   ctx.upstream_request = translate(in, *ctx.upstream, *ctx.route, ctx.request_id);
-  co_return Verdict::proceed;
+  return Verdict::proceed;
 }
 
 }  // namespace llmgw

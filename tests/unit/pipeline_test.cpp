@@ -428,3 +428,63 @@ TEST(JsonReply, CarriesStatusAndBody) {
 
 }  // namespace
 }  // namespace llmgw
+
+namespace llmgw {
+namespace {
+
+// A stage that records what the pipeline asked of it.
+struct Probe final : Stage {
+  explicit Probe(Verdict first, bool reads_bodies = false) : first_(first), reads_(reads_bodies) {}
+  std::string_view name() const override { return "probe"; }
+  Verdict on_request(RequestContext&) override {
+    ++sync_calls;
+    return first_;
+  }
+  boost::asio::awaitable<Verdict> on_request_async(RequestContext&) override {
+    ++async_calls;
+    co_return Verdict::proceed;
+  }
+  void on_response_body(RequestContext&, std::string_view piece) override { seen += piece; }
+  bool wants_response_body() const override { return reads_; }
+  int sync_calls = 0;
+  int async_calls = 0;
+  std::string seen;
+
+ private:
+  Verdict first_;
+  bool reads_;
+};
+
+TEST(PipelineChain, OnlyAStageThatSaysWaitIsAwaited) {
+  std::vector<std::unique_ptr<Stage>> stages;
+  stages.push_back(std::make_unique<Probe>(Verdict::proceed));
+  stages.push_back(std::make_unique<Probe>(Verdict::wait));
+  stages.push_back(std::make_unique<Probe>(Verdict::proceed));
+  auto* a = static_cast<Probe*>(stages[0].get());
+  auto* b = static_cast<Probe*>(stages[1].get());
+  auto* c = static_cast<Probe*>(stages[2].get());
+  Snapshot snapshot{std::make_shared<config::Config>(), Pipeline(std::move(stages))};
+  RequestContext ctx;
+  EXPECT_EQ(run_pipeline(snapshot, ctx), Verdict::proceed);
+  EXPECT_EQ(a->sync_calls + b->sync_calls + c->sync_calls, 3);
+  EXPECT_EQ(a->async_calls, 0);
+  EXPECT_EQ(b->async_calls, 1);  // said wait: awaited once, and the chain went on
+  EXPECT_EQ(c->async_calls, 0);
+}
+
+TEST(PipelineChain, BodyPiecesReachOnlyTheStagesThatReadThem) {
+  std::vector<std::unique_ptr<Stage>> stages;
+  stages.push_back(std::make_unique<Probe>(Verdict::proceed, true));
+  stages.push_back(std::make_unique<Probe>(Verdict::proceed, false));
+  auto* reader = static_cast<Probe*>(stages[0].get());
+  auto* other = static_cast<Probe*>(stages[1].get());
+  Pipeline pipeline(std::move(stages));
+  RequestContext ctx;
+  pipeline.on_response_body(ctx, "abc");
+  pipeline.on_response_body(ctx, "def");
+  EXPECT_EQ(reader->seen, "abcdef");
+  EXPECT_EQ(other->seen, "");
+}
+
+}  // namespace
+}  // namespace llmgw

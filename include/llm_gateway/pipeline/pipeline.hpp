@@ -11,7 +11,12 @@ namespace llmgw {
 
 class Pipeline {
  public:
-  explicit Pipeline(std::vector<std::unique_ptr<Stage>> stages) : stages_(std::move(stages)) {}
+  explicit Pipeline(std::vector<std::unique_ptr<Stage>> stages) : stages_(std::move(stages)) {
+    // Response order (reverse), and only the stages that read body pieces.
+    for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) {
+      if ((*it)->wants_response_body()) body_readers_.push_back(it->get());
+    }
+  }
 
   // Header admission: runs every stage's on_request_headers in order until one answers.
   Verdict on_request_headers(RequestContext& ctx) const;
@@ -28,6 +33,7 @@ class Pipeline {
 
  private:
   std::vector<std::unique_ptr<Stage>> stages_;
+  std::vector<Stage*> body_readers_;
 };
 
 // What stages need from outside the pipeline (made by the caller, which may do I/O).

@@ -14,7 +14,9 @@
 
 namespace llmgw {
 
-enum class Verdict { proceed, respond };
+// wait: only from on_request, when the stage must wait for something (a shared rate-limit store):
+// the pipeline then awaits on_request_async, so only such stages cost a coroutine frame.
+enum class Verdict { proceed, respond, wait };
 
 class Stage {
  public:
@@ -27,9 +29,11 @@ class Stage {
   // body being read, so an unauthenticated client cannot make the gateway hold a body.
   virtual Verdict on_request_headers(RequestContext&) { return Verdict::proceed; }
 
-  // Request path, once the whole body is here (ctx.body). Asynchronous so that a stage may wait
-  // (e.g. on a shared rate-limit store) without blocking its I/O thread.
-  virtual boost::asio::awaitable<Verdict> on_request(RequestContext&) {
+  // Request path, once the whole body is here (ctx.body). Synchronous; a stage that must wait
+  // (without blocking its I/O thread) returns Verdict::wait and does the rest in
+  // on_request_async, which answers proceed or respond.
+  virtual Verdict on_request(RequestContext&) { return Verdict::proceed; }
+  virtual boost::asio::awaitable<Verdict> on_request_async(RequestContext&) {
     co_return Verdict::proceed;
   }
 
@@ -37,6 +41,8 @@ class Stage {
   virtual void on_response_headers(RequestContext&, unsigned /*status*/,
                                    boost::beast::http::fields&) {}
   virtual void on_response_body(RequestContext&, std::string_view /*piece*/) {}
+  // Only stages that say so get on_response_body: the others cost nothing per piece.
+  virtual bool wants_response_body() const { return false; }
 
   // The whole response has been read (or made), and its last bytes are about to be written to
   // the client: settle what the request cost here (usage, limits), so that a client that sends

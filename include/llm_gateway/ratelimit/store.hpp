@@ -33,6 +33,15 @@ class CounterStore {
   // Runs off the request path; failures are only counted.
   virtual void correct_tokens(const std::string& key_name, std::int64_t bucket_sec,
                               std::int64_t delta) = 0;
+
+  // A store that answers at once (in memory) says so, and is then asked through admit_sync()
+  // without a coroutine; only synchronous() stores are ever asked that way.
+  virtual bool synchronous() const { return false; }
+  virtual std::optional<Admission> admit_sync(const std::string& /*key_name*/,
+                                              const KeyLimits& /*limits*/,
+                                              std::int64_t /*token_cost*/) {
+    return std::nullopt;
+  }
 };
 
 using NowMs = std::function<std::int64_t()>;
@@ -51,6 +60,11 @@ class MemoryStore final : public CounterStore {
                                                          std::int64_t token_cost) override;
   void correct_tokens(const std::string& key_name, std::int64_t bucket_sec,
                       std::int64_t delta) override;
+  bool synchronous() const override { return true; }
+  std::optional<Admission> admit_sync(const std::string& key_name, const KeyLimits& limits,
+                                      std::int64_t token_cost) override {
+    return admit_now(key_name, limits, token_cost);
+  }
 
   // The synchronous core, for unit tests and benchmarks.
   Admission admit_now(const std::string& key_name, const KeyLimits& limits,

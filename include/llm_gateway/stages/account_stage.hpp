@@ -11,10 +11,11 @@ namespace llmgw {
 class AccountStage final : public Stage {
  public:
   std::string_view name() const override { return "account"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  Verdict on_request(RequestContext& ctx) override;
   void on_response_headers(RequestContext& ctx, unsigned status,
                            boost::beast::http::fields& headers) override;
   void on_response_body(RequestContext& ctx, std::string_view piece) override;
+  bool wants_response_body() const override { return true; }
   void on_response_end(RequestContext& ctx) override;
 };
 

@@ -31,7 +31,7 @@ class AuthorizeStage final : public Stage {
  public:
   std::string_view name() const override { return "authorize"; }
   Verdict on_request_headers(RequestContext& ctx) override;
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  Verdict on_request(RequestContext& ctx) override;
 };
 
 // True when `key` may use `model` (no allow-list, or a glob of it matches).

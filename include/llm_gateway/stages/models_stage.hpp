@@ -12,7 +12,7 @@ class ModelsStage final : public Stage {
  public:
   explicit ModelsStage(const config::Config& cfg);
   std::string_view name() const override { return "models"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  Verdict on_request(RequestContext& ctx) override;
 
  private:
   std::vector<std::string> ids_;

@@ -31,6 +31,8 @@ class AccessLogStage final : public Stage {
       : cfg_(cfg), writer_(std::move(writer)) {}
   std::string_view name() const override { return "access_log"; }
   void on_response_body(RequestContext& ctx, std::string_view piece) override;
+  // Only with logging.bodies: otherwise the access log costs nothing per body piece.
+  bool wants_response_body() const override { return cfg_.logging.bodies; }
   void on_complete(RequestContext& ctx) override;
 
   // The access-log line for a completed request (exposed for tests).

@@ -9,7 +9,7 @@ namespace llmgw {
 class ParseStage final : public Stage {
  public:
   std::string_view name() const override { return "parse"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  Verdict on_request(RequestContext& ctx) override;
 };
 
 }  // namespace llmgw

@@ -18,12 +18,16 @@ class RateLimitStage final : public Stage {
                  std::shared_ptr<ratelimit::ConcurrencyCounters> concurrency);
   std::string_view name() const override { return "rate_limit"; }
   Verdict on_request_headers(RequestContext& ctx) override;                  // max_concurrent
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;  // rpm, tpm
+  Verdict on_request(RequestContext& ctx) override;  // rpm, tpm: waits only for a shared store
+  boost::asio::awaitable<Verdict> on_request_async(RequestContext& ctx) override;
   void on_response_headers(RequestContext& ctx, unsigned status,
                            boost::beast::http::fields& headers) override;
   void on_response_end(RequestContext& ctx) override;
 
  private:
+  struct LimitState;
+  Verdict decide(RequestContext& ctx, LimitState& state,
+                 std::optional<ratelimit::Admission> admission);
   const config::Config& cfg_;
   std::shared_ptr<ratelimit::CounterStore> store_;
   std::shared_ptr<ratelimit::ConcurrencyCounters> concurrency_;  // by key name, all snapshots

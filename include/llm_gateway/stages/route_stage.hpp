@@ -8,7 +8,7 @@ class RouteStage final : public Stage {
  public:
   explicit RouteStage(const config::Config& cfg) : cfg_(cfg) {}
   std::string_view name() const override { return "route"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  Verdict on_request(RequestContext& ctx) override;
 
  private:
   const config::Config& cfg_;

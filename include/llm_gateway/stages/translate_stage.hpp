@@ -7,7 +7,7 @@ namespace llmgw {
 class TranslateStage final : public Stage {
  public:
   std::string_view name() const override { return "translate"; }
-  boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) override;
+  Verdict on_request(RequestContext& ctx) override;
 };
 
 }  // namespace llmgw
