@@ -3,6 +3,7 @@
 // then to forward_and_relay (upstream.cpp).
 #include <openssl/crypto.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <atomic>
@@ -200,20 +201,40 @@ class Gateway {
     const auto& cfg = *installed_.load()->snapshot->config;
     Worker& first = *workers_.front();
     try {
-      main_acceptor_ = open_acceptor(first.ioc, cfg.server.listen, "main");
-      if (cfg.admin) admin_acceptor_ = open_acceptor(first.ioc, cfg.admin->listen, "admin");
+      // A listener per worker on one address (SO_REUSEPORT): the kernel spreads new connections
+      // over the workers, and each accepts on its own thread, so no worker is the bottleneck.
+      // The first binds (port 0 picks the port); the others join it on that same port.
+      tcp::endpoint main_ep = make_endpoint(cfg.server.listen);
+      for (auto& w : workers_) {
+        main_acceptors_.push_back(open_acceptor(w->ioc, main_ep, true));
+        main_ep = main_acceptors_.front()->local_endpoint();
+      }
+      log::line(log::Level::info, "listening",
+                {{"listener", "main"},
+                 {"address", endpoint_string(main_ep)},
+                 {"acceptors", std::to_string(main_acceptors_.size())}});
+      if (cfg.admin) {
+        admin_acceptor_ = open_acceptor(first.ioc, make_endpoint(cfg.admin->listen), false);
+        log::line(log::Level::info, "listening",
+                  {{"listener", "admin"},
+                   {"address", endpoint_string(admin_acceptor_->local_endpoint())}});
+      }
     } catch (const std::exception& e) {
       log::line(log::Level::error, "cannot listen", {{"detail", e.what()}});
       return 1;
     }
-    asio::co_spawn(first.ioc, accept_loop(*main_acceptor_, false), log_exception("accept"));
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      asio::co_spawn(workers_[i]->ioc, accept_loop(*main_acceptors_[i], *workers_[i], false),
+                     log_exception("accept"));
+    }
     if (admin_acceptor_)
-      asio::co_spawn(first.ioc, accept_loop(*admin_acceptor_, true), log_exception("admin accept"));
+      asio::co_spawn(first.ioc, accept_loop(*admin_acceptor_, first, true),
+                     log_exception("admin accept"));
 
     run_until_stopped(first, cfg);
     // Tear down in dependency order while every io_context still exists: listeners, then idle
     // upstream connections, then the workers (and with them any suspended sessions).
-    main_acceptor_.reset();
+    main_acceptors_.clear();
     admin_acceptor_.reset();
     for (auto& w : workers_) w->pool.clear();
     workers_.clear();
@@ -277,29 +298,31 @@ class Gateway {
     };
   }
 
-  std::unique_ptr<tcp::acceptor> open_acceptor(asio::io_context& ioc,
-                                               const config::ListenAddress& where,
-                                               const char* name) {
-    tcp::endpoint ep(asio::ip::make_address(where.host), where.port);
+  static tcp::endpoint make_endpoint(const config::ListenAddress& where) {
+    return {asio::ip::make_address(where.host), where.port};
+  }
+
+  using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+  static std::unique_ptr<tcp::acceptor> open_acceptor(asio::io_context& ioc,
+                                                      const tcp::endpoint& ep, bool shared) {
     auto acc = std::make_unique<tcp::acceptor>(ioc);
     acc->open(ep.protocol());
     acc->set_option(asio::socket_base::reuse_address(true));
+    if (shared) acc->set_option(reuse_port(true));
     acc->bind(ep);
     acc->listen(asio::socket_base::max_listen_connections);
-    log::line(log::Level::info, "listening",
-              {{"listener", name}, {"address", endpoint_string(acc->local_endpoint())}});
     return acc;
   }
 
-  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool admin) {
-    std::size_t next = 0;
+  // Accepts on `worker`'s own listener, into its own event loop.
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, Worker& w, bool admin) {
     std::uint64_t failures = 0;  // accept() failures in the current episode
     for (;;) {
-      // Admin connections stay on the first worker; proxied ones are spread round-robin.
-      Worker& w = admin ? *workers_.front() : *workers_[next++ % workers_.size()];
       auto [ec, socket] = co_await acceptor.async_accept(w.ioc, nothrow_awaitable);
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+        if (draining_ && !admin) co_return;  // the listener was shut down by drain()
         // Out of file descriptors and the like: logged once per episode (not every 50 ms),
         // counted every time, and retried after a short back-off instead of spinning.
         if (failures++ == 0)
@@ -716,8 +739,10 @@ class Gateway {
   asio::awaitable<void> drain() {
     if (draining_.exchange(true)) co_return;
     const auto timeout = installed_.load()->snapshot->config->server.drain_timeout;
-    boost::system::error_code ignored;
-    if (main_acceptor_) main_acceptor_->close(ignored);
+    // Every worker's listener stops at once, from this thread: shutdown(2) on a listening socket
+    // closes its queue (new connections are refused) and wakes its pending accept, whose worker
+    // then ends its accept loop; the socket itself is closed by its owner at teardown.
+    for (auto& acc : main_acceptors_) ::shutdown(acc->native_handle(), SHUT_RDWR);
     // Logged once new connections are refused and /readyz answers 503.
     log::line(log::Level::info, "draining", {{"timeout_ms", std::to_string(timeout.count())}});
     // Connections waiting for their next request are closed now; busy ones close after their
@@ -775,7 +800,7 @@ class Gateway {
   UpstreamRegistry upstreams_;  // outlives every snapshot
   std::atomic<std::shared_ptr<const Installed>> installed_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::unique_ptr<tcp::acceptor> main_acceptor_;
+  std::vector<std::unique_ptr<tcp::acceptor>> main_acceptors_;  // one per worker
   std::unique_ptr<tcp::acceptor> admin_acceptor_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};

@@ -236,3 +236,21 @@ describe('graceful shutdown', () => {
     await mock.waitAborted(rec);
   });
 });
+
+test('every worker accepts: one SO_REUSEPORT listener per I/O thread, all serving', T, async (t) => {
+  const mock = await startMock();
+  t.after(() => mock.close());
+  const gw = await startGateway(config(mock.url, '\n  threads: 3'), { t });
+  const listening = gw.logs.find((o) => o.msg === 'listening' && o.listener === 'main');
+  assert.equal(listening.acceptors, '3', 'a listener for each of the 3 workers');
+  // Many short connections: whichever listener the kernel picks, each is answered.
+  const results = await Promise.all(
+    Array.from({ length: 30 }, (_, i) =>
+      request(`${gw.url}/v1/chat/completions`, {
+        headers: { 'x-test-id': uid(), connection: 'close' },
+        body: { model: 'gpt-4o', messages: [{ role: 'user', content: `n${i}` }] },
+      }),
+    ),
+  );
+  assert.deepEqual(results.map((r) => r.status), Array(30).fill(200));
+});
