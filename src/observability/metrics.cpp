@@ -43,25 +43,13 @@ std::uint64_t pack(std::uint64_t family, std::uint64_t a, std::uint64_t b = 0, s
 
 Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string& version)
     : registry_(std::make_shared<prometheus::Registry>()), caches_(workers) {
-  auto add_model = [this](const std::string& name) {
-    if (model_index_.emplace(name, model_names_.size()).second) model_names_.push_back(name);
-  };
-  for (const auto& up : cfg.upstreams) {
-    for (const auto& [model, deployment] : up.deployments) add_model(model);
-  }
-  for (const auto& r : cfg.routes) {
-    if (glob_is_literal(r.match)) add_model(r.match);
-  }
-  route_label_base_ = model_names_.size();
-  for (const auto& r : cfg.routes) model_names_.push_back(r.match);
-  model_names_.push_back("none");
-  for (const auto& k : cfg.keys) key_names_.push_back(k.name);
-  for (const auto& u : cfg.upstreams) upstream_names_.push_back(u.name);
   // The configuration's counts must fit pack()'s fields (see there).
-  if (upstream_names_.size() + 1 > kPackC || key_names_.size() + 2 > kPackD ||
-      model_names_.size() > kPackB)
-    throw std::invalid_argument("more upstreams (" + std::to_string(upstream_names_.size()) +
-                                "), keys or model labels than the metric tables hold");
+  if (cfg.upstreams.size() + 1 > kPackC || cfg.keys.size() + 2 > kPackD)
+    throw std::invalid_argument("more upstreams (" + std::to_string(cfg.upstreams.size()) +
+                                ") or keys than the metric tables hold");
+  // The startup configuration's labels first, then the fixed ones, so their ids are the dense
+  // ranges the README describes; later snapshots add the names they bring after these.
+  startup_ = bind_locked(cfg, true);
 
   auto& r = *registry_;
   requests_ = &prometheus::BuildCounter()
@@ -155,7 +143,8 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
                     .Help("Upstream connections, in use (active) or pooled (idle)")
                     .Register(r);
   upstream_connections_ = &conns;
-  for (const auto& name : upstream_names_) {  // present (as 0) from the start
+  for (const auto& up : cfg.upstreams) {  // present (as 0) from the start
+    const std::string& name = up.name;
     conns.Add({{"upstream", name}, {"state", "active"}});
     conns.Add({{"upstream", name}, {"state", "idle"}});
   }
@@ -173,12 +162,60 @@ std::string Metrics::render() const {
   return out.str();
 }
 
-std::size_t Metrics::model_label(const std::string* model, std::optional<std::size_t> route) const {
-  if (model) {
-    if (auto it = model_index_.find(*model); it != model_index_.end()) return it->second;
+std::size_t MetricLabels::model(const std::string* name, std::optional<std::size_t> route) const {
+  if (name) {
+    if (auto it = models.find(*name); it != models.end()) return it->second;
   }
-  if (route) return route_label_base_ + *route;
-  return model_names_.size() - 1;  // none
+  if (route && *route < routes.size()) return routes[*route];
+  return model_none;
+}
+
+std::size_t Metrics::Table::intern(const std::string& name, std::size_t limit,
+                                   std::size_t overflow) {
+  if (auto it = ids.find(name); it != ids.end()) return it->second;
+  if (names.size() >= limit) return overflow;  // a full table: the name gets a fixed label
+  ids.emplace(name, names.size());
+  names.push_back(name);
+  return names.size() - 1;
+}
+
+MetricLabels Metrics::bind(const config::Config& cfg) {
+  std::unique_lock lock(names_mutex_);
+  return bind_locked(cfg, false);
+}
+
+MetricLabels Metrics::bind_locked(const config::Config& cfg, bool startup) {
+  MetricLabels b;
+  // Configured model names: the deployments maps' keys and literal route matches.
+  for (const auto& up : cfg.upstreams) {
+    for (const auto& [model, deployment] : up.deployments)
+      b.models.emplace(model, models_.intern(model, kPackB - 1, 0));
+  }
+  for (const auto& r : cfg.routes) {
+    if (glob_is_literal(r.match)) b.models.emplace(r.match, models_.intern(r.match, kPackB - 1, 0));
+  }
+  // Route patterns label requests whose model the configuration does not name. (A pattern
+  // equal to a configured name is the same label, and so the same id.)
+  for (const auto& r : cfg.routes) b.routes.push_back(models_.intern(r.match, kPackB - 1, 0));
+  for (const auto& k : cfg.keys) b.keys.push_back(keys_.intern(k.name, kPackD - 2, 0));
+  for (const auto& u : cfg.upstreams)
+    b.upstreams.push_back(upstreams_.intern(u.name, kPackC - 1, 0));
+  if (startup) {
+    models_.intern("none", kPackB, 0);
+    keys_.intern("anonymous", kPackD, 0);
+    keys_.intern("unauthenticated", kPackD, 0);
+    upstreams_.intern("none", kPackC, 0);
+  }
+  b.model_none = models_.ids.at("none");
+  b.key_anonymous = keys_.ids.at("anonymous");
+  b.key_unauthenticated = keys_.ids.at("unauthenticated");
+  b.upstream_none = upstreams_.ids.at("none");
+  return b;
+}
+
+std::string Metrics::name_of(const Table& table, std::size_t id) const {
+  std::shared_lock lock(names_mutex_);
+  return id < table.names.size() ? table.names[id] : std::string("none");
 }
 
 template <class T, class Make>
@@ -189,28 +226,15 @@ T& Metrics::cached(Cache<T>& cache, std::uint64_t key, Make&& make) {
   return made;
 }
 
-namespace {
-const std::string& label(const std::vector<std::string>& names, std::size_t i, const char* fallback,
-                         std::string& scratch) {
-  if (i < names.size()) return names[i];
-  scratch = fallback;
-  return scratch;
-}
-}  // namespace
-
 prometheus::Counter& Metrics::requests(unsigned worker, Endpoint e, std::size_t model,
                                        std::size_t upstream, std::size_t key, unsigned code) {
   return cached(
       caches_[worker].counters,
       pack(1, static_cast<std::uint64_t>(e), model, upstream, key, code), [&]() -> auto& {
-        std::string s1, s2;
-        const std::string key_label = key < key_names_.size()  ? key_names_[key]
-                                      : key == key_anonymous() ? "anonymous"
-                                                               : "unauthenticated";
         return requests_->Add({{"endpoint", std::string(endpoint_name(e))},
-                               {"model", model_names_[model]},
-                               {"upstream", label(upstream_names_, upstream, "none", s1)},
-                               {"key", key_label},
+                               {"model", name_of(models_, model)},
+                               {"upstream", name_of(upstreams_, upstream)},
+                               {"key", name_of(keys_, key)},
                                {"code", std::to_string(code)}});
       });
 }
@@ -220,10 +244,9 @@ prometheus::Histogram& Metrics::duration(unsigned worker, Endpoint e, std::size_
   return cached(
       caches_[worker].histograms,
       pack(2, static_cast<std::uint64_t>(e), model, upstream), [&]() -> auto& {
-        std::string s;
         return duration_->Add({{"endpoint", std::string(endpoint_name(e))},
-                               {"model", model_names_[model]},
-                               {"upstream", label(upstream_names_, upstream, "none", s)}},
+                               {"model", name_of(models_, model)},
+                               {"upstream", name_of(upstreams_, upstream)}},
                               kLatencyBuckets);
       });
 }
@@ -233,10 +256,9 @@ prometheus::Histogram& Metrics::first_byte(unsigned worker, Endpoint e, std::siz
   return cached(
       caches_[worker].histograms,
       pack(3, static_cast<std::uint64_t>(e), model, upstream), [&]() -> auto& {
-        std::string s;
         return first_byte_->Add({{"endpoint", std::string(endpoint_name(e))},
-                                 {"model", model_names_[model]},
-                                 {"upstream", label(upstream_names_, upstream, "none", s)}},
+                                 {"model", name_of(models_, model)},
+                                 {"upstream", name_of(upstreams_, upstream)}},
                                 kLatencyBuckets);
       });
 }
@@ -252,9 +274,8 @@ prometheus::Counter& Metrics::tokens(unsigned worker, std::size_t model, std::si
                                      bool completion) {
   return cached(
       caches_[worker].counters, pack(5, completion ? 1 : 0, model, 0, key), [&]() -> auto& {
-        const std::string key_label = key < key_names_.size() ? key_names_[key] : "anonymous";
-        return tokens_->Add({{"model", model_names_[model]},
-                             {"key", key_label},
+        return tokens_->Add({{"model", name_of(models_, model)},
+                             {"key", name_of(keys_, key)},
                              {"type", completion ? "completion" : "prompt"}});
       });
 }
@@ -262,7 +283,7 @@ prometheus::Counter& Metrics::tokens(unsigned worker, std::size_t model, std::si
 prometheus::Counter& Metrics::rate_limited(unsigned worker, std::size_t key, std::size_t kind) {
   return cached(
       caches_[worker].counters, pack(6, kind, 0, 0, key), [&]() -> auto& {
-        return rate_limited_->Add({{"key", key_names_[key]}, {"limit", kLimitKinds[kind]}});
+        return rate_limited_->Add({{"key", name_of(keys_, key)}, {"limit", kLimitKinds[kind]}});
       });
 }
 
@@ -271,7 +292,7 @@ prometheus::Counter& Metrics::upstream_responses(unsigned worker, std::size_t up
   return cached(
       caches_[worker].counters, pack(7, 0, 0, upstream, 0, code), [&]() -> auto& {
         return upstream_responses_->Add(
-            {{"upstream", upstream_names_[upstream]}, {"code", std::to_string(code)}});
+            {{"upstream", name_of(upstreams_, upstream)}, {"code", std::to_string(code)}});
       });
 }
 
@@ -280,7 +301,7 @@ prometheus::Counter& Metrics::upstream_errors(unsigned worker, std::size_t upstr
   return cached(
       caches_[worker].counters, pack(8, kind, 0, upstream), [&]() -> auto& {
         return upstream_errors_->Add(
-            {{"upstream", upstream_names_[upstream]}, {"kind", kErrorKinds[kind]}});
+            {{"upstream", name_of(upstreams_, upstream)}, {"kind", kErrorKinds[kind]}});
       });
 }
 
@@ -304,11 +325,10 @@ prometheus::Counter& Metrics::content_filtered_requests(unsigned worker, std::si
                                                         std::size_t key) {
   return cached(
       caches_[worker].counters, pack(10, stage, 0, 0, key), [&]() -> auto& {
-        const std::string key_label = key < key_names_.size() ? key_names_[key] : "anonymous";
         return content_filtered_requests_->Add(
             {{"stage",
               std::string(accounting::stage_name(static_cast<accounting::FilterStage>(stage)))},
-             {"key", key_label}});
+             {"key", name_of(keys_, key)}});
       });
 }
 

@@ -6,6 +6,7 @@
 namespace llmgw {
 namespace http = boost::beast::http;
 using accounting::FilterStage;
+using observability::MetricLabels;
 
 namespace {
 
@@ -56,13 +57,16 @@ void MetricsStage::on_complete(RequestContext& ctx) {
   auto& m = *metrics_;
   const unsigned w = ctx.worker;
   const Endpoint endpoint = ctx.path.endpoint;
+  // Label ids through this snapshot's binding: by name, whatever the positions.
+  const MetricLabels& labels = labels_;
   const std::size_t model =
-      m.model_label(ctx.model ? &*ctx.model : nullptr,
-                    ctx.route ? std::optional(ctx.route->route) : std::nullopt);
-  const std::size_t upstream = ctx.route ? ctx.route->upstream : m.upstream_none();
-  const std::size_t key = ctx.key             ? ctx.key_index
-                          : cfg_.keys.empty() ? m.key_anonymous()
-                                              : m.key_unauthenticated();
+      labels.model(ctx.model ? &*ctx.model : nullptr,
+                   ctx.route ? std::optional(ctx.route->route) : std::nullopt);
+  const std::size_t upstream =
+      ctx.route ? labels.upstreams[ctx.route->upstream] : labels.upstream_none;
+  const std::size_t key = ctx.key             ? labels.keys[ctx.key_index]
+                          : cfg_.keys.empty() ? labels.key_anonymous
+                                              : labels.key_unauthenticated;
   const auto now = Clock::now();
 
   m.requests(w, endpoint, model, upstream, key, ctx.status).Increment();
@@ -81,7 +85,7 @@ void MetricsStage::on_complete(RequestContext& ctx) {
     m.tokens(w, model, key, true).Increment(static_cast<double>(ctx.usage->completion_tokens));
   }
   if (ctx.rate_limited >= 0 && ctx.key)
-    m.rate_limited(w, ctx.key_index, static_cast<std::size_t>(ctx.rate_limited)).Increment();
+    m.rate_limited(w, key, static_cast<std::size_t>(ctx.rate_limited)).Increment();
   if (!ctx.rate_limit_store_error.empty())
     m.store_errors(ctx.rate_limit_store_error == "redis" ? 1 : 0).Increment();
   if (ctx.route) {
@@ -98,7 +102,7 @@ void MetricsStage::on_complete(RequestContext& ctx) {
       m.content_filter(w, stage, c, static_cast<std::size_t>(r.severity), r.filtered).Increment();
     }
   }
-  const std::size_t filter_key = ctx.key ? ctx.key_index : m.key_anonymous();
+  const std::size_t filter_key = ctx.key ? key : labels.key_anonymous;
   if (ctx.upstream_status == 400u && cf.filtered(FilterStage::prompt))
     m.content_filtered_requests(w, 0, filter_key).Increment();
   if (ctx.finish_reason == "content_filter")

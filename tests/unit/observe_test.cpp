@@ -821,3 +821,75 @@ TEST(AccessLogStage, OnCompleteWritesTheLine) {
 
 }  // namespace
 }  // namespace llmgw
+
+namespace llmgw {
+namespace {
+
+// Metric label ids are interned names: a snapshot with upstreams, keys and routes reordered,
+// added and removed labels its requests by name, sharing the series of the names it kept.
+TEST(MetricLabelsBinding, ASecondSnapshotLabelsByNameNotPosition) {
+  auto a = test::load_ok(R"(
+upstreams:
+  az: {provider: azure, base_url: "https://a.openai.azure.com", api_key: k, deployments: {gpt-4o: p}}
+  oa: {provider: openai, base_url: "https://api.openai.com", api_key: k}
+routes:
+  - {match: "gpt-4o*", upstream: az}
+  - {match: "*", upstream: oa}
+keys:
+  - {name: team-a, key: sk-team-a-0001}
+  - {name: team-b, key: sk-team-b-0002}
+)");
+  auto b = test::load_ok(R"(
+upstreams:
+  new: {provider: openai, base_url: "https://n.example.com", api_key: k}
+  oa: {provider: openai, base_url: "https://api.openai.com", api_key: k}
+  az: {provider: azure, base_url: "https://a.openai.azure.com", api_key: k, deployments: {gpt-4o: p}}
+routes:
+  - {match: "*", upstream: oa}
+  - {match: "gpt-4o*", upstream: az}
+keys:
+  - {name: team-c, key: sk-team-c-0003}
+  - {name: team-b, key: sk-team-b-0002}
+)");
+  ASSERT_TRUE(a && b);
+  observability::Metrics m(*a, 1, "v");
+  const observability::MetricLabels& la = m.startup_labels();
+  const observability::MetricLabels lb = m.bind(*b);
+  // Names in both: the same ids, at their new positions.
+  EXPECT_EQ(lb.upstreams[2], la.upstreams[0]);  // az
+  EXPECT_EQ(lb.upstreams[1], la.upstreams[1]);  // oa
+  EXPECT_EQ(lb.keys[1], la.keys[1]);            // team-b
+  EXPECT_EQ(lb.routes[1], la.routes[0]);        // gpt-4o*
+  EXPECT_EQ(lb.routes[0], la.routes[1]);        // *
+  EXPECT_EQ(lb.models.at("gpt-4o"), la.models.at("gpt-4o"));
+  EXPECT_EQ(lb.upstream_none, la.upstream_none);
+  EXPECT_EQ(lb.key_anonymous, la.key_anonymous);
+  // New names: ids of their own.
+  for (std::size_t id : la.upstreams) EXPECT_NE(lb.upstreams[0], id);
+  for (std::size_t id : la.keys) EXPECT_NE(lb.keys[0], id);
+  EXPECT_NE(lb.keys[0], la.key_anonymous);
+  EXPECT_NE(lb.keys[0], la.key_unauthenticated);
+  // A request on snapshot B, through its positions, is labelled with B's names.
+  m.requests(0, Endpoint::chat_completions, lb.model(nullptr, 1), lb.upstreams[2], lb.keys[0], 200)
+      .Increment();
+  m.requests(0, Endpoint::chat_completions, lb.model(nullptr, 0), lb.upstreams[0], lb.keys[1], 200)
+      .Increment();
+  const std::string text = m.render();
+  EXPECT_EQ(sample(text, "llm_gateway_requests_total",
+                   {{"endpoint", "chat_completions"},
+                    {"model", "gpt-4o*"},
+                    {"upstream", "az"},
+                    {"key", "team-c"},
+                    {"code", "200"}}),
+            1.0);
+  EXPECT_EQ(sample(text, "llm_gateway_requests_total",
+                   {{"endpoint", "chat_completions"},
+                    {"model", "*"},
+                    {"upstream", "new"},
+                    {"key", "team-b"},
+                    {"code", "200"}}),
+            1.0);
+}
+
+}  // namespace
+}  // namespace llmgw

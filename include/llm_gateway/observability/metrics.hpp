@@ -8,7 +8,10 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <deque>
 #include <memory>
+#include <optional>
+#include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -18,18 +21,44 @@
 
 namespace llmgw::observability {
 
+// One configuration's label ids: what a snapshot's positions (upstream, key, route index) and
+// configured model names map to. Ids are the Metrics' interned names, stable for the process, so
+// snapshots with reordered, added or removed upstreams, keys and routes share the series of the
+// names they share (see Metrics::bind).
+struct MetricLabels {
+  std::unordered_map<std::string, std::size_t> models;  // configured model names
+  std::vector<std::size_t> routes;                      // by route index: its pattern's label
+  std::vector<std::size_t> upstreams;                   // by upstream index
+  std::vector<std::size_t> keys;                        // by key index
+  std::size_t model_none = 0;
+  std::size_t key_anonymous = 0;
+  std::size_t key_unauthenticated = 0;
+  std::size_t upstream_none = 0;
+  // The model label of a request: the configured name it sent, else its route's pattern, else
+  // "none" — never a name a client invented.
+  std::size_t model(const std::string* name, std::optional<std::size_t> route) const;
+};
+
 class Metrics {
  public:
   Metrics(const config::Config& cfg, unsigned workers, const std::string& version);
 
   std::string render() const;  // Prometheus text exposition format
 
-  // Label indexes (see README "Metrics"): models named in the config, then route patterns, then
-  // "none"; keys by name, then "anonymous" and "unauthenticated"; upstreams by name, then "none".
-  std::size_t model_label(const std::string* model, std::optional<std::size_t> route) const;
-  std::size_t key_anonymous() const { return key_names_.size(); }
-  std::size_t key_unauthenticated() const { return key_names_.size() + 1; }
-  std::size_t upstream_none() const { return upstream_names_.size(); }
+  // A configuration's label ids (interning the names it brings; thread-safe). Each snapshot's
+  // metrics stage binds its configuration once.
+  MetricLabels bind(const config::Config& cfg);
+
+  // The startup configuration's label ids (see README "Metrics"): models named in the config,
+  // then route patterns, then "none"; keys by name, then "anonymous" and "unauthenticated";
+  // upstreams by name, then "none".
+  const MetricLabels& startup_labels() const { return startup_; }
+  std::size_t model_label(const std::string* model, std::optional<std::size_t> route) const {
+    return startup_.model(model, route);
+  }
+  std::size_t key_anonymous() const { return startup_.key_anonymous; }
+  std::size_t key_unauthenticated() const { return startup_.key_unauthenticated; }
+  std::size_t upstream_none() const { return startup_.upstream_none; }
 
   // Per I/O thread (worker) cached handles.
   prometheus::Counter& requests(unsigned worker, Endpoint e, std::size_t model,
@@ -74,12 +103,22 @@ class Metrics {
   template <class T, class Make>
   T& cached(Cache<T>& cache, std::uint64_t key, Make&& make);
 
+  // Interned label values: an id, once given, names the same value for the process.
+  struct Table {
+    std::deque<std::string> names;  // by id (a deque: growing never moves a name)
+    std::unordered_map<std::string, std::size_t> ids;
+    // The id of `name`, made if new; `overflow` once the table holds `limit` names.
+    std::size_t intern(const std::string& name, std::size_t limit, std::size_t overflow);
+  };
+  MetricLabels bind_locked(const config::Config& cfg, bool startup);
+  std::string name_of(const Table& table, std::size_t id) const;  // under a shared lock
+
   std::shared_ptr<prometheus::Registry> registry_;
-  std::vector<std::string> model_names_;  // label values
-  std::unordered_map<std::string, std::size_t> model_index_;
-  std::size_t route_label_base_ = 0;
-  std::vector<std::string> key_names_;
-  std::vector<std::string> upstream_names_;
+  mutable std::shared_mutex names_mutex_;  // bind() adds names while I/O threads read them
+  Table models_;
+  Table keys_;
+  Table upstreams_;
+  MetricLabels startup_;
   std::vector<WorkerCache> caches_;
 
   prometheus::Family<prometheus::Counter>* requests_;

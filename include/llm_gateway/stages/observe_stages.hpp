@@ -13,7 +13,7 @@ namespace llmgw {
 class MetricsStage final : public Stage {
  public:
   MetricsStage(const config::Config& cfg, std::shared_ptr<observability::Metrics> metrics)
-      : cfg_(cfg), metrics_(std::move(metrics)) {}
+      : cfg_(cfg), metrics_(std::move(metrics)), labels_(metrics_->bind(cfg)) {}
   std::string_view name() const override { return "metrics"; }
   Verdict on_request_headers(RequestContext& ctx) override;
   void on_response_headers(RequestContext& ctx, unsigned status,
@@ -23,6 +23,7 @@ class MetricsStage final : public Stage {
  private:
   const config::Config& cfg_;
   std::shared_ptr<observability::Metrics> metrics_;
+  observability::MetricLabels labels_;  // this snapshot's positions -> the process's label ids
 };
 
 class AccessLogStage final : public Stage {
