@@ -420,10 +420,18 @@ asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, b
       if (rec == http::error::need_buffer) rec = {};
       if (rec == ssl::error::stream_truncated && parser->is_done()) rec = {};
       if (rec) {
-        result.outcome = Outcome::broken;
         result.failure = {classify(rec), "relaying the upstream body failed: " + rec.message(),
                           true};
         ctx.client_aborted = guard.client_gone;
+        if (ctx.bytes_out == 0) {
+          // Nothing reached the client yet (the header waits for the first body piece): it gets
+          // a gateway error in OpenAI's shape, never a silent close.
+          result.outcome = Outcome::failed;
+          ctx.streamed = false;
+          ctx.body_rewriter = nullptr;
+        } else {
+          result.outcome = Outcome::broken;
+        }
         co_return result;
       }
       done = parser->is_done();

@@ -165,3 +165,16 @@ test('upstream answers 101 Switching Protocols: 502 upstream_protocol_error in O
   c.destroy();
   await checkInvariants(t, fg);
 });
+
+test('upstream dies after its header but before any body byte reached the client: an OpenAI-format 502, never a silent close', T, async (t) => {
+  const fg = await startFaultGateway(t);
+  const id = fg.tracker.id('partial');
+  const res = await request(`${fg.gw.url}/v1/chat/completions`, {
+    headers: { 'x-request-id': id, 'x-mock-scenario': 'partial-chunk-reset' },
+    body: chatBody(),
+    timeoutMs: 4000,
+  });
+  assert.equal(res.status, 502, res.text);
+  assert.ok(res.json?.error?.code?.startsWith('upstream_'), `OpenAI error shape: ${res.text}`);
+  await checkInvariants(t, fg);
+});

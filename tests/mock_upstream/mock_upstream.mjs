@@ -48,6 +48,7 @@
 //   bad-chunk             200 chunked SSE: one valid chunk, then an invalid chunk-size line; stays open
 //   short-content-length  200 with content-length 1000 but only 100 body bytes, then FIN
 //   switching-protocols   101 Switching Protocols (upgrade: websocket); the connection stays open
+//   partial-chunk-reset   200 chunked: the header and half a chunk-size line in one write, then FIN
 //   big-stream            a 200 SSE chat stream of x-mock-stream-bytes (default 16 MiB) in ~1 KiB
 //                         events, written with backpressure (the record's `streamedBytes` counts
 //                         what the socket took); bytes not kept in responseBody
@@ -581,6 +582,15 @@ export async function startMock(opts = {}) {
         record.resetByMock = true;
         rawWrite(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{"id":"chatcmpl-short","object":"chat.completion","choices":[${' '.repeat(38)}`);
         record.responseStatus = 200;
+        sock.end();
+        return;
+      }
+      case 'partial-chunk-reset': {
+        // The header and half a chunk-size line in one write, then the end of the connection: a
+        // proxy that holds the header back for the first body piece has sent nothing yet.
+        record.resetByMock = true;
+        record.responseStatus = 200;
+        rawWrite('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n4');
         sock.end();
         return;
       }
