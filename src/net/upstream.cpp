@@ -228,10 +228,14 @@ void watch_client(const std::shared_ptr<ExchangeGuard>& g) {
   });
 }
 
-asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl::context* tls_ctx,
-                                                UpstreamConnection& conn) {
+// Connect = TCP, then (the egress issue's slot) a CONNECT tunnel through the corporate proxy,
+// then TLS: three steps, each a function of its own.
+
+// Resolves and connects within `deadline`.
+asio::awaitable<std::optional<Failure>> connect_tcp(const config::Upstream& up,
+                                                    Clock::time_point deadline,
+                                                    std::optional<beast::tcp_stream>& out) {
   auto ex = co_await asio::this_coro::executor;
-  const auto deadline = Clock::now() + up.connect_timeout;
   tcp::resolver resolver(ex);
   auto flags = up.base.host_is_ip ? tcp::resolver::numeric_host : tcp::resolver::flags{};
   auto [rec, endpoints] =
@@ -241,21 +245,23 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl:
     co_return Failure{GatewayError::upstream_unreachable,
                       "cannot resolve upstream host: " + rec.message()};
   }
-  beast::tcp_stream stream(ex);
-  stream.expires_at(deadline);
-  auto [cec, ep] = co_await stream.async_connect(endpoints, nothrow_awaitable);
+  out.emplace(ex);
+  out->expires_at(deadline);
+  auto [cec, ep] = co_await out->async_connect(endpoints, nothrow_awaitable);
   if (cec) {
     const auto kind = cec == beast::error::timeout ? GatewayError::upstream_timeout
                                                    : GatewayError::upstream_unreachable;
     co_return Failure{kind, "cannot connect to upstream: " + cec.message()};
   }
-  stream.socket().set_option(tcp::no_delay(true));
-  if (!tls_ctx) {
-    stream.expires_never();  // from here on the exchange guard keeps the time
-    conn.plain.emplace(std::move(stream));
-    co_return std::nullopt;
-  }
-  conn.tls.emplace(std::move(stream), *tls_ctx);
+  boost::system::error_code ignored;
+  out->socket().set_option(tcp::no_delay(true), ignored);
+  co_return std::nullopt;
+}
+
+// The TLS handshake over `conn.tls` (SNI, ALPN http/1.1, chain and host-name verification).
+asio::awaitable<std::optional<Failure>> handshake_tls(const config::Upstream& up,
+                                                      Clock::time_point deadline,
+                                                      UpstreamConnection& conn) {
   SSL* ssl_handle = conn.tls->native_handle();
   // SNI carries host names only (RFC 6066 §3); an IP literal must instead be in the certificate.
   if (!up.base.host_is_ip) SSL_set_tlsext_host_name(ssl_handle, up.base.host.c_str());
@@ -274,6 +280,22 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl:
                                                    : GatewayError::upstream_tls_error;
     co_return Failure{kind, "TLS handshake with upstream failed: " + detail};
   }
+  co_return std::nullopt;
+}
+
+asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl::context* tls_ctx,
+                                                UpstreamConnection& conn) {
+  const auto deadline = Clock::now() + up.connect_timeout;
+  std::optional<beast::tcp_stream> stream;
+  if (auto failure = co_await connect_tcp(up, deadline, stream)) co_return failure;
+  // (A CONNECT tunnel through an egress proxy goes here, on `stream`, before TLS.)
+  if (!tls_ctx) {
+    stream->expires_never();  // from here on the exchange guard keeps the time
+    conn.plain.emplace(std::move(*stream));
+    co_return std::nullopt;
+  }
+  conn.tls.emplace(std::move(*stream), *tls_ctx);
+  if (auto failure = co_await handshake_tls(up, deadline, conn)) co_return failure;
   beast::get_lowest_layer(*conn.tls).expires_never();
   co_return std::nullopt;
 }
@@ -305,172 +327,241 @@ void strip_hop_by_hop(http::fields& h) {
   for (const auto& name : drop) h.erase(name);
 }
 
+// One attempt on one upstream connection, in the router's steps: send the request, read the
+// response head, decide, commit the head to the client, relay the body. Only commit() and relay()
+// touch the client; every step before them can still fail over to a gateway error (or, later, to
+// another attempt) without the client having seen anything.
+template <class Stream>
+class Attempt {
+ public:
+  Attempt(Stream& up, UpstreamConnection& conn, bool reused, http::request<http::buffer_body>& req,
+          const Pipeline& pipeline, RequestContext& ctx, beast::tcp_stream& down,
+          const DownstreamReply& reply, ExchangeGuard& guard)
+      : up_(up),
+        conn_(conn),
+        reused_(reused),
+        req_(req),
+        pipeline_(pipeline),
+        ctx_(ctx),
+        down_(down),
+        reply_(reply),
+        guard_(guard) {}
+
+  asio::awaitable<ExchangeResult> run() {
+    // (No co_await inside an if condition: g++ 12 miscompiles that into a trap.)
+    bool ok = co_await send();
+    if (ok) ok = co_await read_head();
+    if (ok) ok = decide();
+    if (ok) ok = co_await commit();
+    if (ok) co_await relay();
+    co_return result_;
+  }
+
+ private:
+  // An error after the guard closed the connection is the deadline's doing.
+  boost::system::error_code upstream_error(boost::system::error_code ec) const {
+    return guard_.upstream_timed_out ? boost::system::error_code(beast::error::timeout) : ec;
+  }
+
+  bool fail(Outcome outcome, GatewayError error, std::string message) {
+    result_.outcome = outcome;
+    result_.failure = {error, std::move(message), true};
+    return false;
+  }
+
+  // A request is sent again (on a fresh connection) only when the upstream cannot have acted on
+  // it: nothing of it could be complete there (its write failed part-way), or its method is
+  // idempotent. A POST that was written whole may have been processed (and billed) by an
+  // upstream that closed the connection right after: it is never re-sent, as Envoy and nginx do
+  // for non-idempotent requests.
+  bool idempotent() const {
+    return req_.method() == http::verb::get || req_.method() == http::verb::delete_;
+  }
+
+  asio::awaitable<bool> send() {
+    auto [wec0, wn] = co_await http::async_write(up_, req_, nothrow_awaitable);
+    const auto wec = upstream_error(wec0);
+    if (wec) {
+      co_return fail(reused_ && wec != beast::error::timeout ? Outcome::retryable : Outcome::failed,
+                     classify(wec), "sending the request upstream failed: " + wec.message());
+    }
+    ctx_.upstream_request_written = Clock::now();
+    co_return true;
+  }
+
+  asio::awaitable<bool> read_head() {
+    for (;;) {
+      parser_.emplace();
+      parser_->header_limit(kResponseHeaderLimit);
+      parser_->body_limit(boost::none);  // streams may be long; the deadline bounds them
+      if (ctx_.method == http::verb::head) parser_->skip(true);
+      auto [rec0, rn] =
+          co_await http::async_read_header(up_, conn_.buffer, *parser_, nothrow_awaitable);
+      const auto rec = upstream_error(rec0);
+      if (rec) {
+        const bool nothing_received = !parser_->got_some() && conn_.buffer.size() == 0;
+        const bool retry = reused_ && idempotent() && nothing_received &&
+                           rec != beast::error::timeout && !guard_.client_gone;
+        co_return fail(retry ? Outcome::retryable : Outcome::failed, classify(rec),
+                       "reading the upstream response failed: " + rec.message());
+      }
+      const unsigned status = parser_->get().result_int();
+      if (status >= 200 || status == 101) co_return true;  // interim 1xx responses are skipped
+    }
+  }
+
+  // Whether this response goes to the client. Failover on 429/5xx and a token refresh on 401
+  // decide here, before anything was committed.
+  bool decide() {
+    if (parser_->get().result_int() == 101) {
+      // Nothing the gateway sends asks to switch protocols: an upstream that does is broken (or
+      // hostile), and relaying it would leave the client on a connection no one speaks HTTP on.
+      return fail(Outcome::failed, GatewayError::upstream_protocol_error,
+                  "the upstream answered 101 Switching Protocols to a plain request");
+    }
+    return true;
+  }
+
+  // The response head as the client gets it; written now unless body bytes came with it (a
+  // typical non-stream answer), in which case it goes out with the first piece in one write.
+  asio::awaitable<bool> commit() {
+    auto& res = parser_->get();
+    ctx_.upstream_first_byte = Clock::now();
+    ctx_.status = res.result_int();
+    ctx_.upstream_status = ctx_.status;
+    upstream_keep_alive_ = res.keep_alive();
+    const auto content_type = res[http::field::content_type];
+    // A stream is what the client asked for (stream: true) or an SSE answer; a JSON answer that
+    // merely arrives chunked (as api.openai.com sends them) is not one.
+    ctx_.streamed = ctx_.body_facts.stream || content_type.starts_with("text/event-stream");
+
+    strip_hop_by_hop(res);
+    res.set("x-gateway-request-id", ctx_.request_id);
+    pipeline_.on_response_headers(ctx_, ctx_.status, res);
+    keep_alive_ = reply_.keep_alive;
+    const bool has_body = !parser_->is_done();
+    if (reply_.http_version < 11) {
+      if (res.chunked()) {
+        res.chunked(false);  // HTTP/1.0 cannot take chunks: delimit the body by closing
+        keep_alive_ = false;
+      }
+    } else if (has_body && !res.chunked() && !res.has_content_length()) {
+      res.chunked(true);  // a close-delimited upstream body is re-framed for the client
+    }
+    res.version(reply_.http_version);
+    res.keep_alive(keep_alive_);
+    if (!res.has_content_length() && !res.chunked() && has_body) keep_alive_ = false;
+
+    serializer_.emplace(res);
+    if (parser_->is_done() || conn_.buffer.size() == 0) {
+      guard_.write_since = Clock::now();
+      auto [hec, hn] = co_await http::async_write_header(down_, *serializer_, nothrow_awaitable);
+      guard_.write_since.reset();
+      if (hec) {
+        result_.outcome = Outcome::broken;
+        ctx_.client_aborted = true;
+        co_return false;
+      }
+      ctx_.bytes_out += hn;
+      ctx_.client_first_byte = Clock::now();
+    }
+    co_return true;
+  }
+
+  // Each read_some returns as soon as the parser made progress, so an SSE event is written to
+  // the client the moment it arrives rather than when a buffer fills up.
+  asio::awaitable<void> relay() {
+    auto& res = parser_->get();
+    auto& sr = *serializer_;
+    std::array<char, kRelayBufferBytes> piece;
+    std::vector<std::string_view> out;  // what goes to the client for one piece
+    for (bool done = parser_->is_done();; done = parser_->is_done()) {
+      out.clear();
+      if (!done) {
+        res.body().data = piece.data();
+        res.body().size = piece.size();
+        auto [rec0, rn] =
+            co_await http::async_read_some(up_, conn_.buffer, *parser_, nothrow_awaitable);
+        auto rec = upstream_error(rec0);
+        if (rec == http::error::need_buffer) rec = {};
+        if (rec == ssl::error::stream_truncated && parser_->is_done()) rec = {};
+        if (rec) {
+          ctx_.client_aborted = guard_.client_gone;
+          if (ctx_.bytes_out == 0) {
+            // Nothing reached the client yet (the head waits for the first body piece): it
+            // gets a gateway error in OpenAI's shape, never a silent close.
+            ctx_.streamed = false;
+            ctx_.body_rewriter = nullptr;
+            fail(Outcome::failed, classify(rec),
+                 "relaying the upstream body failed: " + rec.message());
+          } else {
+            fail(Outcome::broken, classify(rec),
+                 "relaying the upstream body failed: " + rec.message());
+          }
+          co_return;
+        }
+        done = parser_->is_done();
+        const std::string_view got(piece.data(), piece.size() - res.body().size);
+        if (got.empty() && !done) continue;  // parsed framing only (a chunk header)
+        if (!got.empty()) pipeline_.on_response_body(ctx_, got);
+        if (ctx_.body_rewriter) {
+          ctx_.body_rewriter->rewrite(got, done, out);
+        } else if (!got.empty()) {
+          out.push_back(got);
+        }
+      }
+      if (done) pipeline_.on_response_end(ctx_);  // before the last bytes reach the client
+      // Each piece is written as soon as it is read. An empty buffer would read as the end of
+      // the body to the serializer, so the end is signalled with the last piece or with none.
+      for (std::size_t i = 0; i < out.size() || (i == 0 && done); ++i) {
+        const bool final_write = done && i + 1 >= out.size();
+        res.body().data = i < out.size() ? const_cast<char*>(out[i].data()) : nullptr;
+        res.body().size = i < out.size() ? out[i].size() : 0;
+        res.body().more = !final_write;
+        guard_.write_since = Clock::now();
+        auto [bec, bn] = co_await http::async_write(down_, sr, nothrow_awaitable);
+        guard_.write_since.reset();
+        if (bec == http::error::need_buffer) bec = {};
+        if (bec) {
+          result_.outcome = Outcome::broken;
+          ctx_.client_aborted = true;
+          co_return;
+        }
+        ctx_.bytes_out += bn;
+        if (!ctx_.client_first_byte) ctx_.client_first_byte = Clock::now();
+      }
+      if (done) break;
+    }
+    result_.outcome = Outcome::relayed;
+    result_.upstream_reusable =
+        upstream_keep_alive_ && !parser_->need_eof() && conn_.buffer.size() == 0;
+    result_.downstream_reusable = keep_alive_;
+  }
+
+  Stream& up_;
+  UpstreamConnection& conn_;
+  const bool reused_;
+  http::request<http::buffer_body>& req_;
+  const Pipeline& pipeline_;
+  RequestContext& ctx_;
+  beast::tcp_stream& down_;
+  const DownstreamReply& reply_;
+  ExchangeGuard& guard_;
+  ExchangeResult result_;
+  std::optional<http::response_parser<http::buffer_body>> parser_;
+  std::optional<http::response_serializer<http::buffer_body>> serializer_;
+  bool upstream_keep_alive_ = false;
+  bool keep_alive_ = false;
+};
+
 template <class Stream>
 asio::awaitable<ExchangeResult> exchange(Stream& up, UpstreamConnection& conn, bool reused,
                                          http::request<http::buffer_body>& req,
                                          const Pipeline& pipeline, RequestContext& ctx,
                                          beast::tcp_stream& down, const DownstreamReply& reply,
                                          ExchangeGuard& guard) {
-  ExchangeResult result;
-  // An error after the guard closed the connection is the deadline's doing.
-  auto upstream_error = [&guard](boost::system::error_code ec) {
-    return guard.upstream_timed_out ? boost::system::error_code(beast::error::timeout) : ec;
-  };
-
-  // A request is sent again (on a fresh connection) only when the upstream cannot have acted on
-  // it: nothing of it was written, or nothing of it could be complete there, or its method is
-  // idempotent. A POST that was written whole may have been processed (and billed) by an
-  // upstream that closed the connection right after: it is never re-sent, as Envoy and nginx do
-  // for non-idempotent requests.
-  const bool idempotent = req.method() == http::verb::get || req.method() == http::verb::delete_;
-  auto [wec0, wn] = co_await http::async_write(up, req, nothrow_awaitable);
-  const auto wec = upstream_error(wec0);
-  if (wec) {
-    // A write that failed part-way left an incomplete request upstream: nothing it can act on.
-    result.outcome = reused && wec != beast::error::timeout ? Outcome::retryable : Outcome::failed;
-    result.failure = {classify(wec), "sending the request upstream failed: " + wec.message(), true};
-    co_return result;
-  }
-  ctx.upstream_request_written = Clock::now();
-
-  std::optional<http::response_parser<http::buffer_body>> parser;
-  for (;;) {
-    parser.emplace();
-    parser->header_limit(kResponseHeaderLimit);
-    parser->body_limit(boost::none);  // streams may be long; the deadline bounds them
-    if (ctx.method == http::verb::head) parser->skip(true);
-    auto [rec0, rn] = co_await http::async_read_header(up, conn.buffer, *parser, nothrow_awaitable);
-    const auto rec = upstream_error(rec0);
-    if (rec) {
-      const bool nothing_received = !parser->got_some() && conn.buffer.size() == 0;
-      result.outcome = reused && idempotent && nothing_received && rec != beast::error::timeout &&
-                               !guard.client_gone
-                           ? Outcome::retryable
-                           : Outcome::failed;
-      result.failure = {classify(rec), "reading the upstream response failed: " + rec.message(),
-                        true};
-      co_return result;
-    }
-    const unsigned status = parser->get().result_int();
-    if (status == 101) {
-      // Nothing the gateway sends asks to switch protocols: an upstream that does is broken (or
-      // hostile), and relaying it would leave the client on a connection no one speaks HTTP on.
-      result.outcome = Outcome::failed;
-      result.failure = {GatewayError::upstream_protocol_error,
-                        "the upstream answered 101 Switching Protocols to a plain request", true};
-      co_return result;
-    }
-    if (status >= 200) break;  // skip interim 1xx responses
-  }
-  auto& res = parser->get();
-  ctx.upstream_first_byte = Clock::now();
-  ctx.status = res.result_int();
-  ctx.upstream_status = ctx.status;
-  const bool upstream_keep_alive = res.keep_alive();
-  const auto content_type = res[http::field::content_type];
-  // A stream is what the client asked for (stream: true) or an SSE answer; a JSON answer that
-  // merely arrives chunked (as api.openai.com sends them) is not one.
-  ctx.streamed = ctx.body_facts.stream || content_type.starts_with("text/event-stream");
-
-  // The response header as the client gets it.
-  strip_hop_by_hop(res);
-  res.set("x-gateway-request-id", ctx.request_id);
-  pipeline.on_response_headers(ctx, ctx.status, res);
-  bool keep_alive = reply.keep_alive;
-  const bool has_body = !parser->is_done();
-  if (reply.http_version < 11) {
-    if (res.chunked()) {
-      res.chunked(false);  // HTTP/1.0 cannot take chunks: delimit the body by closing
-      keep_alive = false;
-    }
-  } else if (has_body && !res.chunked() && !res.has_content_length()) {
-    res.chunked(true);  // a close-delimited upstream body is re-framed for the client
-  }
-  res.version(reply.http_version);
-  res.keep_alive(keep_alive);
-  if (!res.has_content_length() && !res.chunked() && has_body) keep_alive = false;
-
-  http::response_serializer<http::buffer_body> sr{res};
-  // When body bytes came with the header (a typical non-stream answer), the header goes out with
-  // the first piece in one write; otherwise (a stream still thinking) it goes out at once.
-  if (parser->is_done() || conn.buffer.size() == 0) {
-    guard.write_since = Clock::now();
-    auto [hec, hn] = co_await http::async_write_header(down, sr, nothrow_awaitable);
-    guard.write_since.reset();
-    if (hec) {
-      result.outcome = Outcome::broken;
-      ctx.client_aborted = true;
-      co_return result;
-    }
-    ctx.bytes_out += hn;
-    ctx.client_first_byte = Clock::now();
-  }
-
-  // The relay: each read_some returns as soon as the parser made progress, so an SSE event is
-  // written to the client the moment it arrives rather than when a buffer fills up.
-  std::array<char, kRelayBufferBytes> piece;
-  std::vector<std::string_view> out;  // what goes to the client for one piece
-  for (bool done = parser->is_done();; done = parser->is_done()) {
-    out.clear();
-    if (!done) {
-      res.body().data = piece.data();
-      res.body().size = piece.size();
-      auto [rec0, rn] = co_await http::async_read_some(up, conn.buffer, *parser, nothrow_awaitable);
-      auto rec = upstream_error(rec0);
-      if (rec == http::error::need_buffer) rec = {};
-      if (rec == ssl::error::stream_truncated && parser->is_done()) rec = {};
-      if (rec) {
-        result.failure = {classify(rec), "relaying the upstream body failed: " + rec.message(),
-                          true};
-        ctx.client_aborted = guard.client_gone;
-        if (ctx.bytes_out == 0) {
-          // Nothing reached the client yet (the header waits for the first body piece): it gets
-          // a gateway error in OpenAI's shape, never a silent close.
-          result.outcome = Outcome::failed;
-          ctx.streamed = false;
-          ctx.body_rewriter = nullptr;
-        } else {
-          result.outcome = Outcome::broken;
-        }
-        co_return result;
-      }
-      done = parser->is_done();
-      const std::string_view got(piece.data(), piece.size() - res.body().size);
-      if (got.empty() && !done) continue;  // parsed framing only (a chunk header)
-      if (!got.empty()) pipeline.on_response_body(ctx, got);
-      if (ctx.body_rewriter) {
-        ctx.body_rewriter->rewrite(got, done, out);
-      } else if (!got.empty()) {
-        out.push_back(got);
-      }
-    }
-    if (done) pipeline.on_response_end(ctx);  // before the last bytes reach the client
-    // Each piece is written as soon as it is read. An empty buffer would read as the end of
-    // the body to the serializer, so the end is signalled with the last piece or with none.
-    for (std::size_t i = 0; i < out.size() || (i == 0 && done); ++i) {
-      const bool final_write = done && i + 1 >= out.size();
-      res.body().data = i < out.size() ? const_cast<char*>(out[i].data()) : nullptr;
-      res.body().size = i < out.size() ? out[i].size() : 0;
-      res.body().more = !final_write;
-      guard.write_since = Clock::now();
-      auto [bec, bn] = co_await http::async_write(down, sr, nothrow_awaitable);
-      guard.write_since.reset();
-      if (bec == http::error::need_buffer) bec = {};
-      if (bec) {
-        result.outcome = Outcome::broken;
-        ctx.client_aborted = true;
-        co_return result;
-      }
-      ctx.bytes_out += bn;
-      if (!ctx.client_first_byte) ctx.client_first_byte = Clock::now();
-    }
-    if (done) break;
-  }
-
-  result.outcome = Outcome::relayed;
-  result.upstream_reusable = upstream_keep_alive && !parser->need_eof() && conn.buffer.size() == 0;
-  result.downstream_reusable = keep_alive;
-  co_return result;
+  Attempt<Stream> attempt(up, conn, reused, req, pipeline, ctx, down, reply, guard);
+  co_return co_await attempt.run();
 }
 
 }  // namespace
