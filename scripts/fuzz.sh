@@ -10,7 +10,8 @@
 #     --keep-going  fork mode with -ignore_crashes=1: a crash is saved and fuzzing continues,
 #                   so one known bug does not end the run (fork mode counts cov differently)
 #     TARGET        json_scan, sse, ... (default: all)
-# Environment: BUILD_DIR=build-fuzz, CXX_FUZZ=clang++-16 (needs clang-16 and libfuzzer-16-dev).
+# Environment: BUILD_DIR=build-fuzz, CXX_FUZZ=clang++-16 (clang-16 and libfuzzer-16-dev are
+# installed with apt-get when missing, as setup.sh installs the rest).
 # Reproducers go to $BUILD_DIR/artifacts/<name>/crash-* (timeout-*, oom-*, leak-*), logs to
 # $BUILD_DIR/logs/<name>.log, the growing working corpus to $BUILD_DIR/corpus/<name>/. Exits 1
 # when any target crashed. Replay one input with: $BUILD_DIR/tests/fuzz/<name>_fuzz FILE
@@ -39,8 +40,19 @@ fi
 
 BUILD_DIR=${BUILD_DIR:-build-fuzz}
 CXX_FUZZ=${CXX_FUZZ:-clang++-16}
-if ! command -v "$CXX_FUZZ" >/dev/null ||
-  ! ls /usr/lib/llvm-16/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
+have_fuzzer() {
+  command -v "$CXX_FUZZ" >/dev/null &&
+    ls /usr/lib/llvm-16/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1
+}
+if ! have_fuzzer; then
+  # Debian bookworm's clang-16 and libFuzzer, with the build dependencies setup.sh installs.
+  scripts/setup.sh --deps
+  echo "fuzz.sh: installing clang-16 libfuzzer-16-dev" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    clang-16 libfuzzer-16-dev llvm-16 >/dev/null
+fi
+if ! have_fuzzer; then
   echo "fuzz.sh needs $CXX_FUZZ and libFuzzer: apt-get install -y clang-16 libfuzzer-16-dev" >&2
   exit 2
 fi
