@@ -92,6 +92,7 @@ class BodyBudget {
 // requests are smuggled. Returns the error to answer with, if any.
 std::optional<std::pair<GatewayError, std::string_view>> framing_error(
     const http::request<http::string_body>& req) {
+  if (req.find(http::field::transfer_encoding) == req.end()) return std::nullopt;
   std::size_t codings = 0;
   std::size_t chunked = 0;
   bool chunked_last = false;
@@ -116,7 +117,6 @@ std::optional<std::pair<GatewayError, std::string_view>> framing_error(
       }
     }
   }
-  if (req.find(http::field::transfer_encoding) == req.end()) return std::nullopt;
   if (req.version() < 11)
     return std::pair{GatewayError::invalid_framing,
                      std::string_view("An HTTP/1.0 request cannot carry Transfer-Encoding.")};
@@ -730,7 +730,9 @@ class Gateway {
     }
     ctx.body = req.body();
 
-    if (co_await pipeline.on_request(ctx) == Verdict::respond)
+    // (co_await results are taken into variables first: see Attempt::run in upstream.cpp.)
+    const Verdict verdict = co_await pipeline.on_request(ctx);
+    if (verdict == Verdict::respond)
       co_return co_await answer(stream, ctx, &pipeline, reply, false);
     const UpstreamSlot& upstream = *installed.upstreams.at(ctx.route->upstream);
     co_return co_await forward_and_relay(worker.pool, upstream, pipeline, ctx, stream, reply);

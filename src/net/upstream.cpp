@@ -287,7 +287,9 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl:
                                                 UpstreamConnection& conn) {
   const auto deadline = Clock::now() + up.connect_timeout;
   std::optional<beast::tcp_stream> stream;
-  if (auto failure = co_await connect_tcp(up, deadline, stream)) co_return failure;
+  // (co_await results are taken into variables first: see Attempt::run.)
+  std::optional<Failure> failure = co_await connect_tcp(up, deadline, stream);
+  if (failure) co_return failure;
   // (A CONNECT tunnel through an egress proxy goes here, on `stream`, before TLS.)
   if (!tls_ctx) {
     stream->expires_never();  // from here on the exchange guard keeps the time
@@ -295,7 +297,8 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl:
     co_return std::nullopt;
   }
   conn.tls.emplace(std::move(*stream), *tls_ctx);
-  if (auto failure = co_await handshake_tls(up, deadline, conn)) co_return failure;
+  failure = co_await handshake_tls(up, deadline, conn);
+  if (failure) co_return failure;
   beast::get_lowest_layer(*conn.tls).expires_never();
   co_return std::nullopt;
 }
@@ -348,7 +351,8 @@ class Attempt {
         guard_(guard) {}
 
   asio::awaitable<ExchangeResult> run() {
-    // (No co_await inside an if condition: g++ 12 miscompiles that into a trap.)
+    // (No co_await inside an if condition: g++ 12 miscompiled `if (!co_await send())` here into a
+    // trap (SIGILL), so results are always taken into a variable first.)
     bool ok = co_await send();
     if (ok) ok = co_await read_head();
     if (ok) ok = decide();
@@ -619,7 +623,8 @@ asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamSlot& 
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>();
       conn->buffer.reserve(kUpstreamReadBuffer);
-      if (auto failure = co_await connect(upcfg, slot.tls.get(), *conn)) {
+      std::optional<Failure> failure = co_await connect(upcfg, slot.tls.get(), *conn);
+      if (failure) {
         result.outcome = Outcome::failed;
         result.failure = std::move(*failure);
         break;
