@@ -1,6 +1,6 @@
 // Accept & parse: listeners, worker threads, client sessions (HTTP/1.1 keep-alive), built-in
 // health endpoints, and graceful drain on SIGTERM/SIGINT. Requests are handed to the pipeline and
-// then to forward_and_relay (upstream.cpp).
+// then to the router (route_and_relay in router.cpp).
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -176,7 +176,7 @@ std::string endpoint_string(const tcp::endpoint& ep) {
 // contexts (by name, see UpstreamRegistry). Swapped as one; each request holds the one it began on.
 struct Installed {
   std::shared_ptr<const Snapshot> snapshot;
-  std::vector<std::shared_ptr<const UpstreamSlot>> upstreams;  // by position in snapshot's config
+  UpstreamSlots upstreams;  // by position in the snapshot's config
 };
 
 class Gateway {
@@ -730,12 +730,12 @@ class Gateway {
     }
     ctx.body = req.body();
 
-    // (co_await results are taken into variables first: see Attempt::run in upstream.cpp.)
+    // (co_await results are taken into variables first: see run_attempt in router.cpp.)
     const Verdict verdict = co_await pipeline.on_request(ctx);
     if (verdict == Verdict::respond)
       co_return co_await answer(stream, ctx, &pipeline, reply, false);
-    const UpstreamSlot& upstream = *installed.upstreams.at(ctx.route->upstream);
-    co_return co_await forward_and_relay(worker.pool, upstream, pipeline, ctx, stream, reply);
+    co_return co_await route_and_relay(worker.pool, installed.upstreams, pipeline, ctx, stream,
+                                       reply);
   }
 
   asio::awaitable<void> drain() {

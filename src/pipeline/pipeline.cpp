@@ -7,7 +7,6 @@
 #include "llm_gateway/stages/parse_stage.hpp"
 #include "llm_gateway/stages/rate_limit_stage.hpp"
 #include "llm_gateway/stages/route_stage.hpp"
-#include "llm_gateway/stages/translate_stage.hpp"
 
 namespace llmgw {
 
@@ -64,7 +63,6 @@ Pipeline build_pipeline(const config::Config& cfg, const PipelineServices& servi
   stages.push_back(std::make_unique<RouteStage>(cfg));
   stages.push_back(std::make_unique<RateLimitStage>(cfg, std::move(store), std::move(concurrency)));
   stages.push_back(std::make_unique<AccountStage>());
-  stages.push_back(std::make_unique<TranslateStage>());
   return Pipeline(std::move(stages));
 }
 

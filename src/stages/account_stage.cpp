@@ -130,28 +130,19 @@ std::optional<accounting::Usage> usage_from_tail(std::string_view tail) {
 
 }  // namespace
 
-bool upstream_accepts_stream_options(const config::Upstream& up, Endpoint endpoint) {
-  if (up.provider == config::Provider::openai) return true;
-  const std::optional<std::string> v = api_version_for(up, endpoint);
-  if (!v) return up.api_style == config::ApiStyle::v1;
-  if (*v == "v1" || *v == "preview" || *v == "latest") return true;
-  return v->size() >= 10 && v->compare(0, 10, "2024-09-01") >= 0;
-}
-
 Verdict AccountStage::on_request(RequestContext& ctx) {
   const BodyFacts& f = ctx.body_facts;
   const bool chat_or_completions =
       ctx.path.endpoint == Endpoint::chat_completions || ctx.path.endpoint == Endpoint::completions;
   if (chat_or_completions && ctx.path.deployment_scoped && f.kind == BodyKind::json && f.stream &&
-      !f.include_usage && f.object_end != std::string_view::npos && ctx.upstream &&
-      upstream_accepts_stream_options(*ctx.upstream, ctx.path.endpoint))
-    ctx.request_stream_usage = true;
+      !f.include_usage && f.object_end != std::string_view::npos)
+    ctx.stream_usage_wanted = true;
   return Verdict::proceed;
 }
 
 void AccountStage::on_response_headers(RequestContext& ctx, unsigned status,
                                        http::fields& headers) {
-  if (!ctx.upstream_request) return;  // a local reply
+  if (!ctx.upstream_status) return;  // a local reply
   auto& st = ctx.state<AccountState>(this);
   st.ctx = &ctx;
   std::string_view id = headers["apim-request-id"];

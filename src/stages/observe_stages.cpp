@@ -187,7 +187,27 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
   field(out, "endpoint", endpoint_name(ctx.path.endpoint));
   field_or_null(out, "model", ctx.model ? json::truncate_chars(*ctx.model, 256) : "");
   field_or_null(out, "upstream", ctx.upstream ? std::string_view(ctx.upstream->name) : "");
-  field_or_null(out, "deployment", ctx.route ? std::string_view(ctx.route->deployment) : "");
+  field_or_null(out, "deployment", ctx.deployment);
+  out += ",\"attempts\":[";
+  for (std::size_t i = 0; i < ctx.attempts.size(); ++i) {
+    const AttemptRecord& a = ctx.attempts[i];
+    if (i != 0) out += ',';
+    out += "{\"upstream\":";
+    out += json::encode_string(a.upstream < cfg_.upstreams.size()
+                                   ? std::string_view(cfg_.upstreams[a.upstream].name)
+                                   : std::string_view());
+    if (a.status != 0) {
+      out += ",\"status\":" + std::to_string(a.status);
+    } else {
+      out += ",\"error\":";
+      out += json::encode_string(a.error_kind);
+    }
+    out += ",\"duration_ms\":";
+    out +=
+        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(a.duration).count());
+    out += '}';
+  }
+  out += ']';
   number(out, "status", ctx.status);
   out += ",\"stream\":";
   out += ctx.streamed ? "true" : "false";

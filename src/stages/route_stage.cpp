@@ -34,6 +34,7 @@ Verdict RouteStage::on_request(RequestContext& ctx) {
     return Verdict::respond;
   }
   ctx.upstream = &cfg_.upstreams[ctx.route->upstream];
+  ctx.deployment = ctx.route->deployment;
   return Verdict::proceed;
 }
 

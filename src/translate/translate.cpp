@@ -177,8 +177,16 @@ std::optional<std::string> api_version_for(const config::Upstream& up, Endpoint 
   return up.api_version.value_or("2024-10-21");
 }
 
-UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up,
-                          const RouteDecision& route, std::string_view request_id) {
+bool upstream_accepts_stream_options(const config::Upstream& up, Endpoint endpoint) {
+  if (up.provider == config::Provider::openai) return true;
+  const std::optional<std::string> v = api_version_for(up, endpoint);
+  if (!v) return up.api_style == config::ApiStyle::v1;
+  if (*v == "v1" || *v == "preview" || *v == "latest") return true;
+  return v->size() >= 10 && v->compare(0, 10, "2024-09-01") >= 0;
+}
+
+UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up, const Target& route,
+                          std::string_view request_id) {
   const PathFacts& path = *in.path;
   UpstreamRequest out;
   out.method = in.method;

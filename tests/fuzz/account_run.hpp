@@ -23,7 +23,7 @@ struct AccountRun {
   AccountRun(std::string_view content_type, unsigned status, bool request_stream_usage,
              const std::vector<std::string_view>& pieces, bool record_delivered = true) {
     ctx.request_stream_usage = request_stream_usage;
-    ctx.upstream_request.emplace();
+    ctx.upstream_status = status;
     ctx.status = status;
     ctx.streamed = content_type.starts_with("text/event-stream");
     boost::beast::http::fields h;

@@ -6,6 +6,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -173,7 +174,7 @@ async function fileLine(file, id, timeoutMs = 3000) {
 
 /** Every access-log field, in the README's order. */
 const FIELDS = [
-  'ts', 'request_id', 'key', 'method', 'path', 'endpoint', 'model', 'upstream', 'deployment', 'status',
+  'ts', 'request_id', 'key', 'method', 'path', 'endpoint', 'model', 'upstream', 'deployment', 'attempts', 'status',
   'stream', 'bytes_in', 'bytes_out', 'duration_ms', 'upstream_first_byte_ms', 'overhead_us',
   'prompt_tokens', 'completion_tokens', 'total_tokens', 'finish_reason', 'content_filter', 'error', 'cut',
   'upstream_request_id', 'client', 'user_agent', 'trace_id',
@@ -202,6 +203,17 @@ function assertLineShape(line, { bodies = false } = {}) {
   for (const f of ['model', 'upstream', 'deployment', 'finish_reason', 'error', 'upstream_request_id', 'client', 'user_agent', 'trace_id']) {
     assert.ok(line[f] === null || typeof line[f] === 'string', `${f} is a string or null: ${ctx}`);
   }
+  assert.ok(Array.isArray(line.attempts), `attempts is a list: ${ctx}`);
+  for (const a of line.attempts) {
+    const keys = Object.keys(a).sort();
+    assert.ok(
+      JSON.stringify(keys) === '["duration_ms","status","upstream"]' || JSON.stringify(keys) === '["duration_ms","error","upstream"]',
+      `an attempt is {upstream, status or error, duration_ms}: ${ctx}`,
+    );
+    assert.equal(typeof a.upstream, 'string', `attempt upstream: ${ctx}`);
+    assert.ok(Number.isInteger(a.duration_ms) && a.duration_ms >= 0, `attempt duration_ms: ${ctx}`);
+  }
+  if (line.attempts.length > 0) assert.equal(line.attempts.at(-1).upstream, line.upstream, `the last attempt is the logged upstream: ${ctx}`);
   const cf = line.content_filter;
   if (cf !== null) {
     assert.deepEqual(Object.keys(cf).sort(), ['completion', 'prompt'], `content_filter shape: ${ctx}`);
@@ -905,6 +917,7 @@ keys:
         model: 'gpt-4o',
         upstream: 'azure',
         deployment: 'gpt4o-prod',
+        attempts: [{ upstream: 'azure', status: 200, duration_ms: line.attempts[0]?.duration_ms }],
         status: 200,
         stream: false,
         bytes_in: raw.length,
@@ -989,6 +1002,7 @@ keys:
     assert.equal(line.key, 'team-lim');
     assert.equal(line.error, 'rate_limit_exceeded');
     assert.equal(line.model, 'gpt-4o');
+    assert.deepEqual(line.attempts, [], 'refused before the router: no upstream attempt');
     assert.deepEqual(
       [line.upstream_first_byte_ms, line.overhead_us, line.upstream_request_id, line.prompt_tokens, line.completion_tokens, line.total_tokens, line.finish_reason, line.content_filter],
       [null, null, null, null, null, null, null, null],
@@ -1066,6 +1080,46 @@ keys:
     for (const l of gw.stdout) assert.ok(jsonLines([l]).length === 1 && 'request_id' in JSON.parse(l), `stdout line is an access-log line: ${l}`);
     for (const o of gw.logs) assert.ok(!('request_id' in o && 'bytes_out' in o), 'no access-log line on stderr');
   });
+});
+
+test('attempts: a GET whose pooled connection was dead is logged with both of its attempts', T, async (t) => {
+  const mock = await startMock();
+  t.after(() => mock.close());
+  const gw = await startGateway(`
+server:
+  listen: "127.0.0.1:0"
+upstreams:
+  azure:
+    provider: azure
+    base_url: "${mock.url}"
+    api_key: "k"
+routes:
+  - {match: "*", upstream: azure}
+`, { t });
+  // One keep-alive client connection, so both requests run on one worker and share its pool.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.after(() => agent.destroy());
+  const get = async (headers) => {
+    const id = uid('att');
+    const res = await request(`${gw.url}/v1/files`, { headers: { 'x-request-id': id, ...headers }, agent });
+    const line = await stdoutLine(gw, id);
+    assertLineShape(line);
+    return { res, line, id };
+  };
+  const warm = await get({});
+  assert.equal(warm.res.status, 200, warm.res.text);
+  assert.deepEqual(warm.line.attempts.map((a) => [a.upstream, a.status]), [['azure', 200]]);
+  // The mock drops the pooled connection the moment this request arrives on it: a GET is sent
+  // once more, on a new connection, and the log shows both attempts.
+  const { res, line, id } = await get({ 'x-mock-scenario': 'reset-if-reused' });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(mock.requests.filter((r) => r.headers['x-request-id'] === id).length, 2, 'the upstream saw two attempts');
+  assert.deepEqual(line.attempts.map(({ upstream, status, error }) => ({ upstream, status, error })), [
+    { upstream: 'azure', status: undefined, error: 'reset' },
+    { upstream: 'azure', status: 200, error: undefined },
+  ]);
+  assert.equal(line.status, 200);
+  assert.equal(line.error, null, 'the request itself succeeded');
 });
 
 test('a 413 (body over max_body_bytes) is logged with its method, path and the client\'s request id', T, async (t) => {

@@ -711,7 +711,7 @@ struct StreamResponse {
   explicit StreamResponse(bool request_stream_usage, unsigned status = 200,
                           std::string_view content_type = "text/event-stream; charset=utf-8") {
     ctx.request_stream_usage = request_stream_usage;
-    ctx.upstream_request.emplace();
+    ctx.upstream_status = 200;
     ctx.status = status;
     ctx.streamed = true;
     http::fields h;
@@ -846,7 +846,7 @@ TEST(AccountStage, NoRewriterOnAnErrorStatusOrAJsonAnswer) {
 
 TEST(AccountStage, LocalReplyIsNotAccounted) {
   AccountStage stage;
-  RequestContext ctx;  // no upstream_request: the gateway answered itself
+  RequestContext ctx;  // no upstream_status: the gateway answered itself
   http::fields h;
   h.set(http::field::content_type, "text/event-stream");
   ctx.request_stream_usage = true;
@@ -863,7 +863,7 @@ TEST(AccountStage, UpstreamRequestIdPrefersApimRequestId) {
   EXPECT_EQ(r.ctx.upstream_request_id, "apim-123");
   AccountStage stage;
   RequestContext ctx;
-  ctx.upstream_request.emplace();
+  ctx.upstream_status = 200;
   http::fields h;
   h.set("x-request-id", "req_abc");
   stage.on_response_headers(ctx, 200, h);
@@ -952,6 +952,11 @@ bool asks_for_usage(const Snapshot& snapshot, std::string target, std::string bo
   io.run();
   if (error) std::rethrow_exception(error);
   EXPECT_FALSE(ctx.reply) << (ctx.reply ? ctx.reply->body : "");
+  // The stage wants it; the router's translate step asks the upstreams that accept it.
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx);
+  EXPECT_EQ(ctx.request_stream_usage,
+            upstream_request.body &&
+                upstream_request.body->find("\"include_usage\":true") != std::string::npos);
   return ctx.request_stream_usage;
 }
 

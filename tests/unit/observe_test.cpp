@@ -377,7 +377,7 @@ TEST(MetricsStage, CountsARequestAndTracksInFlight) {
                           [&](std::exception_ptr e, Verdict) { error = e; });
     io.run();
     if (error) std::rethrow_exception(error);
-    ASSERT_TRUE(ctx.upstream_request);
+    ASSERT_TRUE(ctx.route);  // admitted
     EXPECT_EQ(sample(metrics->render(), "llm_gateway_in_flight_requests", {}), 1.0);
     ctx.status = 200;
     ctx.upstream_status = 200;
@@ -414,15 +414,34 @@ TEST(MetricsStage, CountsARequestAndTracksInFlight) {
 // AccessLogStage::render
 // ---------------------------------------------------------------------------------------------
 
-const std::vector<std::string> kLogFields{"ts",           "request_id",    "key",
-                                          "method",       "path",          "endpoint",
-                                          "model",        "upstream",      "deployment",
-                                          "status",       "stream",        "bytes_in",
-                                          "bytes_out",    "duration_ms",   "upstream_first_byte_ms",
-                                          "overhead_us",  "prompt_tokens", "completion_tokens",
-                                          "total_tokens", "finish_reason", "content_filter",
-                                          "error",        "cut",           "upstream_request_id",
-                                          "client",       "user_agent",    "trace_id"};
+const std::vector<std::string> kLogFields{"ts",
+                                          "request_id",
+                                          "key",
+                                          "method",
+                                          "path",
+                                          "endpoint",
+                                          "model",
+                                          "upstream",
+                                          "deployment",
+                                          "attempts",
+                                          "status",
+                                          "stream",
+                                          "bytes_in",
+                                          "bytes_out",
+                                          "duration_ms",
+                                          "upstream_first_byte_ms",
+                                          "overhead_us",
+                                          "prompt_tokens",
+                                          "completion_tokens",
+                                          "total_tokens",
+                                          "finish_reason",
+                                          "content_filter",
+                                          "error",
+                                          "cut",
+                                          "upstream_request_id",
+                                          "client",
+                                          "user_agent",
+                                          "trace_id"};
 
 // The member names of an access-log line, in the order they were written.
 std::vector<std::string> keys_of(const std::string& line) {
@@ -480,8 +499,12 @@ TEST_F(AccessLogTest, EveryFieldOfAProxiedRequest) {
   ctx.model = "gpt-4o";
   ctx.key = &cfg_->keys[1];
   ctx.key_index = 1;
-  ctx.route = RouteDecision{0, 0, "prod-4o"};
+  ctx.route = RouteDecision{{0, "prod-4o"}, 0};
   ctx.upstream = &cfg_->upstreams[0];
+  ctx.deployment = "prod-4o";
+  // A first attempt that could not connect, then the one that answered.
+  ctx.attempts.push_back({0, 0, "connect", false, std::chrono::milliseconds(3)});
+  ctx.attempts.push_back({0, 200, "", true, std::chrono::milliseconds(1400)});
   ctx.status = 200;
   ctx.streamed = true;
   ctx.bytes_out = 12345;
@@ -508,6 +531,8 @@ TEST_F(AccessLogTest, EveryFieldOfAProxiedRequest) {
   EXPECT_EQ(j["model"], "gpt-4o");
   EXPECT_EQ(j["upstream"], "azure");
   EXPECT_EQ(j["deployment"], "prod-4o");
+  EXPECT_EQ(j["attempts"], json::parse(R"([{"upstream":"azure","error":"connect","duration_ms":3},
+                                           {"upstream":"azure","status":200,"duration_ms":1400}])"));
   EXPECT_TRUE(j["status"].is_number_integer());
   EXPECT_EQ(j["status"], 200);
   EXPECT_TRUE(j["stream"].is_boolean());
@@ -551,6 +576,7 @@ TEST_F(AccessLogTest, NullWhereNotApplicable) {
   EXPECT_EQ(j["key"], "unauthenticated");  // keys configured, none presented
   EXPECT_EQ(j["method"], "GET");
   EXPECT_EQ(j["endpoint"], "models");
+  EXPECT_EQ(j["attempts"], json::array());  // answered by the gateway: no upstream attempt
   for (auto name : {"model", "upstream", "deployment", "upstream_first_byte_ms", "overhead_us",
                     "prompt_tokens", "completion_tokens", "total_tokens", "finish_reason",
                     "content_filter", "upstream_request_id", "client", "user_agent", "trace_id"})

@@ -99,7 +99,9 @@ class PipelineTest : public ::testing::Test {
   }
 
   // Runs `req` through the pipeline of the current snapshot.
-  Verdict run(const Request& req) {
+  Verdict run(const Request& request) {
+    request_ = request;  // the context views it, and first_attempt_request reads it later
+    const Request& req = request_;
     ctx_ = RequestContext{};
     ctx_.config = snapshot_->config.get();
     ctx_.request_id = "rid-1";
@@ -128,10 +130,11 @@ class PipelineTest : public ::testing::Test {
     EXPECT_EQ(ctx_.reply->content_type, "application/json");
     json body = json::parse(ctx_.reply->body);
     EXPECT_EQ(body["error"]["code"], code);
-    EXPECT_FALSE(ctx_.upstream_request.has_value());
+    EXPECT_FALSE(ctx_.upstream_status);
   }
 
   std::shared_ptr<const Snapshot> snapshot_;
+  Request request_;
   RequestContext ctx_;
 };
 
@@ -144,9 +147,10 @@ TEST_F(PipelineTest, SnapshotHoldsConfigAndStagesInOrder) {
   ASSERT_TRUE(snapshot_->config);
   std::vector<std::string> names;
   for (const auto& stage : snapshot_->pipeline.stages()) names.emplace_back(stage->name());
-  // Without metrics/access-log services the chain starts with authentication.
+  // Without metrics/access-log services the chain starts with authentication. Translation is
+  // no stage: the router translates each attempt for its own target.
   const std::vector<std::string> expected{"authenticate", "parse",      "authorize", "models",
-                                          "route",        "rate_limit", "account",   "translate"};
+                                          "route",        "rate_limit", "account"};
   EXPECT_EQ(names, expected);
   auto pos = [&](std::string_view n) { return std::find(names.begin(), names.end(), n); };
   EXPECT_LT(pos("authenticate"), pos("parse"));
@@ -237,7 +241,7 @@ TEST_F(PipelineTest, ModelsListIs200WithListedModels) {
     ids.push_back(m["id"].get<std::string>());
   }
   EXPECT_EQ(ids, (std::vector<std::string>{"gpt-4o", "gpt-4o-mini", "dall-e-3"}));
-  EXPECT_FALSE(ctx_.upstream_request.has_value());
+  EXPECT_FALSE(ctx_.route);
 }
 
 TEST_F(PipelineTest, ModelsListWithoutV1Prefix) {
@@ -294,21 +298,21 @@ TEST_F(PipelineTest, ValidChatRequestProceedsWithTranslatedTarget) {
   EXPECT_EQ(ctx_.route->deployment, "prod-4o");
   ASSERT_NE(ctx_.upstream, nullptr);
   EXPECT_EQ(ctx_.upstream->name, "azure");
-  ASSERT_TRUE(ctx_.upstream_request);
-  EXPECT_EQ(ctx_.upstream_request->method, verb::post);
-  EXPECT_EQ(ctx_.upstream_request->target,
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  EXPECT_EQ(upstream_request.method, verb::post);
+  EXPECT_EQ(upstream_request.target,
             "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21");
-  EXPECT_EQ(ctx_.upstream_request->headers["api-key"], "K");
-  EXPECT_EQ(ctx_.upstream_request->headers["x-request-id"], "rid-1");
+  EXPECT_EQ(upstream_request.headers["api-key"], "K");
+  EXPECT_EQ(upstream_request.headers["x-request-id"], "rid-1");
 }
 
 TEST_F(PipelineTest, OpenAIRoutedRequestProceeds) {
   use_config(kWithDefaultYaml);
   EXPECT_EQ(run(json_request(verb::post, "/v1/images/generations", R"({"model":"dall-e-3"})")),
             Verdict::proceed);
-  ASSERT_TRUE(ctx_.upstream_request);
-  EXPECT_EQ(ctx_.upstream_request->target, "/v1/images/generations");
-  EXPECT_EQ(ctx_.upstream_request->headers[http::field::authorization], "Bearer K2");
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  EXPECT_EQ(upstream_request.target, "/v1/images/generations");
+  EXPECT_EQ(upstream_request.headers[http::field::authorization], "Bearer K2");
 }
 
 TEST_F(PipelineTest, AzureDeploymentPathNamesTheModel) {
@@ -318,8 +322,8 @@ TEST_F(PipelineTest, AzureDeploymentPathNamesTheModel) {
                        R"({"messages":[]})")),
       Verdict::proceed);
   EXPECT_EQ(ctx_.model, "gpt-4o-mini");
-  ASSERT_TRUE(ctx_.upstream_request);
-  EXPECT_EQ(ctx_.upstream_request->target,
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  EXPECT_EQ(upstream_request.target,
             "/openai/deployments/mini-prod/chat/completions?api-version=2024-10-21");
 }
 
@@ -329,17 +333,17 @@ TEST_F(PipelineTest, FilesWithoutModelUseTheStarRoute) {
   EXPECT_FALSE(ctx_.model);
   ASSERT_TRUE(ctx_.route);
   EXPECT_EQ(ctx_.route->route, 2u);
-  ASSERT_TRUE(ctx_.upstream_request);
-  EXPECT_EQ(ctx_.upstream_request->target, "/v1/files");
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  EXPECT_EQ(upstream_request.target, "/v1/files");
 }
 
 TEST_F(PipelineTest, DeleteModelIsForwardedNotAnsweredLocally) {
   use_config(kWithDefaultYaml);
   EXPECT_EQ(run(json_request(verb::delete_, "/v1/models/ft:gpt-4o:org", "")), Verdict::proceed);
   EXPECT_FALSE(ctx_.reply);
-  ASSERT_TRUE(ctx_.upstream_request);
-  EXPECT_EQ(ctx_.upstream_request->method, verb::delete_);
-  EXPECT_EQ(ctx_.upstream_request->target, "/v1/models/ft:gpt-4o:org");
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  EXPECT_EQ(upstream_request.method, verb::delete_);
+  EXPECT_EQ(upstream_request.target, "/v1/models/ft:gpt-4o:org");
 }
 
 // ---------------------------------------------------------------------------------------------

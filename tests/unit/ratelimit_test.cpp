@@ -737,13 +737,13 @@ class KeysTest : public ::testing::Test {
     EXPECT_EQ(c.ctx.reply->error_code, code);
     EXPECT_EQ(c.ctx.reply->content_type, "application/json");
     EXPECT_EQ(c.reply_json()["error"]["code"], code);
-    EXPECT_FALSE(c.ctx.upstream_request);
+    EXPECT_FALSE(c.ctx.upstream_status);
   }
 
   static void expect_admitted(const Call& c) {
     EXPECT_EQ(c.verdict, Verdict::proceed);
     EXPECT_FALSE(c.ctx.reply) << (c.ctx.reply ? c.ctx.reply->body : "");
-    EXPECT_TRUE(c.ctx.upstream_request);
+    EXPECT_TRUE(c.ctx.route);
     EXPECT_EQ(c.ctx.rate_limited, -1);
   }
 
@@ -764,8 +764,9 @@ TEST_F(KeysTest, BearerCredentialAuthenticates) {
   EXPECT_EQ(c->ctx.key->name, "rpm-key");
   EXPECT_EQ(c->ctx.key_index, 0u);
   // The client's key never goes upstream: the upstream gets its own.
-  EXPECT_EQ(c->ctx.upstream_request->headers["api-key"], "UPSTREAM-SECRET");
-  EXPECT_EQ(c->ctx.upstream_request->headers[http::field::authorization], "");
+  const UpstreamRequest upstream_request = test::first_attempt_request(c->ctx);
+  EXPECT_EQ(upstream_request.headers["api-key"], "UPSTREAM-SECRET");
+  EXPECT_EQ(upstream_request.headers[http::field::authorization], "");
 }
 
 TEST_F(KeysTest, LowercaseBearerAndApiKeyHeaderAuthenticate) {
@@ -1220,6 +1221,7 @@ TEST_F(KeysTest, UsageReadFromTheUpstreamBodyCorrectsTheReservation) {
   http::fields h;
   h.set(http::field::content_type, "application/json");
   c->ctx.status = 200;
+  c->ctx.upstream_status = 200;  // as the router's commit step sets it
   snapshot_->pipeline.on_response_headers(c->ctx, 200, h);
   EXPECT_EQ(h["x-ratelimit-remaining-tokens"], "897");
   snapshot_->pipeline.on_response_body(

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "llm_gateway/config/loader.hpp"
+#include "llm_gateway/routing/attempt_plan.hpp"
 
 namespace llmgw::test {
 
@@ -35,6 +36,16 @@ inline std::shared_ptr<const config::Config> load_ok(std::string_view yaml,
   EXPECT_TRUE(r.problems.empty()) << "unexpected problems:\n" << problems_text(r);
   EXPECT_NE(r.config, nullptr);
   return r.config;
+}
+
+// What the router's first attempt sends upstream for a request the stages admitted: the target
+// its plan picks first, translated (the router's own first two steps, without the I/O).
+inline UpstreamRequest first_attempt_request(RequestContext& ctx) {
+  EXPECT_TRUE(ctx.route) << "the request was not routed";
+  if (!ctx.route) return {};
+  AttemptPlan plan(*ctx.config, *ctx.route);
+  const Target& target = plan.pick();
+  return translate_for_target(ctx, ctx.config->upstreams[target.upstream], target);
 }
 
 }  // namespace llmgw::test

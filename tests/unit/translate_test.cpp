@@ -111,7 +111,7 @@ UpstreamRequest run(const Request& req, const Upstream& up) {
     content_type = it->value();
   const BodyFacts facts = inspect_body(content_type, req.body);
   const std::optional<std::string> model = path.path_model ? path.path_model : facts.model;
-  RouteDecision route;
+  Target route;
   if (up.provider == Provider::azure && model && !model->empty())
     route.deployment = deployment_for(up, *model);
   InboundRequest in;

@@ -87,12 +87,16 @@ struct DownstreamReply {
 asio::awaitable<void> write_local_reply(beast::tcp_stream& down, RequestContext& ctx,
                                         const Pipeline* pipeline, DownstreamReply& reply);
 
-// Forward & relay: sends ctx.upstream_request to the routed upstream (a pooled connection, or a
-// new one; retried once on a fresh connection when a reused one fails before any response byte)
-// and relays the response to the client piece by piece as it arrives. Returns false when the
-// client connection cannot be used for another request.
-asio::awaitable<bool> forward_and_relay(UpstreamPool& pool, const UpstreamSlot& slot,
-                                        const Pipeline& pipeline, RequestContext& ctx,
-                                        beast::tcp_stream& down, DownstreamReply reply);
+// A snapshot's upstreams' slots, by configuration position (UpstreamRegistry::bind).
+using UpstreamSlots = std::vector<std::shared_ptr<const UpstreamSlot>>;
+
+// The router (router.cpp): runs the request's upstream attempts as its AttemptPlan decides (a
+// pooled connection, or a new one; a request a reused connection failed is sent once more on a
+// new one when the upstream cannot have acted on it) and relays the committed attempt's response
+// to the client piece by piece as it arrives. Returns false when the client connection cannot be
+// used for another request.
+asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& slots,
+                                      const Pipeline& pipeline, RequestContext& ctx,
+                                      beast::tcp_stream& down, DownstreamReply reply);
 
 }  // namespace llmgw::net

@@ -5,6 +5,7 @@
 
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/verb.hpp>
+#include <boost/container/small_vector.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -40,6 +41,15 @@ class BodyRewriter {
   virtual void rewrite(std::string_view piece, bool last, std::vector<std::string_view>& out) = 0;
 };
 
+// One upstream attempt as the router made it (for the access log and metrics).
+struct AttemptRecord {
+  std::size_t upstream = 0;     // index into the snapshot's upstreams
+  unsigned status = 0;          // the upstream's status; 0 when no response head arrived
+  std::string_view error_kind;  // connect | tls | timeout | reset | protocol, or ""
+  bool reused_connection = false;
+  Clock::duration duration{};  // from the attempt's start to its end (its relay included)
+};
+
 struct RequestContext {
   // accept & parse (set by the session)
   const config::Config* config = nullptr;  // the snapshot this request runs on
@@ -67,20 +77,24 @@ struct RequestContext {
   const config::ClientKey* key = nullptr;
   std::size_t key_index = 0;
 
-  // route stage
+  // route stage: the route, and its first target; the router then sets `upstream` and
+  // `deployment` to each attempt's target in turn (the one that answered, in the end).
   std::optional<RouteDecision> route;
   const config::Upstream* upstream = nullptr;
+  std::string deployment;
 
-  // account stage (request side): ask the upstream for stream usage the client did not ask for
+  // account stage (request side): the stream's usage should be asked for (the client did not);
+  // the router then asks the upstreams that accept it (request_stream_usage, per attempt).
+  bool stream_usage_wanted = false;
   bool request_stream_usage = false;
-
-  // translate stage
-  std::optional<UpstreamRequest> upstream_request;
 
   // Set by any stage that answers the request itself; the pipeline stops there.
   std::optional<LocalReply> reply;
 
-  // forward & relay (set by the relay, read by accounting stages)
+  // router: every upstream attempt, in order (the last one is the one that answered or failed)
+  boost::container::small_vector<AttemptRecord, 2> attempts;
+
+  // commit & relay (set by the relay, read by accounting stages)
   unsigned status = 0;
   bool streamed = false;  // a stream: the client asked for one, or the answer is SSE
   std::uint64_t bytes_out = 0;
@@ -100,11 +114,11 @@ struct RequestContext {
   accounting::ContentFilterSummary content_filter;
   std::string upstream_request_id;  // apim-request-id, else the upstream's x-request-id
 
-  // forward & relay timings and failures (for metrics and the access log)
+  // router timings and failures (for metrics and the access log)
   std::optional<Clock::time_point> upstream_request_written;
   std::optional<Clock::time_point> client_first_byte;  // first response byte written
   std::string upstream_error_kind;  // connect | tls | timeout | reset | protocol, when it failed
-  std::optional<unsigned> upstream_status;  // the upstream's status, when one answered
+  std::optional<unsigned> upstream_status;  // the status of the response relayed to the client
   unsigned worker = 0;                      // the I/O thread running this request
 
   // rate limit stage

@@ -48,8 +48,10 @@ struct PipelineServices {
 
 // The gateway's stages, request path in this order:
 //   metrics -> access_log -> authenticate -> parse -> authorize -> models -> route
-//   -> rate_limit -> account -> translate
-// Forward & relay is the terminal step the network layer performs after the last stage. The
+//   -> rate_limit -> account
+// The router (src/net/router.cpp, its decisions in routing/attempt_plan.hpp) then runs the
+// upstream attempts: pick a target, translate for it, connect, send, read the head, decide, and
+// commit and relay only the attempt it keeps. The
 // response path (headers, body pieces, completion) visits the stages in reverse order, as
 // Envoy's encoder filters do: account reads usage before rate_limit corrects its reservation,
 // and metrics and the access log see everything the others learned.

@@ -9,10 +9,15 @@
 
 namespace llmgw {
 
-struct RouteDecision {
-  std::size_t route = 0;     // index into Config::routes
+// Where one upstream attempt goes.
+struct Target {
   std::size_t upstream = 0;  // index into Config::upstreams
   std::string deployment;    // azure: the deployment name (not yet percent-encoded); openai: ""
+};
+
+// The route a request matched, and the target it names first (the router's first attempt).
+struct RouteDecision : Target {
+  std::size_t route = 0;  // index into Config::routes
 };
 
 // First route whose glob matches the model.

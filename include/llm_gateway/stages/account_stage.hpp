@@ -5,9 +5,10 @@ namespace llmgw {
 
 // Account: learns what a request cost as the response passes — usage (tokens) and
 // finish_reason — from JSON bodies and from every event of a stream, without delaying or
-// altering the bytes. On chat/completions and completions streams whose upstream accepts it, it
-// asks for the stream's usage (stream_options.include_usage) when the client did not, and then
-// removes that extra usage chunk from what the client receives.
+// altering the bytes. On chat/completions and completions streams it asks for the stream's usage
+// (stream_options.include_usage) when the client did not (the router adds it for each target
+// whose upstream accepts it), and then removes that extra usage chunk from what the client
+// receives.
 class AccountStage final : public Stage {
  public:
   std::string_view name() const override { return "account"; }
@@ -18,9 +19,5 @@ class AccountStage final : public Stage {
   bool wants_response_body() const override { return true; }
   void on_response_end(RequestContext& ctx) override;
 };
-
-// Whether the upstream accepts stream_options on this endpoint: OpenAI and Azure's v1 API do;
-// Azure's dated api-versions from 2024-09-01-preview on (older ones answer 400).
-bool upstream_accepts_stream_options(const config::Upstream& upstream, Endpoint endpoint);
 
 }  // namespace llmgw

@@ -37,8 +37,14 @@ struct UpstreamRequest {
 // The api-version the upstream gets for this operation, or nullopt for none (v1 style default).
 std::optional<std::string> api_version_for(const config::Upstream& upstream, Endpoint endpoint);
 
+// `target` is where this attempt goes (its upstream is `upstream`): each attempt of a request is
+// translated for its own target.
 UpstreamRequest translate(const InboundRequest& in, const config::Upstream& upstream,
-                          const RouteDecision& route, std::string_view request_id);
+                          const Target& target, std::string_view request_id);
+
+// Whether the upstream accepts stream_options on this endpoint: OpenAI and Azure's v1 API do;
+// Azure's dated api-versions from 2024-09-01-preview on (older ones answer 400).
+bool upstream_accepts_stream_options(const config::Upstream& upstream, Endpoint endpoint);
 
 // RFC 9110 §7.6.1 connection-specific fields, which a proxy never forwards.
 bool is_hop_by_hop(std::string_view field_name);

@@ -1,0 +1,299 @@
+// One upstream attempt's steps (send, read head, commit, relay) and the guard that times them.
+// The relay template is instantiated exactly twice (plain and TLS upstream).
+#include "attempt.hpp"
+
+#include <sys/socket.h>
+
+#include <array>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <cerrno>
+
+namespace llmgw::net {
+
+namespace {
+// A client that stops reading for this long is dropped rather than holding the upstream open.
+constexpr auto kDownstreamWriteStall = std::chrono::seconds(60);
+constexpr std::size_t kResponseHeaderLimit = 64 * 1024;
+constexpr std::size_t kRelayBufferBytes = 16 * 1024;
+constexpr auto kGuardTick = std::chrono::seconds(10);
+
+// Strips hop-by-hop fields from a response header (is_hop_by_hop, shared with translate()), but
+// Transfer-Encoding and Content-Length stay: the serializer frames the body from them.
+void strip_hop_by_hop(http::fields& h) {
+  std::vector<std::string> drop;
+  for (const auto& f : h) {
+    const std::string_view name = f.name_string();
+    if (beast::iequals(name, "transfer-encoding") || beast::iequals(name, "content-length"))
+      continue;
+    if (is_hop_by_hop(name, h)) drop.emplace_back(name);
+  }
+  for (const auto& name : drop) h.erase(name);
+}
+
+void arm_timer(const std::shared_ptr<ExchangeGuard>& g) {
+  const auto tick = Clock::now() + kGuardTick;
+  g->timer.expires_at(g->upstream_timed_out ? tick : std::min(g->upstream_deadline, tick));
+  g->timer.async_wait([g](boost::system::error_code ec) {
+    if (ec || !g->active) return;
+    const auto now = Clock::now();
+    if (!g->upstream_timed_out && now >= g->upstream_deadline) {
+      g->upstream_timed_out = true;
+      if (g->upstream) g->upstream->close();
+      // timeout_ms bounds the whole exchange: a write the client is not reading is cut with it
+      // (the response cannot complete anyway).
+      if (g->write_since) g->down->close();
+      // The guard keeps ticking: a write may still start and stall.
+    }
+    if (g->write_since && now - *g->write_since >= kDownstreamWriteStall) {
+      g->client_stalled = true;
+      g->down->close();
+      if (g->upstream) g->upstream->close();
+      return;
+    }
+    arm_timer(g);
+  });
+}
+}  // namespace
+
+GatewayError classify(const boost::system::error_code& ec) {
+  if (ec == beast::error::timeout) return GatewayError::upstream_timeout;
+  // Closed before a response began: the connection went away, the response was not malformed.
+  if (ec == http::error::end_of_stream) return GatewayError::upstream_unreachable;
+  if (ec.category() == asio::error::get_ssl_category() || ec == ssl::error::stream_truncated)
+    return GatewayError::upstream_tls_error;
+  if (ec.category() == http::make_error_code(http::error::bad_version).category())
+    return GatewayError::upstream_protocol_error;
+  return GatewayError::upstream_unreachable;
+}
+
+std::string_view error_kind(const Failure& f) {
+  switch (f.error) {
+    case GatewayError::upstream_timeout: return "timeout";
+    case GatewayError::upstream_tls_error: return "tls";
+    case GatewayError::upstream_protocol_error: return "protocol";
+    default: return f.after_connect ? "reset" : "connect";
+  }
+}
+
+void set_deadline(const std::shared_ptr<ExchangeGuard>& g, Clock::time_point deadline) {
+  g->upstream_deadline = deadline;
+  g->upstream_timed_out = false;
+  arm_timer(g);  // replaces the pending wait (its handler sees operation_aborted)
+}
+
+void watch_client(const std::shared_ptr<ExchangeGuard>& g) {
+  tcp::socket& down = g->down->socket();
+  down.async_wait(tcp::socket::wait_read, [g](boost::system::error_code ec) {
+    if (!g->active || ec) return;  // exchange finished (or cancelled): `down` may be gone
+    char probe;
+    const ssize_t r = ::recv(g->down->socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r > 0) return;  // a pipelined next request: the client is still there
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      watch_client(g);  // spurious wake-up
+      return;
+    }
+    g->client_gone = true;
+    if (g->upstream) g->upstream->close();
+  });
+}
+
+// An error after the guard closed the connection is the deadline's doing.
+template <class Stream>
+boost::system::error_code Attempt<Stream>::upstream_error(boost::system::error_code ec) const {
+  return guard_.upstream_timed_out ? boost::system::error_code(beast::error::timeout) : ec;
+}
+
+template <class Stream>
+bool Attempt<Stream>::fail(Outcome outcome, GatewayError error, std::string message) {
+  failed_ = true;
+  result_.outcome = outcome;
+  result_.failure = {error, std::move(message), true};
+  return false;
+}
+
+template <class Stream>
+bool Attempt<Stream>::idempotent() const {
+  return req_.method() == http::verb::get || req_.method() == http::verb::delete_;
+}
+
+template <class Stream>
+asio::awaitable<bool> Attempt<Stream>::send() {
+  auto [wec0, wn] = co_await http::async_write(up_, req_, nothrow_awaitable);
+  const auto wec = upstream_error(wec0);
+  if (wec) {
+    co_return fail(Outcome::failed, classify(wec),
+                   "sending the request upstream failed: " + wec.message());
+  }
+  written_ = true;
+  ctx_.upstream_request_written = Clock::now();
+  co_return true;
+}
+
+template <class Stream>
+asio::awaitable<bool> Attempt<Stream>::read_head() {
+  for (;;) {
+    parser_.emplace();
+    parser_->header_limit(kResponseHeaderLimit);
+    parser_->body_limit(boost::none);  // streams may be long; the deadline bounds them
+    if (ctx_.method == http::verb::head) parser_->skip(true);
+    auto [rec0, rn] =
+        co_await http::async_read_header(up_, conn_.buffer, *parser_, nothrow_awaitable);
+    const auto rec = upstream_error(rec0);
+    if (parser_->got_some() || conn_.buffer.size() != 0) nothing_received_ = false;
+    if (rec) {
+      co_return fail(Outcome::failed, classify(rec),
+                     "reading the upstream response failed: " + rec.message());
+    }
+    const unsigned status = parser_->get().result_int();
+    if (status == 101) {
+      // Nothing the gateway sends asks to switch protocols: an upstream that does is broken (or
+      // hostile), and relaying it would leave the client on a connection no one speaks HTTP on.
+      co_return fail(Outcome::failed, GatewayError::upstream_protocol_error,
+                     "the upstream answered 101 Switching Protocols to a plain request");
+    }
+    if (status >= 200) co_return true;  // interim 1xx responses are skipped
+  }
+}
+
+// A request is safe to send again when the upstream cannot have acted on it: nothing of it could
+// be complete there (its write failed part-way), or its method is idempotent and not a byte came
+// back. A POST that was written whole may have been processed (and billed) by an upstream that
+// closed the connection right after: Envoy and nginx never re-send those on their own either.
+template <class Stream>
+AttemptOutcome Attempt<Stream>::outcome() const {
+  AttemptOutcome o;
+  o.reused_connection = reused_;
+  if (!failed_) {
+    o.status = parser_ ? parser_->get().result_int() : 0;
+    return o;
+  }
+  o.error_kind = error_kind(result_.failure);
+  o.safe_to_resend = !written_ || (idempotent() && nothing_received_);
+  return o;
+}
+
+// The response head as the client gets it; written now unless body bytes came with it (a
+// typical non-stream answer), in which case it goes out with the first piece in one write.
+template <class Stream>
+asio::awaitable<bool> Attempt<Stream>::commit() {
+  auto& res = parser_->get();
+  ctx_.upstream_first_byte = Clock::now();
+  ctx_.status = res.result_int();
+  ctx_.upstream_status = ctx_.status;
+  upstream_keep_alive_ = res.keep_alive();
+  const auto content_type = res[http::field::content_type];
+  // A stream is what the client asked for (stream: true) or an SSE answer; a JSON answer that
+  // merely arrives chunked (as api.openai.com sends them) is not one.
+  ctx_.streamed = ctx_.body_facts.stream || content_type.starts_with("text/event-stream");
+
+  strip_hop_by_hop(res);
+  res.set("x-gateway-request-id", ctx_.request_id);
+  pipeline_.on_response_headers(ctx_, ctx_.status, res);
+  keep_alive_ = reply_.keep_alive;
+  const bool has_body = !parser_->is_done();
+  if (reply_.http_version < 11) {
+    if (res.chunked()) {
+      res.chunked(false);  // HTTP/1.0 cannot take chunks: delimit the body by closing
+      keep_alive_ = false;
+    }
+  } else if (has_body && !res.chunked() && !res.has_content_length()) {
+    res.chunked(true);  // a close-delimited upstream body is re-framed for the client
+  }
+  res.version(reply_.http_version);
+  res.keep_alive(keep_alive_);
+  if (!res.has_content_length() && !res.chunked() && has_body) keep_alive_ = false;
+
+  serializer_.emplace(res);
+  if (parser_->is_done() || conn_.buffer.size() == 0) {
+    guard_.write_since = Clock::now();
+    auto [hec, hn] = co_await http::async_write_header(down_, *serializer_, nothrow_awaitable);
+    guard_.write_since.reset();
+    if (hec) {
+      result_.outcome = Outcome::broken;
+      ctx_.client_aborted = true;
+      co_return false;
+    }
+    ctx_.bytes_out += hn;
+    ctx_.client_first_byte = Clock::now();
+  }
+  co_return true;
+}
+
+// Each read_some returns as soon as the parser made progress, so an SSE event is written to the
+// client the moment it arrives rather than when a buffer fills up.
+template <class Stream>
+asio::awaitable<void> Attempt<Stream>::relay() {
+  auto& res = parser_->get();
+  auto& sr = *serializer_;
+  std::array<char, kRelayBufferBytes> piece;
+  std::vector<std::string_view> out;  // what goes to the client for one piece
+  for (bool done = parser_->is_done();; done = parser_->is_done()) {
+    out.clear();
+    if (!done) {
+      res.body().data = piece.data();
+      res.body().size = piece.size();
+      auto [rec0, rn] =
+          co_await http::async_read_some(up_, conn_.buffer, *parser_, nothrow_awaitable);
+      auto rec = upstream_error(rec0);
+      if (rec == http::error::need_buffer) rec = {};
+      if (rec == ssl::error::stream_truncated && parser_->is_done()) rec = {};
+      if (rec) {
+        ctx_.client_aborted = guard_.client_gone;
+        if (ctx_.bytes_out == 0) {
+          // Nothing reached the client yet (the head waits for the first body piece): it gets a
+          // gateway error in OpenAI's shape, never a silent close.
+          ctx_.streamed = false;
+          ctx_.body_rewriter = nullptr;
+          fail(Outcome::failed, classify(rec),
+               "relaying the upstream body failed: " + rec.message());
+        } else {
+          fail(Outcome::broken, classify(rec),
+               "relaying the upstream body failed: " + rec.message());
+        }
+        co_return;
+      }
+      done = parser_->is_done();
+      const std::string_view got(piece.data(), piece.size() - res.body().size);
+      if (got.empty() && !done) continue;  // parsed framing only (a chunk header)
+      if (!got.empty()) pipeline_.on_response_body(ctx_, got);
+      if (ctx_.body_rewriter) {
+        ctx_.body_rewriter->rewrite(got, done, out);
+      } else if (!got.empty()) {
+        out.push_back(got);
+      }
+    }
+    if (done) pipeline_.on_response_end(ctx_);  // before the last bytes reach the client
+    // Each piece is written as soon as it is read. An empty buffer would read as the end of the
+    // body to the serializer, so the end is signalled with the last piece or with none.
+    for (std::size_t i = 0; i < out.size() || (i == 0 && done); ++i) {
+      const bool final_write = done && i + 1 >= out.size();
+      res.body().data = i < out.size() ? const_cast<char*>(out[i].data()) : nullptr;
+      res.body().size = i < out.size() ? out[i].size() : 0;
+      res.body().more = !final_write;
+      guard_.write_since = Clock::now();
+      auto [bec, bn] = co_await http::async_write(down_, sr, nothrow_awaitable);
+      guard_.write_since.reset();
+      if (bec == http::error::need_buffer) bec = {};
+      if (bec) {
+        result_.outcome = Outcome::broken;
+        ctx_.client_aborted = true;
+        co_return;
+      }
+      ctx_.bytes_out += bn;
+      if (!ctx_.client_first_byte) ctx_.client_first_byte = Clock::now();
+    }
+    if (done) break;
+  }
+  result_.outcome = Outcome::relayed;
+  result_.upstream_reusable =
+      upstream_keep_alive_ && !parser_->need_eof() && conn_.buffer.size() == 0;
+  result_.downstream_reusable = keep_alive_;
+}
+
+template class Attempt<beast::tcp_stream>;
+template class Attempt<TlsStream>;
+
+}  // namespace llmgw::net

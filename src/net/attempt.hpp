@@ -1,0 +1,143 @@
+#pragma once
+// Internal to src/net: an upstream connection, the connect steps, the guard that times an
+// exchange and watches the client, and one attempt's steps. upstream.cpp owns connections and
+// pools, attempt.cpp the steps of one attempt, router.cpp the loop over attempts.
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <optional>
+#include <string>
+
+#include "llm_gateway/net/io.hpp"
+#include "llm_gateway/routing/attempt_plan.hpp"
+
+namespace llmgw::net {
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using TlsStream = ssl::stream<beast::tcp_stream>;
+
+// Beast reads max(512, free capacity) bytes at a time: without room reserved up front every
+// response would be read 512 bytes per system call.
+inline constexpr std::size_t kUpstreamReadBuffer = 16 * 1024;
+
+struct UpstreamConnection {
+  std::optional<beast::tcp_stream> plain;
+  std::optional<TlsStream> tls;
+  beast::flat_buffer buffer;  // kept across responses: may hold bytes read past a message
+  Clock::time_point idle_since{};
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+  // An idle keep-alive connection is usable only if nothing arrived on it.
+  bool looks_reusable();
+};
+
+struct Failure {
+  GatewayError error = GatewayError::upstream_unreachable;
+  std::string message;
+  bool after_connect = false;  // the connection was up: a reset rather than a connect failure
+};
+
+GatewayError classify(const boost::system::error_code& ec);
+// connect | tls | timeout | reset | protocol
+std::string_view error_kind(const Failure& f);
+
+// Connect = TCP, then (the egress issue's slot) a CONNECT tunnel, then TLS when `tls_ctx` is set.
+asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl::context* tls_ctx,
+                                                UpstreamConnection& conn);
+
+// Guards a request's upstream exchange with one timer and one socket wait, instead of a timer
+// operation per read and write: the attempt's deadline (the upstream's timeout_ms), a client that
+// stops reading (write stall), and a client that goes away (its socket turns readable with EOF) —
+// which closes the upstream request at once instead of letting it run, and bill, to the end.
+struct ExchangeGuard {
+  explicit ExchangeGuard(const asio::any_io_executor& ex) : timer(ex) {}
+  asio::steady_timer timer;
+  bool active = true;
+  Clock::time_point upstream_deadline{};
+  std::optional<Clock::time_point> write_since;  // a write to the client is in progress
+  bool upstream_timed_out = false;
+  bool client_stalled = false;
+  bool client_gone = false;
+  beast::tcp_stream* upstream = nullptr;
+  beast::tcp_stream* down = nullptr;
+};
+
+// Starts (or restarts, for the next attempt) the guard's clock with a new upstream deadline.
+void set_deadline(const std::shared_ptr<ExchangeGuard>& g, Clock::time_point deadline);
+void watch_client(const std::shared_ptr<ExchangeGuard>& g);
+
+enum class Outcome {
+  relayed,  // the response went to the client completely
+  retry,    // the plan discarded this attempt for another
+  failed,   // failed before the response started: the client gets a gateway error
+  broken,   // failed after the response started: the client connection is cut
+};
+
+struct ExchangeResult {
+  Outcome outcome = Outcome::failed;
+  Failure failure;
+  bool upstream_reusable = false;
+  bool downstream_reusable = false;
+};
+
+// One attempt on one upstream connection, in the router's steps: send the request, read the
+// response head, (the router decides,) commit the head to the client, relay the body. Only
+// commit() and relay() touch the client; every step before them can still end in a gateway error
+// or another attempt without the client having seen anything.
+template <class Stream>
+class Attempt {
+ public:
+  Attempt(Stream& up, UpstreamConnection& conn, bool reused, http::request<http::buffer_body>& req,
+          const Pipeline& pipeline, RequestContext& ctx, beast::tcp_stream& down,
+          const DownstreamReply& reply, ExchangeGuard& guard)
+      : up_(up),
+        conn_(conn),
+        reused_(reused),
+        req_(req),
+        pipeline_(pipeline),
+        ctx_(ctx),
+        down_(down),
+        reply_(reply),
+        guard_(guard) {}
+
+  // Each returns false once the attempt failed (result() says how).
+  asio::awaitable<bool> send();
+  asio::awaitable<bool> read_head();  // a usable final head (interim 1xx skipped, 101 refused)
+  // What the attempt came to so far, for the plan's decision.
+  AttemptOutcome outcome() const;
+  asio::awaitable<bool> commit();
+  asio::awaitable<void> relay();
+
+  ExchangeResult& result() { return result_; }
+
+ private:
+  boost::system::error_code upstream_error(boost::system::error_code ec) const;
+  bool fail(Outcome outcome, GatewayError error, std::string message);
+  bool idempotent() const;
+
+  Stream& up_;
+  UpstreamConnection& conn_;
+  const bool reused_;
+  http::request<http::buffer_body>& req_;
+  const Pipeline& pipeline_;
+  RequestContext& ctx_;
+  beast::tcp_stream& down_;
+  const DownstreamReply& reply_;
+  ExchangeGuard& guard_;
+  ExchangeResult result_;
+  bool failed_ = false;
+  bool written_ = false;          // the whole request went out
+  bool nothing_received_ = true;  // not a byte of a response arrived
+  std::optional<http::response_parser<http::buffer_body>> parser_;
+  std::optional<http::response_serializer<http::buffer_body>> serializer_;
+  bool upstream_keep_alive_ = false;
+  bool keep_alive_ = false;
+};
+
+extern template class Attempt<beast::tcp_stream>;
+extern template class Attempt<TlsStream>;
+
+}  // namespace llmgw::net

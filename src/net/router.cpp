@@ -1,0 +1,195 @@
+// The router step, after the request stages (Envoy's router filter is the model): it owns the
+// request's upstream attempts. Each attempt: pick a target → translate for it → connect (or take
+// a pooled connection) → send → read the response head → decide → commit & relay. The decisions
+// are the AttemptPlan's (routing/attempt_plan.hpp, pure); this file does their I/O. Only a
+// committed attempt touches the client.
+#include "attempt.hpp"
+#include "llm_gateway/observability/log.hpp"
+
+namespace llmgw::net {
+
+namespace {
+
+// The upstream message views the body (inbound or rewritten by translation): nothing is copied.
+void build_request(UpstreamRequest& ureq, std::string_view body,
+                   http::request<http::buffer_body>& req) {
+  static_cast<http::fields&>(req) = std::move(ureq.headers);
+  req.method(ureq.method);
+  req.target(ureq.target);
+  req.version(11);
+  req.keep_alive(true);
+  if (!body.empty() || ureq.method == http::verb::post || ureq.method == http::verb::put ||
+      ureq.method == http::verb::patch)
+    req.content_length(body.size());
+  req.body().data = const_cast<char*>(body.data());  // only read by the serializer
+  req.body().size = body.size();
+  req.body().more = false;
+}
+
+// Send, read the head, let the plan decide, and (if it commits) commit and relay.
+template <class Stream>
+asio::awaitable<ExchangeResult> run_attempt(Stream& up, UpstreamConnection& conn, bool reused,
+                                            http::request<http::buffer_body>& req,
+                                            AttemptPlan& plan, const Pipeline& pipeline,
+                                            RequestContext& ctx, beast::tcp_stream& down,
+                                            const DownstreamReply& reply, ExchangeGuard& guard,
+                                            AttemptRecord& record) {
+  Attempt<Stream> attempt(up, conn, reused, req, pipeline, ctx, down, reply, guard);
+  // (No co_await inside an if condition: g++ 12 miscompiled `if (!co_await attempt.send())`
+  // into a trap (SIGILL), so results are always taken into a variable first.)
+  bool ok = co_await attempt.send();
+  if (ok) ok = co_await attempt.read_head();
+  const AttemptOutcome outcome = attempt.outcome();
+  record.status = outcome.status;
+  record.error_kind = outcome.error_kind;
+  if (guard.client_gone) co_return std::move(attempt.result());  // nobody to answer
+  const Next next = plan.decide(outcome);
+  if (next == Next::retry) {
+    attempt.result().outcome = Outcome::retry;
+    co_return std::move(attempt.result());
+  }
+  if (!ok) co_return std::move(attempt.result());
+  ok = co_await attempt.commit();
+  if (ok) co_await attempt.relay();
+  if (attempt.result().outcome != Outcome::relayed && record.error_kind.empty() &&
+      !ctx.client_aborted)
+    record.error_kind = error_kind(attempt.result().failure);
+  co_return std::move(attempt.result());
+}
+
+}  // namespace
+
+asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& slots,
+                                      const Pipeline& pipeline, RequestContext& ctx,
+                                      beast::tcp_stream& down, DownstreamReply reply) {
+  const config::Config& cfg = *ctx.config;
+  AttemptPlan plan(cfg, *ctx.route);
+
+  auto guard = std::make_shared<ExchangeGuard>(down.get_executor());
+  guard->down = &down;
+  watch_client(guard);
+  // The drain deadline stops the exchange through here (on this thread): the upstream is closed,
+  // and so is the client once its response has started (nothing else could end a stalled write).
+  ctx.cancel = [g = guard.get(), &ctx] {
+    if (g->upstream) g->upstream->close();
+    if (ctx.client_first_byte) g->down->close();
+  };
+  struct StopGuard {
+    ExchangeGuard& g;
+    RequestContext& ctx;
+    ~StopGuard() {
+      ctx.cancel = nullptr;
+      g.active = false;
+      g.upstream = nullptr;
+      g.timer.cancel();
+      boost::system::error_code ignored;
+      g.down->socket().cancel(ignored);  // completes the pending wait (nothing else is pending)
+    }
+  } stop_guard{*guard, ctx};
+
+  ExchangeResult result;  // the last attempt's
+  for (;;) {
+    // pick target → translate
+    const Target& target = plan.pick();
+    const config::Upstream& upcfg = cfg.upstreams[target.upstream];
+    const UpstreamSlot& slot = *slots.at(target.upstream);
+    ctx.upstream = &upcfg;
+    ctx.deployment = target.deployment;
+    const auto started = Clock::now();
+    AttemptRecord& record = ctx.attempts.emplace_back();
+    record.upstream = target.upstream;
+    UpstreamRequest ureq = translate_for_target(ctx, upcfg, target);
+    http::request<http::buffer_body> req;  // views ureq's body (or the client's): both outlive it
+    build_request(ureq, ureq.body ? std::string_view(*ureq.body) : ctx.body, req);
+    set_deadline(guard, started + upcfg.timeout);
+
+    // connect (or a pooled connection)
+    std::unique_ptr<UpstreamConnection> conn = plan.fresh_connection() ? nullptr : pool.take(slot);
+    record.reused_connection = conn != nullptr;
+    if (!conn) {
+      conn = std::make_unique<UpstreamConnection>();
+      conn->buffer.reserve(kUpstreamReadBuffer);
+      std::optional<Failure> failure = co_await connect(upcfg, slot.tls.get(), *conn);
+      if (failure) {
+        result = {Outcome::failed, std::move(*failure)};
+        record.error_kind = error_kind(result.failure);
+        record.duration = Clock::now() - started;
+        if (guard->client_gone || !ctx.cut_reason.empty()) break;
+        const Next next = plan.decide({0, record.error_kind, false, true});
+        if (next == Next::retry) continue;
+        break;
+      }
+      log::line(log::Level::debug, "upstream connection opened",
+                {{"upstream", upcfg.name}, {"request_id", ctx.request_id}});
+    }
+    if (guard->client_gone) {
+      ctx.client_aborted = true;
+      co_return false;
+    }
+    if (!ctx.cut_reason.empty()) {  // the drain deadline passed while connecting
+      result = {Outcome::failed};
+      break;
+    }
+
+    // send → read head → decide → commit & relay
+    UpstreamPool::note_active(slot, 1);
+    guard->upstream = &conn->lowest();
+    if (guard->upstream_timed_out) conn->lowest().close();  // the deadline passed while connecting
+    if (conn->tls) {
+      result = co_await run_attempt(*conn->tls, *conn, record.reused_connection, req, plan,
+                                    pipeline, ctx, down, reply, *guard, record);
+    } else {
+      result = co_await run_attempt(*conn->plain, *conn, record.reused_connection, req, plan,
+                                    pipeline, ctx, down, reply, *guard, record);
+    }
+    guard->upstream = nullptr;
+    UpstreamPool::note_active(slot, -1);
+    record.duration = Clock::now() - started;
+    if (result.outcome == Outcome::relayed && result.upstream_reusable)
+      pool.give_back(slot, std::move(conn));
+    if (result.outcome != Outcome::retry) break;
+    log::line(log::Level::debug, "upstream attempt discarded; trying again",
+              {{"upstream", upcfg.name},
+               {"request_id", ctx.request_id},
+               {"reason", result.failure.message}});
+  }
+
+  const std::string& upstream_name = ctx.upstream->name;
+  if (guard->client_gone || guard->client_stalled) ctx.client_aborted = true;
+  switch (result.outcome) {
+    case Outcome::relayed: co_return result.downstream_reusable;
+    case Outcome::broken:
+      if (!ctx.client_aborted) {
+        log::line(log::Level::warn, "upstream response cut",
+                  {{"upstream", upstream_name},
+                   {"request_id", ctx.request_id},
+                   {"kind", error_kind(result.failure)},
+                   {"detail", result.failure.message}});
+        ctx.upstream_error_kind = std::string(error_kind(result.failure));
+      }
+      co_return false;
+    case Outcome::retry:
+    case Outcome::failed: break;
+  }
+  if (ctx.client_aborted) co_return false;
+  if (!ctx.cut_reason.empty()) {
+    // Cut by the drain deadline before any answer: the client learns why, and may retry.
+    reply.keep_alive = false;
+    ctx.reply = error_reply(GatewayError::service_unavailable,
+                            "The gateway is shutting down; retry the request.");
+    co_await write_local_reply(down, ctx, &pipeline, reply);
+    co_return false;
+  }
+  ctx.upstream_error_kind = std::string(error_kind(result.failure));
+  log::line(log::Level::warn, "upstream request failed",
+            {{"upstream", upstream_name},
+             {"request_id", ctx.request_id},
+             {"kind", ctx.upstream_error_kind},
+             {"detail", result.failure.message}});
+  ctx.reply = error_reply(result.failure.error,
+                          "Upstream '" + upstream_name + "': " + result.failure.message);
+  co_await write_local_reply(down, ctx, &pipeline, reply);
+  co_return reply.keep_alive;
+}
+
+}  // namespace llmgw::net
