@@ -1,5 +1,6 @@
 // llm-gateway: command line. Loads the configuration (a file, or the embedded default), then hands
 // an immutable snapshot to the network layer.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -116,7 +117,17 @@ int main(int argc, char** argv) {
     if (!services.access_log->ok()) return 1;
     services.access_log->count_dropped_in(&services.metrics->access_log_dropped());
   }
-  llmgw::net::GatewayServices net_services{services.metrics, services.access_log};
+  llmgw::net::GatewayServices net_services{services.metrics, services.access_log,
+                                           std::make_shared<llmgw::BackendRegistry>()};
+  // With a shared store, a 429's cooldown is shared by every replica too.
+  std::shared_ptr<void> cooldown_share;
+  if (cfg.rate_limits.store == llmgw::config::LimitStore::redis && cfg.rate_limits.redis) {
+    const bool fails_over = std::any_of(cfg.routes.begin(), cfg.routes.end(),
+                                        [](const auto& r) { return r.fails_over(); });
+    if (fails_over)
+      cooldown_share =
+          llmgw::net::share_cooldowns_through_redis(*cfg.rate_limits.redis, net_services.backends);
+  }
   return llmgw::net::run_gateway(
       llmgw::make_snapshot(std::move(loaded.config), std::move(services)), std::move(net_services));
 }

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <boost/url/parse.hpp>
 #include <charconv>
 #include <fstream>
@@ -21,6 +22,15 @@ const std::string* Upstream::deployment_for(std::string_view model) const {
     if (m == model) return &d;
   }
   return nullptr;
+}
+
+bool RetryPolicy::retries_status(unsigned status) const {
+  return std::find(on_status.begin(), on_status.end(), status) != on_status.end();
+}
+
+bool RetryPolicy::retries_kind(std::string_view kind) const {
+  return (kind == "connect" && on_connect) || (kind == "tls" && on_tls) ||
+         (kind == "timeout" && on_timeout) || (kind == "reset" && on_reset);
 }
 
 std::string format_problem(const std::string& source, const Problem& p) {
@@ -228,6 +238,63 @@ void load_server(Reader& r, const YAML::Node& n, ServerSettings& s) {
   if (auto v = n["max_connections"]) {
     if (auto x = r.number(v, "server.max_connections", 1, 10'000'000))
       s.max_connections = static_cast<std::uint32_t>(*x);
+  }
+}
+
+void load_retry(Reader& r, const YAML::Node& n, RetryPolicy& p) {
+  if (!r.check_map(n, "route retry",
+                   {"attempts", "on", "budget_ms", "default_cooldown_ms", "eject_after"}))
+    return;
+  if (auto v = n["attempts"]) {
+    if (auto x = r.number(v, "retry.attempts", 1, 10)) p.attempts = static_cast<unsigned>(*x);
+  }
+  if (auto v = n["budget_ms"]) {
+    if (auto x = r.number(v, "retry.budget_ms", 0, 3600000))
+      p.budget = std::chrono::milliseconds(*x);
+  }
+  if (auto v = n["default_cooldown_ms"]) {
+    if (auto x = r.number(v, "retry.default_cooldown_ms", 0, 3600000))
+      p.default_cooldown = std::chrono::milliseconds(*x);
+  }
+  if (auto v = n["eject_after"]) {
+    if (auto x = r.number(v, "retry.eject_after", 1, 1000))
+      p.eject_after = static_cast<unsigned>(*x);
+  }
+  if (auto v = n["on"]) {
+    if (!v.IsSequence()) {
+      r.error(v,
+              "retry.on must be a list of statuses (429, 5xx) and kinds (connect, tls, "
+              "timeout, reset)");
+      return;
+    }
+    p.on_status.clear();
+    p.on_connect = p.on_tls = p.on_timeout = p.on_reset = false;
+    for (const auto& item : v) {
+      auto s = r.string(item, "retry.on entry");
+      if (!s) continue;
+      if (*s == "connect") {
+        p.on_connect = true;
+      } else if (*s == "tls") {
+        p.on_tls = true;
+      } else if (*s == "timeout") {
+        p.on_timeout = true;
+      } else if (*s == "reset") {
+        p.on_reset = true;
+      } else {
+        unsigned status = 0;
+        auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), status);
+        if (ec != std::errc() || end != s->data() + s->size() ||
+            !(status == 429 || (status >= 500 && status <= 599))) {
+          // A 400 is the client's mistake (or a content filter): another deployment would
+          // answer the same, so only 429 and 5xx may move a request elsewhere.
+          r.error(item, "retry.on: '" + *s +
+                            "' is not retried (allowed: 429, 500-599, connect, tls, timeout, "
+                            "reset)");
+          continue;
+        }
+        p.on_status.push_back(status);
+      }
+    }
   }
 }
 
@@ -582,32 +649,99 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
   }
   if (auto routes = root["routes"]) {
     if (!routes.IsSequence()) {
-      r.error(routes, "routes must be a list of {match, upstream}");
+      r.error(routes, "routes must be a list of {match, upstream} or {match, backends}");
     } else {
-      for (const auto& route : routes) {
-        if (!r.check_map(route, "route", {"match", "upstream"})) continue;
-        Route out;
-        auto m = route["match"];
-        auto u = route["upstream"];
-        if (!m || !u) {
-          r.error(route, "a route needs both match and upstream");
-          continue;
-        }
-        auto match = r.string(m, "route match");
-        auto target = r.string(u, "route upstream");
-        if (!match || !target) continue;
-        if (match->empty()) {
-          r.error(m, "route match must not be empty (use \"*\" for every model)");
-          continue;
-        }
+      auto find_upstream = [&](const YAML::Node& u,
+                               const std::string& what) -> std::optional<std::size_t> {
+        auto target = r.string(u, what);
+        if (!target) return std::nullopt;
         auto found = upstream_index.find(*target);
         if (found == upstream_index.end()) {
           r.error(u,
                   "route refers to upstream '" + *target + "', which is not defined in upstreams");
+          return std::nullopt;
+        }
+        return found->second;
+      };
+      for (const auto& route : routes) {
+        if (!r.check_map(route, "route",
+                         {"match", "upstream", "backends", "retry", "max_queue_ms"}))
+          continue;
+        Route out;
+        auto m = route["match"];
+        auto u = route["upstream"];
+        auto b = route["backends"];
+        if (!m || (!u && !b)) {
+          r.error(route, "a route needs match and either upstream or backends");
           continue;
         }
+        if (u && b) {
+          r.error(b, "a route names either one upstream or a list of backends, not both");
+          continue;
+        }
+        auto match = r.string(m, "route match");
+        if (!match) continue;
+        if (match->empty()) {
+          r.error(m, "route match must not be empty (use \"*\" for every model)");
+          continue;
+        }
+        bool ok = true;
+        if (u) {
+          auto up = find_upstream(u, "route upstream");
+          if (!up) continue;
+          out.backends.push_back({*up, 0, 1});
+        } else if (!b.IsSequence() || b.size() == 0) {
+          r.error(b, "backends must be a non-empty list of {upstream, priority, weight}");
+          continue;
+        } else {
+          for (const auto& entry : b) {
+            if (!r.check_map(entry, "backend", {"upstream", "priority", "weight"})) {
+              ok = false;
+              continue;
+            }
+            Backend backend;
+            auto bu = entry["upstream"];
+            if (!bu) {
+              r.error(entry, "a backend needs an upstream");
+              ok = false;
+              continue;
+            }
+            auto up = find_upstream(bu, "backend upstream");
+            if (!up) {
+              ok = false;
+              continue;
+            }
+            backend.upstream = *up;
+            if (auto v = entry["priority"]) {
+              if (auto x = r.number(v, "backend priority", 0, 100))
+                backend.priority = static_cast<unsigned>(*x);
+            }
+            if (auto v = entry["weight"]) {
+              if (auto x = r.number(v, "backend weight", 1, 1000))
+                backend.weight = static_cast<unsigned>(*x);
+            }
+            for (const auto& other : out.backends) {
+              if (other.upstream == backend.upstream) {
+                r.error(bu, "upstream '" + c.upstreams[backend.upstream].name +
+                                "' is listed twice in this route's backends");
+                ok = false;
+              }
+            }
+            out.backends.push_back(backend);
+          }
+          if (out.backends.size() > 32) {
+            r.error(b, "a route may list at most 32 backends");
+            ok = false;
+          }
+        }
+        if (auto v = route["retry"]) load_retry(r, v, out.retry);
+        if (auto v = route["max_queue_ms"]) {
+          if (auto x = r.number(v, "route max_queue_ms", 0, 600000))
+            out.max_queue = std::chrono::milliseconds(*x);
+        }
+        if (!ok) continue;
         out.match = *match;
-        out.upstream = found->second;
+        out.upstream = out.backends.front().upstream;
         c.routes.push_back(std::move(out));
       }
       if (routes.size() == 0) r.error(routes, "routes must contain at least one route");

@@ -97,6 +97,7 @@ void watch_client(const std::shared_ptr<ExchangeGuard>& g) {
     }
     g->client_gone = true;
     if (g->upstream) g->upstream->close();
+    if (g->queue_wait) g->queue_wait->cancel();
   });
 }
 
@@ -168,6 +169,7 @@ AttemptOutcome Attempt<Stream>::outcome() const {
   o.reused_connection = reused_;
   if (!failed_) {
     o.status = parser_ ? parser_->get().result_int() : 0;
+    if (parser_) o.headers = &static_cast<const http::fields&>(parser_->get());
     return o;
   }
   o.error_kind = error_kind(result_.failure);
@@ -191,6 +193,9 @@ asio::awaitable<bool> Attempt<Stream>::commit() {
 
   strip_hop_by_hop(res);
   res.set("x-gateway-request-id", ctx_.request_id);
+  // Which upstream answered (its configured name, never its URL): with several backends behind
+  // a route, the one thing an operator asks first.
+  if (ctx_.upstream) res.set("x-gateway-upstream", ctx_.upstream->name);
   pipeline_.on_response_headers(ctx_, ctx_.status, res);
   keep_alive_ = reply_.keep_alive;
   const bool has_body = !parser_->is_done();

@@ -63,6 +63,7 @@ struct ExchangeGuard {
   bool client_gone = false;
   beast::tcp_stream* upstream = nullptr;
   beast::tcp_stream* down = nullptr;
+  asio::steady_timer* queue_wait = nullptr;  // the router waiting for a backend to come back
 };
 
 // Starts (or restarts, for the next attempt) the guard's clock with a new upstream deadline.

@@ -293,6 +293,23 @@ std::string sha1_hex(std::string_view text) {
   return out;
 }
 
+// A Lua script by its SHA-1 (EVALSHA), loaded again with EVAL when Redis lost its script cache
+// (after a restart or failover).
+asio::awaitable<std::optional<Reply>> eval_script(RedisClient& client, std::string_view script,
+                                                  const std::string& sha,
+                                                  std::vector<std::string> keys_and_args,
+                                                  int nkeys) {
+  std::vector<std::string> cmd{std::string("EVALSHA"), sha, std::to_string(nkeys)};
+  cmd.insert(cmd.end(), keys_and_args.begin(), keys_and_args.end());
+  auto r = co_await client.command(cmd);
+  if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
+    cmd[0] = "EVAL";
+    cmd[1] = std::string(script);
+    r = co_await client.command(std::move(cmd));
+  }
+  co_return r;
+}
+
 class RedisStore final : public ratelimit::CounterStore {
  public:
   explicit RedisStore(const config::RedisTarget& target)
@@ -333,20 +350,6 @@ class RedisStore final : public ratelimit::CounterStore {
     return "llmgw:rl:{" + name + "}:" + std::string(kind);
   }
 
-  asio::awaitable<std::optional<Reply>> eval(std::string_view script, const std::string& sha,
-                                             std::vector<std::string> keys_and_args, int nkeys) {
-    std::vector<std::string> cmd{std::string("EVALSHA"), sha, std::to_string(nkeys)};
-    cmd.insert(cmd.end(), keys_and_args.begin(), keys_and_args.end());
-    auto r = co_await client_.command(cmd);
-    if (r && r->is_error() && r->str.starts_with("NOSCRIPT")) {
-      // The script cache is empty after a restart or failover: EVAL loads it again.
-      cmd[0] = "EVAL";
-      cmd[1] = std::string(script);
-      r = co_await client_.command(std::move(cmd));
-    }
-    co_return r;
-  }
-
   void note_health(bool ok, const std::string& detail) {
     if (ok && down_) {
       down_ = false;
@@ -365,7 +368,7 @@ class RedisStore final : public ratelimit::CounterStore {
                                   std::to_string(limits.rpm.value_or(0)),
                                   std::to_string(limits.tpm.value_or(0)),
                                   std::to_string(token_cost)};
-    auto r = co_await eval(kAdmitScript, admit_sha_, std::move(args), 2);
+    auto r = co_await eval_script(client_, kAdmitScript, admit_sha_, std::move(args), 2);
     std::optional<ratelimit::Admission> a;
     if (r) a = decode_admission(*r, limits);
     if (!a) {
@@ -380,7 +383,7 @@ class RedisStore final : public ratelimit::CounterStore {
                                           std::int64_t delta) {
     std::vector<std::string> args{redis_key(key_name, kTokens), std::to_string(bucket_sec),
                                   std::to_string(delta)};
-    auto r = co_await eval(kCorrectScript, correct_sha_, std::move(args), 1);
+    auto r = co_await eval_script(client_, kCorrectScript, correct_sha_, std::move(args), 1);
     if (!r || r->is_error()) note_health(false, !r ? "unreachable" : r->str);
   }
 
@@ -393,10 +396,112 @@ class RedisStore final : public ratelimit::CounterStore {
   std::thread thread_;
 };
 
+// A 429's cooldown, written where every replica sees it: one key per backend with a PX expiry
+// (kept only if longer than one already there), and its name in an index set. One hash tag, so
+// a cluster keeps them on one shard.
+constexpr std::string_view kCooldownSetScript = R"lua(
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1
+)lua";
+
+// Every cooldown still running: {name, remaining ms, ...}; expired names leave the index.
+constexpr std::string_view kCooldownReadScript = R"lua(
+local out = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local left = redis.call('PTTL', ARGV[1] .. name)
+  if left > 0 then
+    if #out < 1000 then
+      out[#out + 1] = name
+      out[#out + 1] = left
+    end
+  else
+    redis.call('SREM', KEYS[1], name)
+  end
+end
+return out
+)lua";
+
+class RedisCooldownShare {
+ public:
+  RedisCooldownShare(const config::RedisTarget& target, std::shared_ptr<BackendRegistry> registry)
+      : work_(asio::make_work_guard(ioc_)),
+        client_(ioc_, target),
+        registry_(std::move(registry)),
+        set_sha_(sha1_hex(kCooldownSetScript)),
+        read_sha_(sha1_hex(kCooldownReadScript)),
+        refresh_(ioc_),
+        thread_([this] { ioc_.run(); }) {
+    registry_->on_cooldown([this](const std::string& key, std::chrono::milliseconds left) {
+      asio::co_spawn(ioc_, publish(key, left), asio::detached);
+    });
+    asio::co_spawn(ioc_, refresh_loop(), asio::detached);
+  }
+
+  ~RedisCooldownShare() {
+    registry_->on_cooldown(nullptr);
+    asio::post(ioc_, [this] { refresh_.cancel(); });
+    work_.reset();
+    ioc_.stop();
+    thread_.join();
+  }
+
+ private:
+  static constexpr auto kRefreshEvery = std::chrono::milliseconds(200);
+  static constexpr std::string_view kPrefix = "{llmgw:cd}:";
+
+  asio::awaitable<void> publish(std::string key, std::chrono::milliseconds left) {
+    std::vector<std::string> args{std::string(kPrefix) + key, std::string(kPrefix) + "index",
+                                  std::to_string(left.count()), key};
+    auto r = co_await eval_script(client_, kCooldownSetScript, set_sha_, std::move(args), 2);
+    if (!r || r->is_error())
+      log::line(log::Level::warn, "backend cooldown not shared through redis",
+                {{"detail", !r ? "unreachable" : r->str}});
+  }
+
+  // Each replica reads every running cooldown a few times a second, off the request path.
+  asio::awaitable<void> refresh_loop() {
+    for (;;) {
+      std::vector<std::string> args{std::string(kPrefix) + "index", std::string(kPrefix)};
+      auto r = co_await eval_script(client_, kCooldownReadScript, read_sha_, std::move(args), 1);
+      if (r && r->type == REDIS_REPLY_ARRAY) {
+        std::vector<std::pair<std::string, std::chrono::milliseconds>> cooldowns;
+        for (std::size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+          const Reply& name = r->elements[i];
+          const Reply& left = r->elements[i + 1];
+          if (name.type != REDIS_REPLY_STRING || left.type != REDIS_REPLY_INTEGER) continue;
+          if (left.integer <= 0 || left.integer > 3600000) continue;
+          cooldowns.emplace_back(name.str, std::chrono::milliseconds(left.integer));
+        }
+        if (!cooldowns.empty()) registry_->apply_shared_cooldowns(cooldowns, BackendClock::now());
+      }
+      refresh_.expires_after(kRefreshEvery);
+      auto [ec] = co_await refresh_.async_wait(nothrow_awaitable);
+      if (ec) co_return;
+    }
+  }
+
+  asio::io_context ioc_{1};
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  RedisClient client_;
+  std::shared_ptr<BackendRegistry> registry_;
+  std::string set_sha_;
+  std::string read_sha_;
+  asio::steady_timer refresh_;
+  std::thread thread_;
+};
+
 }  // namespace
 
 std::shared_ptr<ratelimit::CounterStore> make_redis_store(const config::RedisTarget& target) {
   return std::make_shared<RedisStore>(target);
+}
+
+std::shared_ptr<void> share_cooldowns_through_redis(const config::RedisTarget& target,
+                                                    std::shared_ptr<BackendRegistry> registry) {
+  return std::make_shared<RedisCooldownShare>(target, std::move(registry));
 }
 
 }  // namespace llmgw::net

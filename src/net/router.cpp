@@ -33,7 +33,7 @@ asio::awaitable<ExchangeResult> run_attempt(Stream& up, UpstreamConnection& conn
                                             AttemptPlan& plan, const Pipeline& pipeline,
                                             RequestContext& ctx, beast::tcp_stream& down,
                                             const DownstreamReply& reply, ExchangeGuard& guard,
-                                            AttemptRecord& record) {
+                                            AttemptRecord& record, Next& next) {
   Attempt<Stream> attempt(up, conn, reused, req, pipeline, ctx, down, reply, guard);
   // (No co_await inside an if condition: g++ 12 miscompiled `if (!co_await attempt.send())`
   // into a trap (SIGILL), so results are always taken into a variable first.)
@@ -43,9 +43,11 @@ asio::awaitable<ExchangeResult> run_attempt(Stream& up, UpstreamConnection& conn
   record.status = outcome.status;
   record.error_kind = outcome.error_kind;
   if (guard.client_gone) co_return std::move(attempt.result());  // nobody to answer
-  const Next next = plan.decide(outcome);
-  if (next == Next::retry) {
-    attempt.result().outcome = Outcome::retry;
+  next = plan.decide(outcome, Clock::now());
+  if (next == Next::retry || next == Next::refuse) {
+    // Discarded: nothing of it reached the client. Its connection is closed with it (its body
+    // was not read), which also tells the upstream to stop.
+    attempt.result().outcome = next == Next::retry ? Outcome::retry : Outcome::failed;
     co_return std::move(attempt.result());
   }
   if (!ok) co_return std::move(attempt.result());
@@ -60,10 +62,11 @@ asio::awaitable<ExchangeResult> run_attempt(Stream& up, UpstreamConnection& conn
 }  // namespace
 
 asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& slots,
-                                      const Pipeline& pipeline, RequestContext& ctx,
-                                      beast::tcp_stream& down, DownstreamReply reply) {
+                                      BackendRegistry* backends, const Pipeline& pipeline,
+                                      RequestContext& ctx, beast::tcp_stream& down,
+                                      DownstreamReply reply) {
   const config::Config& cfg = *ctx.config;
-  AttemptPlan plan(cfg, *ctx.route);
+  AttemptPlan plan(cfg, ctx, backends, Clock::now());
 
   auto guard = std::make_shared<ExchangeGuard>(down.get_executor());
   guard->down = &down;
@@ -72,6 +75,7 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
   // and so is the client once its response has started (nothing else could end a stalled write).
   ctx.cancel = [g = guard.get(), &ctx] {
     if (g->upstream) g->upstream->close();
+    if (g->queue_wait) g->queue_wait->cancel();
     if (ctx.client_first_byte) g->down->close();
   };
   struct StopGuard {
@@ -81,6 +85,7 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
       ctx.cancel = nullptr;
       g.active = false;
       g.upstream = nullptr;
+      g.queue_wait = nullptr;
       g.timer.cancel();
       boost::system::error_code ignored;
       g.down->socket().cancel(ignored);  // completes the pending wait (nothing else is pending)
@@ -88,7 +93,33 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
   } stop_guard{*guard, ctx};
 
   ExchangeResult result;  // the last attempt's
+  bool refused = false;   // the plan answers for every backend (all cooling down or ejected)
   for (;;) {
+    const Step step = plan.next_step(Clock::now());
+    if (step.kind == Step::Kind::wait) {
+      // max_queue_ms: wait for a backend to come back, without holding the thread; the client
+      // leaving or the drain deadline ends the wait.
+      asio::steady_timer wait(down.get_executor());
+      wait.expires_at(step.until);
+      guard->queue_wait = &wait;
+      co_await wait.async_wait(nothrow_awaitable);  // (cancelled: see below)
+      guard->queue_wait = nullptr;
+      if (guard->client_gone) {
+        ctx.client_aborted = true;
+        co_return false;
+      }
+      if (!ctx.cut_reason.empty()) {
+        result = {Outcome::failed};
+        break;
+      }
+      continue;
+    }
+    if (step.kind == Step::Kind::refuse) {
+      refused = true;
+      break;
+    }
+    if (step.kind == Step::Kind::give_up) break;
+
     // pick target → translate
     const Target& target = plan.pick();
     const config::Upstream& upcfg = cfg.upstreams[target.upstream];
@@ -115,7 +146,7 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
         record.error_kind = error_kind(result.failure);
         record.duration = Clock::now() - started;
         if (guard->client_gone || !ctx.cut_reason.empty()) break;
-        const Next next = plan.decide({0, record.error_kind, false, true});
+        const Next next = plan.decide({0, record.error_kind, false, true}, Clock::now());
         if (next == Next::retry) continue;
         break;
       }
@@ -135,43 +166,57 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
     UpstreamPool::note_active(slot, 1);
     guard->upstream = &conn->lowest();
     if (guard->upstream_timed_out) conn->lowest().close();  // the deadline passed while connecting
+    Next next = Next::give_up;
     if (conn->tls) {
       result = co_await run_attempt(*conn->tls, *conn, record.reused_connection, req, plan,
-                                    pipeline, ctx, down, reply, *guard, record);
+                                    pipeline, ctx, down, reply, *guard, record, next);
     } else {
       result = co_await run_attempt(*conn->plain, *conn, record.reused_connection, req, plan,
-                                    pipeline, ctx, down, reply, *guard, record);
+                                    pipeline, ctx, down, reply, *guard, record, next);
     }
     guard->upstream = nullptr;
     UpstreamPool::note_active(slot, -1);
     record.duration = Clock::now() - started;
     if (result.outcome == Outcome::relayed && result.upstream_reusable)
       pool.give_back(slot, std::move(conn));
+    if (next == Next::refuse) {
+      refused = true;
+      break;
+    }
     if (result.outcome != Outcome::retry) break;
     log::line(log::Level::debug, "upstream attempt discarded; trying again",
               {{"upstream", upcfg.name},
                {"request_id", ctx.request_id},
-               {"reason", result.failure.message}});
+               {"status", std::to_string(record.status)},
+               {"kind", std::string(record.error_kind)}});
   }
 
-  const std::string& upstream_name = ctx.upstream->name;
   if (guard->client_gone || guard->client_stalled) ctx.client_aborted = true;
+  if (ctx.client_aborted) co_return false;
+  if (refused) {
+    // Every backend is cooling down (429) or out of rotation (503): the gateway answers for them.
+    if (ctx.attempts.empty()) {  // it went nowhere
+      ctx.upstream = nullptr;
+      ctx.deployment.clear();
+    }
+    ctx.reply = plan.reply();
+    co_await write_local_reply(down, ctx, &pipeline, reply);
+    co_return reply.keep_alive;
+  }
+  const std::string& upstream_name = ctx.upstream->name;
   switch (result.outcome) {
     case Outcome::relayed: co_return result.downstream_reusable;
     case Outcome::broken:
-      if (!ctx.client_aborted) {
-        log::line(log::Level::warn, "upstream response cut",
-                  {{"upstream", upstream_name},
-                   {"request_id", ctx.request_id},
-                   {"kind", error_kind(result.failure)},
-                   {"detail", result.failure.message}});
-        ctx.upstream_error_kind = std::string(error_kind(result.failure));
-      }
+      log::line(log::Level::warn, "upstream response cut",
+                {{"upstream", upstream_name},
+                 {"request_id", ctx.request_id},
+                 {"kind", error_kind(result.failure)},
+                 {"detail", result.failure.message}});
+      ctx.upstream_error_kind = std::string(error_kind(result.failure));
       co_return false;
     case Outcome::retry:
     case Outcome::failed: break;
   }
-  if (ctx.client_aborted) co_return false;
   if (!ctx.cut_reason.empty()) {
     // Cut by the drain deadline before any answer: the client learns why, and may retry.
     reply.keep_alive = false;

@@ -26,6 +26,7 @@
 #include "llm_gateway/net/gateway.hpp"
 #include "llm_gateway/net/io.hpp"
 #include "llm_gateway/observability/log.hpp"
+#include "llm_gateway/stages/observe_stages.hpp"
 #include "llm_gateway/translate/json_scan.hpp"
 #include "llm_gateway/translate/request_target.hpp"
 
@@ -183,9 +184,22 @@ class Gateway {
  public:
   Gateway(std::shared_ptr<const Snapshot> snapshot, GatewayServices services)
       : services_(std::move(services)), upstreams_(services_.metrics.get()) {
+    if (!services_.backends) services_.backends = std::make_shared<BackendRegistry>();
     installed_ = install(std::move(snapshot));
+    if (services_.metrics) {
+      // The backend gauges are read from the registry when /metrics is rendered, for the
+      // configuration installed then.
+      services_.metrics->on_render([this] {
+        export_backend_gauges(*installed_.load()->snapshot->config, *services_.backends,
+                              *services_.metrics);
+      });
+    }
     const unsigned threads = worker_count(*installed_.load()->snapshot->config);
     for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(i));
+  }
+
+  ~Gateway() {
+    if (services_.metrics) services_.metrics->on_render(nullptr);
   }
 
   // Binds a snapshot's upstreams to the process's pools and TLS contexts (throws on an unusable
@@ -734,8 +748,8 @@ class Gateway {
     const Verdict verdict = co_await pipeline.on_request(ctx);
     if (verdict == Verdict::respond)
       co_return co_await answer(stream, ctx, &pipeline, reply, false);
-    co_return co_await route_and_relay(worker.pool, installed.upstreams, pipeline, ctx, stream,
-                                       reply);
+    co_return co_await route_and_relay(worker.pool, installed.upstreams, services_.backends.get(),
+                                       pipeline, ctx, stream, reply);
   }
 
   asio::awaitable<void> drain() {

@@ -33,7 +33,8 @@ static_assert(std::size(kAllEndpoints) <= kPackA, "endpoint index must fit pack(
 static_assert(Metrics::kErrorKinds.size() <= kPackA && Metrics::kLimitKinds.size() <= kPackA);
 static_assert(accounting::kFilterCategories.size() <= kPackB);
 static_assert(kPackE > 999, "every HTTP status fits");
-static_assert(kPackFamilyLimit > 10, "family ids 1..10 are in use");
+static_assert(kPackFamilyLimit > 12, "family ids 1..12 are in use");
+static_assert(Metrics::kAttemptOutcomes.size() <= kPackA);
 std::uint64_t pack(std::uint64_t family, std::uint64_t a, std::uint64_t b = 0, std::uint64_t c = 0,
                    std::uint64_t d = 0, std::uint64_t e = 0) {
   return family << 60 | (a & 0xF) << 56 | (b & 0xFFFF) << 40 | (c & 0xFF) << 32 |
@@ -148,6 +149,29 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
     conns.Add({{"upstream", name}, {"state", "active"}});
     conns.Add({{"upstream", name}, {"state", "idle"}});
   }
+  upstream_attempts_ = &prometheus::BuildCounter()
+                            .Name("llm_gateway_upstream_attempts_total")
+                            .Help(
+                                "Upstream attempts, by what each came to (several per request "
+                                "when a route fails over)")
+                            .Register(r);
+  retries_ = &prometheus::BuildCounter()
+                  .Name("llm_gateway_retries_total")
+                  .Help("Upstream attempts beyond a request's first")
+                  .Register(r);
+  backend_state_ = &prometheus::BuildGauge()
+                        .Name("llm_gateway_backend_state")
+                        .Help(
+                            "1 for the state each configured backend (upstream, deployment) of "
+                            "a failover route is in: available, cooldown (after a 429) or "
+                            "ejected (failing)")
+                        .Register(r);
+  upstream_remaining_ = &prometheus::BuildGauge()
+                             .Name("llm_gateway_upstream_remaining")
+                             .Help(
+                                 "Azure's last x-ratelimit-remaining-requests/-tokens of a "
+                                 "backend (NaN when older than 60 s)")
+                             .Register(r);
   prometheus::BuildGauge()
       .Name("llm_gateway_build_info")
       .Help("Build information")
@@ -156,7 +180,16 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
       .Set(1);
 }
 
+void Metrics::on_render(std::function<void()> hook) {
+  std::lock_guard lock(render_mutex_);
+  render_hook_ = std::move(hook);
+}
+
 std::string Metrics::render() const {
+  {
+    std::lock_guard lock(render_mutex_);
+    if (render_hook_) render_hook_();
+  }
   std::ostringstream out;
   prometheus::TextSerializer{}.Serialize(out, registry_->Collect());
   return out.str();
@@ -334,6 +367,35 @@ prometheus::Counter& Metrics::content_filtered_requests(unsigned worker, std::si
 
 prometheus::Counter& Metrics::store_errors(std::size_t store) {
   return *store_errors_[store];
+}
+
+prometheus::Counter& Metrics::upstream_attempts(unsigned worker, std::size_t upstream,
+                                                std::size_t outcome) {
+  return cached(
+      caches_[worker].counters, pack(11, outcome, 0, upstream), [&]() -> auto& {
+        return upstream_attempts_->Add(
+            {{"upstream", name_of(upstreams_, upstream)}, {"outcome", kAttemptOutcomes[outcome]}});
+      });
+}
+
+prometheus::Counter& Metrics::retries(unsigned worker, Endpoint e) {
+  return cached(
+      caches_[worker].counters, pack(12, static_cast<std::uint64_t>(e)), [&]() -> auto& {
+        return retries_->Add({{"endpoint", std::string(endpoint_name(e))}});
+      });
+}
+
+prometheus::Gauge& Metrics::backend_state(const std::string& upstream,
+                                          const std::string& deployment, std::string_view state) {
+  return backend_state_->Add(
+      {{"upstream", upstream}, {"deployment", deployment}, {"state", std::string(state)}});
+}
+
+prometheus::Gauge& Metrics::upstream_remaining(const std::string& upstream,
+                                               const std::string& deployment, bool tokens) {
+  return upstream_remaining_->Add({{"upstream", upstream},
+                                   {"deployment", deployment},
+                                   {"kind", tokens ? "tokens" : "requests"}});
 }
 
 prometheus::Gauge& Metrics::upstream_connections(const std::string& name, bool active) {

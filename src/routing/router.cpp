@@ -49,7 +49,10 @@ std::vector<std::string> listed_models(const config::Config& cfg) {
     if (up.provider != config::Provider::azure) continue;
     for (const auto& [model, deployment] : up.deployments) {
       auto d = route_model(cfg, model);
-      if (d && d->upstream == u) add(model);
+      if (!d) continue;
+      for (const auto& backend : cfg.routes[d->route].backends) {
+        if (backend.upstream == u) add(model);
+      }
     }
   }
   for (const auto& r : cfg.routes) {

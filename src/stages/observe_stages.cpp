@@ -1,6 +1,10 @@
 #include "llm_gateway/stages/observe_stages.hpp"
 
+#include <algorithm>
+#include <limits>
+
 #include "llm_gateway/observability/log.hpp"
+#include "llm_gateway/routing/glob.hpp"
 #include "llm_gateway/translate/json_scan.hpp"
 
 namespace llmgw {
@@ -62,8 +66,11 @@ void MetricsStage::on_complete(RequestContext& ctx) {
   const std::size_t model =
       labels.model(ctx.model ? &*ctx.model : nullptr,
                    ctx.route ? std::optional(ctx.route->route) : std::nullopt);
-  const std::size_t upstream =
-      ctx.route ? labels.upstreams[ctx.route->upstream] : labels.upstream_none;
+  // The upstream that answered (the last attempt's), else the route's.
+  const std::size_t upstream = !ctx.attempts.empty()
+                                   ? labels.upstreams[ctx.attempts.back().upstream]
+                               : ctx.route ? labels.upstreams[ctx.route->upstream]
+                                           : labels.upstream_none;
   const std::size_t key = ctx.key             ? labels.keys[ctx.key_index]
                           : cfg_.keys.empty() ? labels.key_anonymous
                                               : labels.key_unauthenticated;
@@ -88,6 +95,11 @@ void MetricsStage::on_complete(RequestContext& ctx) {
     m.rate_limited(w, key, static_cast<std::size_t>(ctx.rate_limited)).Increment();
   if (!ctx.rate_limit_store_error.empty())
     m.store_errors(ctx.rate_limit_store_error == "redis" ? 1 : 0).Increment();
+  for (const AttemptRecord& a : ctx.attempts) {
+    m.upstream_attempts(w, labels.upstreams[a.upstream], attempt_outcome_index(a)).Increment();
+  }
+  if (ctx.attempts.size() > 1)
+    m.retries(w, endpoint).Increment(static_cast<double>(ctx.attempts.size() - 1));
   if (ctx.route) {
     if (ctx.upstream_status) m.upstream_responses(w, upstream, *ctx.upstream_status).Increment();
     if (!ctx.upstream_error_kind.empty())
@@ -107,6 +119,53 @@ void MetricsStage::on_complete(RequestContext& ctx) {
     m.content_filtered_requests(w, 0, filter_key).Increment();
   if (ctx.finish_reason == "content_filter")
     m.content_filtered_requests(w, 1, filter_key).Increment();
+}
+
+std::size_t attempt_outcome_index(const AttemptRecord& a) {
+  if (a.status == 429) return 1;
+  if (a.status >= 500) return 3;
+  if (a.status >= 400) return 2;
+  if (a.status != 0) return 0;
+  for (std::size_t i = 0; i < observability::Metrics::kErrorKinds.size(); ++i) {
+    if (a.error_kind == observability::Metrics::kErrorKinds[i]) return 4 + i;
+  }
+  return 7;  // (every kind is listed; a cut without one counts as a reset)
+}
+
+void export_backend_gauges(const config::Config& cfg, const BackendRegistry& backends,
+                           observability::Metrics& metrics) {
+  const auto now = Clock::now();
+  std::vector<std::pair<std::size_t, std::string>> seen;  // (upstream, deployment)
+  for (const auto& route : cfg.routes) {
+    if (!route.fails_over()) continue;
+    for (const auto& backend : route.backends) {
+      const config::Upstream& up = cfg.upstreams[backend.upstream];
+      std::vector<std::string> deployments;
+      if (up.provider == config::Provider::azure) {
+        for (const auto& [model, deployment] : up.deployments) deployments.push_back(deployment);
+        if (glob_is_literal(route.match)) deployments.push_back(deployment_for(up, route.match));
+      } else {
+        deployments.emplace_back();
+      }
+      for (auto& d : deployments) {
+        std::pair<std::size_t, std::string> id{backend.upstream, std::move(d)};
+        if (std::find(seen.begin(), seen.end(), id) != seen.end()) continue;
+        const std::string key = backend_key(up.name, id.second);
+        const BackendState state = backends.state(key, up.name, now);
+        for (auto s : {BackendState::available, BackendState::cooldown, BackendState::ejected})
+          metrics.backend_state(up.name, id.second, to_string(s)).Set(s == state ? 1 : 0);
+        const BackendRegistry::Snapshot v = backends.view(key, up.name, now);
+        if (v.remaining_requests || v.remaining_tokens || backends.reported(key)) {
+          const double nan = std::numeric_limits<double>::quiet_NaN();
+          metrics.upstream_remaining(up.name, id.second, false)
+              .Set(v.remaining_requests ? static_cast<double>(*v.remaining_requests) : nan);
+          metrics.upstream_remaining(up.name, id.second, true)
+              .Set(v.remaining_tokens ? static_cast<double>(*v.remaining_tokens) : nan);
+        }
+        seen.push_back(std::move(id));
+      }
+    }
+  }
 }
 
 namespace {

@@ -49,10 +49,13 @@ test('alert rules and dashboard use only metric families the gateway exports', {
   const gw = await startGateway(
     `server: {listen: "127.0.0.1:0"}
 upstreams:
-  az: {provider: azure, base_url: "${mock.url}", api_key: "k", deployments: {gpt-4o: gpt4o-prod}}
+  az: {provider: azure, base_url: "${mock.url}", api_key: "k", deployments: {gpt-4o: gpt4o-prod, pair-gpt: pair-prod}}
   dead: {provider: azure, base_url: "http://127.0.0.1:${dead}", api_key: "k"}
-routes: [{match: "dead*", upstream: dead}, {match: "*", upstream: az}]
-keys: [{name: team, key: "deploy-test-key-1", rpm: 3}]
+routes:
+  - {match: "dead*", upstream: dead}
+  - {match: "pair*", backends: [{upstream: dead}, {upstream: az}]}
+  - {match: "*", upstream: az}
+keys: [{name: team, key: "deploy-test-key-1", rpm: 3}, {name: free, key: "deploy-test-key-2"}]
 logging: {access_log: "off"}
 `,
     { t },
@@ -64,6 +67,12 @@ logging: {access_log: "off"}
   assert.equal((await chat('gpt-4o')).status, 200);
   assert.equal((await chat('gpt-4o', { 'x-mock-scenario': 'content-filter-400' })).status, 400);
   assert.equal((await chat('dead-model')).status, 502);
+  // A failover route: a retry, attempts by outcome, backend state and Azure's quota report.
+  const failover = await request(`${gw.url}/v1/chat/completions`, {
+    headers: { authorization: 'Bearer deploy-test-key-2' },
+    body: { model: 'pair-gpt', messages: [] },
+  });
+  assert.equal(failover.status, 200);
   assert.equal((await chat('gpt-4o')).status, 429);
   const res = await request(`${gw.url}/metrics`);
   assert.equal(res.status, 200);

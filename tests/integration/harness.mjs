@@ -575,6 +575,18 @@ export async function eventually(fn, { timeoutMs = 5000, intervalMs = 20, what =
 
 let idCounter = 0;
 /** A unique id, used as x-test-id so each test finds its own request at the mock. */
+/** The lines that parse as JSON objects (access-log lines among other output). */
+export function jsonLines(lines) {
+  const out = [];
+  for (const l of lines) {
+    if (!l.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(l));
+    } catch {}
+  }
+  return out;
+}
+
 export function uid(prefix = 't') {
   return `${prefix}-${process.pid}-${++idCounter}-${crypto.randomBytes(3).toString('hex')}`;
 }

@@ -20,6 +20,7 @@ import {
   streamRequest,
   uid,
   closedPort,
+  jsonLines,
   eventually,
   parseSSE,
 } from './harness.mjs';
@@ -143,16 +144,6 @@ async function settledMetrics(baseUrl, expectedRequests, { headers = {}, timeout
 const chatBody = (model = 'gpt-4o', extra = {}) => ({ model, messages: [{ role: 'user', content: 'hi' }], ...extra });
 
 /** Access-log lines (parsed JSON objects) among a list of text lines. */
-function jsonLines(lines) {
-  const out = [];
-  for (const l of lines) {
-    if (!l.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(l));
-    } catch {}
-  }
-  return out;
-}
 
 /** The gateway's access-log line (stdout) for a request id, once it is written. */
 async function stdoutLine(gw, id, timeoutMs = 3000) {

@@ -21,7 +21,12 @@
 // Knobs (headers): x-mock-delay-ms (pause between stream events), x-mock-tag (gate tag for
 // gated-stream, default "gate"), x-mock-status (status for scenario `error`, default 500),
 // x-mock-split-ms (write every stream event in two pieces, cut inside its JSON, this many ms apart),
-// x-mock-pad-bytes (non-streaming chat: this many 'x' appended to the answer's content).
+// x-mock-pad-bytes (non-streaming chat: this many 'x' appended to the answer's content),
+// x-mock-remaining-tokens / x-mock-remaining-requests (the x-ratelimit-remaining-* values every
+// answer carries; default 9990 / 99).
+// Per instance: startMock({defaults: {...}}) or `mock.defaults = {...}` (mutable) — knob headers
+// applied to every request that does not carry them itself, so that several mock instances behind
+// one gateway can each behave differently (one region throttled, one failing, ...).
 //
 // Scenarios for the SDK end-to-end tests (tests/e2e/):
 //   tool-call             chat with a non-empty `tools`: the model calls the first function tool, with
@@ -326,6 +331,9 @@ export async function startMock(opts = {}) {
   }
 
   async function handle(req, res) {
+    for (const [k, v] of Object.entries(mock.defaults ?? {})) {
+      if (req.headers[k] === undefined) req.headers[k] = String(v);
+    }
     const sock = req.socket;
     let si = socketInfo.get(sock);
     if (!si) {
@@ -430,8 +438,8 @@ export async function startMock(opts = {}) {
       'apim-request-id': crypto.randomUUID(),
       'x-request-id': `upstream-${n}`,
       'x-ms-region': 'Sweden Central',
-      'x-ratelimit-remaining-requests': '99',
-      'x-ratelimit-remaining-tokens': '9990',
+      'x-ratelimit-remaining-requests': req.headers['x-mock-remaining-requests'] ?? '99',
+      'x-ratelimit-remaining-tokens': req.headers['x-mock-remaining-tokens'] ?? '9990',
     };
     const alive = () => !res.destroyed && !res.writableEnded;
     const writeHead = (status, headers) => {
@@ -769,6 +777,7 @@ export async function startMock(opts = {}) {
     url: `${opts.tls ? 'https' : 'http'}://${urlHost}:${port}`,
     server,
     requests,
+    defaults: { ...(opts.defaults ?? {}) },
 
     /** Forget recorded requests, released gates and retry-after-ms attempt counts. */
     clear() {

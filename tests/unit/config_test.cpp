@@ -811,3 +811,84 @@ TEST(EmbeddedDefault, EmptyListenVariableFallsBackToDefault) {
 
 }  // namespace
 }  // namespace llmgw::config
+
+// --- routes with several backends ---
+
+namespace llmgw::config {
+namespace {
+
+constexpr std::string_view kTwoUpstreams = R"(upstreams:
+  east: {provider: azure, base_url: "https://east.openai.azure.com", api_key: k}
+  west: {provider: azure, base_url: "https://west.openai.azure.com", api_key: k}
+  openai: {provider: openai, base_url: "https://api.openai.com", api_key: k}
+)";
+
+TEST(RouteBackends, BackendsRetryAndQueueAreRead) {
+  auto cfg = test::load_ok(std::string(kTwoUpstreams) + R"(routes:
+  - match: "gpt-4o*"
+    backends:
+      - {upstream: east, priority: 0, weight: 3}
+      - {upstream: west, weight: 1}
+      - {upstream: openai, priority: 1}
+    retry: {attempts: 4, on: [429, 503, connect], budget_ms: 9000, default_cooldown_ms: 700, eject_after: 2}
+    max_queue_ms: 1500
+  - {match: "*", upstream: west}
+)");
+  ASSERT_TRUE(cfg);
+  const Route& r = cfg->routes[0];
+  ASSERT_EQ(r.backends.size(), 3u);
+  EXPECT_EQ(r.upstream, 0u);  // the first backend's
+  EXPECT_EQ(r.backends[0].weight, 3u);
+  EXPECT_EQ(r.backends[1].upstream, 1u);
+  EXPECT_EQ(r.backends[1].priority, 0u);
+  EXPECT_EQ(r.backends[2].priority, 1u);
+  EXPECT_EQ(r.backends[2].weight, 1u);
+  EXPECT_TRUE(r.fails_over());
+  EXPECT_EQ(r.retry.attempts, 4u);
+  EXPECT_TRUE(r.retry.retries_status(429));
+  EXPECT_TRUE(r.retry.retries_status(503));
+  EXPECT_FALSE(r.retry.retries_status(500));
+  EXPECT_TRUE(r.retry.retries_kind("connect"));
+  EXPECT_FALSE(r.retry.retries_kind("timeout"));
+  EXPECT_EQ(r.retry.budget, std::chrono::milliseconds(9000));
+  EXPECT_EQ(r.retry.default_cooldown, std::chrono::milliseconds(700));
+  EXPECT_EQ(r.retry.eject_after, 2u);
+  EXPECT_EQ(r.max_queue, std::chrono::milliseconds(1500));
+  // The single-upstream form is one backend, and defaults everywhere else.
+  const Route& one = cfg->routes[1];
+  ASSERT_EQ(one.backends.size(), 1u);
+  EXPECT_FALSE(one.fails_over());
+  EXPECT_EQ(one.retry.attempts, 3u);
+  for (unsigned s : {429u, 500u, 502u, 503u, 504u}) EXPECT_TRUE(one.retry.retries_status(s));
+  for (auto k : {"connect", "tls", "timeout", "reset"}) EXPECT_TRUE(one.retry.retries_kind(k));
+  EXPECT_EQ(one.max_queue.count(), 0);
+}
+
+TEST(RouteBackends, Problems) {
+  const std::string up(kTwoUpstreams);
+  struct Case {
+    std::string routes;
+    std::string expected;
+  } cases[] = {
+      {"  - {match: x, upstream: east, backends: [{upstream: west}]}\n", "either one upstream"},
+      {"  - {match: x}\n", "either upstream or backends"},
+      {"  - {match: x, backends: []}\n", "non-empty list"},
+      {"  - {match: x, backends: [{upstream: nowhere}]}\n", "'nowhere', which is not defined"},
+      {"  - {match: x, backends: [{upstream: east}, {upstream: east}]}\n", "listed twice"},
+      {"  - {match: x, backends: [{upstream: east, weight: 0}]}\n", "weight must be between"},
+      {"  - {match: x, backends: [{upstream: east, region: eu}]}\n", "unknown key 'region'"},
+      {"  - {match: x, upstream: east, retry: {on: [400]}}\n", "'400' is not retried"},
+      {"  - {match: x, upstream: east, retry: {on: [sometimes]}}\n", "'sometimes' is not retried"},
+      {"  - {match: x, upstream: east, retry: {attempts: 0}}\n", "retry.attempts must be between"},
+      {"  - {match: x, upstream: east, retry: {tries: 2}}\n", "unknown key 'tries'"},
+  };
+  for (const auto& c : cases) {
+    const LoadResult r = load_config_text(up + "routes:\n" + c.routes, "t.yaml", test::fake_env());
+    ASSERT_FALSE(r.problems.empty()) << c.routes;
+    EXPECT_NE(test::problems_text(r).find(c.expected), std::string::npos) << c.routes << "\n"
+                                                                          << test::problems_text(r);
+  }
+}
+
+}  // namespace
+}  // namespace llmgw::config

@@ -43,7 +43,8 @@ inline std::shared_ptr<const config::Config> load_ok(std::string_view yaml,
 inline UpstreamRequest first_attempt_request(RequestContext& ctx) {
   EXPECT_TRUE(ctx.route) << "the request was not routed";
   if (!ctx.route) return {};
-  AttemptPlan plan(*ctx.config, *ctx.route);
+  AttemptPlan plan(*ctx.config, ctx, nullptr, Clock::now());
+  plan.next_step(Clock::now());
   const Target& target = plan.pick();
   return translate_for_target(ctx, ctx.config->upstreams[target.upstream], target);
 }

@@ -49,9 +49,40 @@ struct Upstream {
   const std::string* deployment_for(std::string_view model) const;
 };
 
-struct Route {
-  std::string match;         // glob on the model: * any run (also '/'), ? one character
+// One of a route's backends: an upstream (its deployment comes from the upstream's own map).
+struct Backend {
   std::size_t upstream = 0;  // index into Config::upstreams
+  unsigned priority = 0;     // lower first; a higher one only when every lower one is out
+  unsigned weight = 1;       // share within its priority
+};
+
+// What a route with several backends retries, and how it treats a backend that fails.
+struct RetryPolicy {
+  unsigned attempts = 3;  // total tries of one request across backends
+  // Statuses that move the request to another backend (429 and 5xx only), and failure kinds.
+  std::vector<unsigned> on_status{429, 500, 502, 503, 504};
+  bool on_connect = true;
+  bool on_tls = true;
+  bool on_timeout = true;
+  bool on_reset = true;
+  std::chrono::milliseconds budget{30000};            // no new attempt starts after this long
+  std::chrono::milliseconds default_cooldown{10000};  // a 429 without any retry-after header
+  unsigned eject_after = 5;                           // consecutive failures that eject a backend
+
+  bool retries_status(unsigned status) const;
+  bool retries_kind(std::string_view error_kind) const;
+};
+
+struct Route {
+  std::string match;              // glob on the model: * any run (also '/'), ? one character
+  std::size_t upstream = 0;       // index into Config::upstreams: the first backend's
+  std::vector<Backend> backends;  // at least one; `upstream: NAME` makes exactly one
+  RetryPolicy retry;
+  std::chrono::milliseconds max_queue{0};  // > 0: wait this long for a backend to come back
+
+  // Several backends: failover, cooldowns and ejection apply. One: the request goes there once
+  // and its answer, whatever it is, is the client's (as before backends existed).
+  bool fails_over() const { return backends.size() > 1; }
 };
 
 struct ServerSettings {

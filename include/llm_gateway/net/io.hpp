@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "llm_gateway/pipeline/pipeline.hpp"
+#include "llm_gateway/routing/backends.hpp"
 
 namespace llmgw::net {
 
@@ -95,8 +96,11 @@ using UpstreamSlots = std::vector<std::shared_ptr<const UpstreamSlot>>;
 // new one when the upstream cannot have acted on it) and relays the committed attempt's response
 // to the client piece by piece as it arrives. Returns false when the client connection cannot be
 // used for another request.
+// `backends` (shared by every worker; may be null) is what the plan learns and reads about
+// backends: cooldowns, quota reports, ejections.
 asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& slots,
-                                      const Pipeline& pipeline, RequestContext& ctx,
-                                      beast::tcp_stream& down, DownstreamReply reply);
+                                      BackendRegistry* backends, const Pipeline& pipeline,
+                                      RequestContext& ctx, beast::tcp_stream& down,
+                                      DownstreamReply reply);
 
 }  // namespace llmgw::net

@@ -5,6 +5,7 @@
 
 #include "llm_gateway/config/config.hpp"
 #include "llm_gateway/ratelimit/store.hpp"
+#include "llm_gateway/routing/backends.hpp"
 
 namespace llmgw::net {
 
@@ -13,5 +14,12 @@ namespace llmgw::net {
 // thread; callers on the I/O threads await it without blocking. It reconnects by itself with
 // backoff from 100 ms up to 5 s; while Redis is unreachable admit() answers nullopt at once.
 std::shared_ptr<ratelimit::CounterStore> make_redis_store(const config::RedisTarget& target);
+
+// Shares 429 cooldowns with every replica on the same Redis: a cooldown this replica starts is
+// written there (one key per backend, PX expiry), and the running ones are read back every
+// 200 ms into `registry`, so no request waits on Redis for them. Runs on a thread of its own
+// until the returned handle is released.
+std::shared_ptr<void> share_cooldowns_through_redis(const config::RedisTarget& target,
+                                                    std::shared_ptr<BackendRegistry> registry);
 
 }  // namespace llmgw::net

@@ -9,7 +9,9 @@
 #include <prometheus/registry.h>
 
 #include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
@@ -44,6 +46,9 @@ class Metrics {
   Metrics(const config::Config& cfg, unsigned workers, const std::string& version);
 
   std::string render() const;  // Prometheus text exposition format
+  // Called at the start of every render(): gauges whose values live elsewhere (backend state)
+  // are set then, rather than on every change.
+  void on_render(std::function<void()> hook);
 
   // A configuration's label ids (interning the names it brings; thread-safe). Each snapshot's
   // metrics stage binds its configuration once.
@@ -77,6 +82,17 @@ class Metrics {
   prometheus::Counter& content_filtered_requests(unsigned worker, std::size_t stage,
                                                  std::size_t key);
   prometheus::Counter& store_errors(std::size_t store);  // 0 memory, 1 redis
+  // llm_gateway_upstream_attempts_total{upstream,outcome} (outcome: kAttemptOutcomes index) and
+  // llm_gateway_retries_total{endpoint}.
+  prometheus::Counter& upstream_attempts(unsigned worker, std::size_t upstream,
+                                         std::size_t outcome);
+  prometheus::Counter& retries(unsigned worker, Endpoint e);
+  // llm_gateway_backend_state{upstream,deployment,state} and
+  // llm_gateway_upstream_remaining{upstream,deployment,kind} (made on first use; thread-safe).
+  prometheus::Gauge& backend_state(const std::string& upstream, const std::string& deployment,
+                                   std::string_view state);
+  prometheus::Gauge& upstream_remaining(const std::string& upstream, const std::string& deployment,
+                                        bool tokens);
 
   prometheus::Gauge& in_flight() { return *in_flight_; }
   prometheus::Counter& connections_refused(bool accept_error) {
@@ -92,6 +108,9 @@ class Metrics {
   static constexpr std::array<const char*, 3> kLimitKinds{"requests", "tokens", "concurrency"};
   static constexpr std::array<const char*, 5> kErrorKinds{"connect", "tls", "timeout", "reset",
                                                           "protocol"};
+  static constexpr std::array<const char*, 9> kAttemptOutcomes{
+      "success", "status_429", "status_4xx", "status_5xx", "connect",
+      "tls",     "timeout",    "reset",      "protocol"};
 
  private:
   template <class T>
@@ -138,6 +157,12 @@ class Metrics {
   prometheus::Counter* cut_requests_ = nullptr;
   prometheus::Gauge* active_streams_;
   prometheus::Family<prometheus::Gauge>* upstream_connections_ = nullptr;
+  prometheus::Family<prometheus::Counter>* upstream_attempts_ = nullptr;
+  prometheus::Family<prometheus::Counter>* retries_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* backend_state_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* upstream_remaining_ = nullptr;
+  mutable std::mutex render_mutex_;
+  std::function<void()> render_hook_;
 };
 
 }  // namespace llmgw::observability

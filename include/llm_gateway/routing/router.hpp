@@ -31,7 +31,8 @@ std::optional<RouteDecision> route_default(const config::Config& cfg);
 std::string deployment_for(const config::Upstream& upstream, std::string_view model);
 
 // The ids GET /v1/models lists: every deployments key of an azure upstream that routing really
-// sends to that upstream, then every route match without wildcards; de-duplicated, config order.
+// sends to that upstream (as one of its route's backends), then every route match without
+// wildcards; de-duplicated, config order.
 std::vector<std::string> listed_models(const config::Config& cfg);
 
 }  // namespace llmgw

@@ -7,6 +7,7 @@
 #include "llm_gateway/observability/access_log.hpp"
 #include "llm_gateway/observability/metrics.hpp"
 #include "llm_gateway/pipeline/stage.hpp"
+#include "llm_gateway/routing/backends.hpp"
 
 namespace llmgw {
 
@@ -43,5 +44,14 @@ class AccessLogStage final : public Stage {
   const config::Config& cfg_;
   std::shared_ptr<observability::AccessLogWriter> writer_;
 };
+
+// Sets llm_gateway_backend_state and llm_gateway_upstream_remaining for every configured backend
+// of a failover route (deployments from the configuration only, so the series stay bounded):
+// called when /metrics is rendered.
+void export_backend_gauges(const config::Config& cfg, const BackendRegistry& backends,
+                           observability::Metrics& metrics);
+
+// The kAttemptOutcomes index of an attempt.
+std::size_t attempt_outcome_index(const AttemptRecord& attempt);
 
 }  // namespace llmgw
