@@ -119,15 +119,27 @@ int main(int argc, char** argv) {
   }
   llmgw::net::GatewayServices net_services{services.metrics, services.access_log,
                                            std::make_shared<llmgw::BackendRegistry>()};
-  // With a shared store, a 429's cooldown is shared by every replica too.
+  // With a shared store, a 429's cooldown is shared by every replica too (also for failover
+  // routes a reload adds later).
   std::shared_ptr<void> cooldown_share;
   if (cfg.rate_limits.store == llmgw::config::LimitStore::redis && cfg.rate_limits.redis) {
-    const bool fails_over = std::any_of(cfg.routes.begin(), cfg.routes.end(),
-                                        [](const auto& r) { return r.fails_over(); });
-    if (fails_over)
-      cooldown_share =
-          llmgw::net::share_cooldowns_through_redis(*cfg.rate_limits.redis, net_services.backends);
+    cooldown_share =
+        llmgw::net::share_cooldowns_through_redis(*cfg.rate_limits.redis, net_services.backends);
   }
-  return llmgw::net::run_gateway(
-      llmgw::make_snapshot(std::move(loaded.config), std::move(services)), std::move(net_services));
+  if (!config_path.empty()) {
+    // A reload builds its snapshot with the same process-wide services: limiter windows by key
+    // name, metric series, the access log.
+    net_services.config_file = config_path;
+    net_services.reload = [services, env, config_path](const std::string& text) {
+      llmgw::net::ReloadOutcome out;
+      llmgw::config::LoadResult next = llmgw::config::load_config_text(text, config_path, env);
+      for (const auto& p : next.problems)
+        out.problems.push_back(llmgw::config::format_problem(config_path, p));
+      if (next.problems.empty())
+        out.snapshot = llmgw::make_snapshot(std::move(next.config), services);
+      return out;
+    };
+  }
+  return llmgw::net::run_gateway(llmgw::make_snapshot(std::move(loaded.config), services),
+                                 std::move(net_services));
 }

@@ -24,6 +24,13 @@ const std::string* Upstream::deployment_for(std::string_view model) const {
   return nullptr;
 }
 
+std::string EntraAuth::identity() const {
+  // Everything a token depends on (secrets only as part of the key, never shown).
+  return std::to_string(static_cast<int>(mode)) + '\n' + authority_host + '\n' + tenant_id + '\n' +
+         client_id + '\n' + client_secret + '\n' + scope + '\n' + federated_token_file + '\n' +
+         endpoint + '\n' + identity_endpoint + '\n' + identity_header;
+}
+
 bool RetryPolicy::retries_status(unsigned status) const {
   return std::find(on_status.begin(), on_status.end(), status) != on_status.end();
 }
@@ -31,6 +38,27 @@ bool RetryPolicy::retries_status(unsigned status) const {
 bool RetryPolicy::retries_kind(std::string_view kind) const {
   return (kind == "connect" && on_connect) || (kind == "tls" && on_tls) ||
          (kind == "timeout" && on_timeout) || (kind == "reset" && on_reset);
+}
+
+std::vector<std::string> settings_needing_restart(const Config& running, const Config& next) {
+  std::vector<std::string> out;
+  if (running.server.listen.to_string() != next.server.listen.to_string())
+    out.emplace_back("server.listen");
+  if (running.server.threads != next.server.threads) out.emplace_back("server.threads");
+  const std::string admin_running = running.admin ? running.admin->listen.to_string() : "";
+  const std::string admin_next = next.admin ? next.admin->listen.to_string() : "";
+  if (admin_running != admin_next) out.emplace_back("admin.listen");
+  const auto redis = [](const Config& c) {
+    return c.rate_limits.redis
+               ? c.rate_limits.redis->host + ":" + std::to_string(c.rate_limits.redis->port) + "/" +
+                     std::to_string(c.rate_limits.redis->db) + "\n" +
+                     c.rate_limits.redis->password  // compared, never shown
+               : std::string();
+  };
+  if (running.rate_limits.store != next.rate_limits.store || redis(running) != redis(next))
+    out.emplace_back("rate_limits.store");
+  if (running.logging.access_log != next.logging.access_log) out.emplace_back("logging.access_log");
+  return out;
 }
 
 std::string format_problem(const std::string& source, const Problem& p) {
@@ -86,6 +114,9 @@ class Reader {
     }
     return std::move(r.value);
   }
+
+  // An environment variable (the same lookup ${VAR} uses), for settings the platform injects.
+  std::optional<std::string> env(const std::string& name) const { return env_(name); }
 
   std::optional<std::uint64_t> number(const YAML::Node& n, const std::string& what,
                                       std::uint64_t min, std::uint64_t max) {
@@ -298,12 +329,129 @@ void load_retry(Reader& r, const YAML::Node& n, RetryPolicy& p) {
   }
 }
 
+// An http(s) URL a token is fetched from; a trailing slash is dropped (AKS sets
+// AZURE_AUTHORITY_HOST with one). Plain http is allowed (local token services) with a warning
+// when the host is not a loopback address.
+std::optional<std::string> token_url(Reader& r, const YAML::Node& at, const std::string& what,
+                                     std::string url) {
+  while (url.size() > 1 && url.back() == '/') url.pop_back();
+  if (!url.starts_with("https://") && !url.starts_with("http://")) {
+    r.error(at, what + " must be an http:// or https:// URL, not '" + url + "'");
+    return std::nullopt;
+  }
+  return url;
+}
+
+void load_auth(Reader& r, const std::string& where, const YAML::Node& n, Upstream& u) {
+  if (!r.check_map(n, where,
+                   {"type", "mode", "tenant_id", "client_id", "client_secret", "authority_host",
+                    "scope", "endpoint"}))
+    return;
+  std::string type = "api_key";
+  if (auto v = n["type"]) {
+    if (auto s = r.string(v, where + ".type")) type = *s;
+  }
+  if (type == "api_key") {
+    for (auto key : {"mode", "tenant_id", "client_id", "client_secret", "authority_host", "scope",
+                     "endpoint"}) {
+      if (n[key]) r.error(n[key], where + "." + key + " only applies to auth.type entra");
+    }
+    return;
+  }
+  if (type != "entra") {
+    r.error(n["type"], where + ".type must be api_key or entra, not '" + type + "'");
+    return;
+  }
+  EntraAuth a;
+  std::string mode = "client_secret";
+  if (auto v = n["mode"]) {
+    if (auto s = r.string(v, where + ".mode")) mode = *s;
+  }
+  if (mode == "client_secret") {
+    a.mode = EntraMode::client_secret;
+  } else if (mode == "workload_identity") {
+    a.mode = EntraMode::workload_identity;
+  } else if (mode == "managed_identity") {
+    a.mode = EntraMode::managed_identity;
+  } else {
+    r.error(n["mode"], where +
+                           ".mode must be client_secret, workload_identity or "
+                           "managed_identity, not '" +
+                           mode + "'");
+    return;
+  }
+  auto text = [&](const char* key) -> std::optional<std::string> {
+    if (auto v = n[key]) return r.string(v, where + "." + key);
+    return std::nullopt;
+  };
+  // AKS's webhook injects these; the configuration overrides them.
+  const bool workload = a.mode == EntraMode::workload_identity;
+  a.tenant_id = text("tenant_id").value_or(workload ? r.env("AZURE_TENANT_ID").value_or("") : "");
+  a.client_id = text("client_id").value_or(workload ? r.env("AZURE_CLIENT_ID").value_or("") : "");
+  a.client_secret = text("client_secret").value_or("");
+  std::string authority =
+      text("authority_host")
+          .value_or(workload ? r.env("AZURE_AUTHORITY_HOST").value_or(a.authority_host)
+                             : a.authority_host);
+  if (auto url = token_url(r, n["authority_host"] ? n["authority_host"] : n,
+                           where + ".authority_host", authority))
+    a.authority_host = *url;
+  if (auto s = text("scope")) {
+    if (s->empty()) r.error(n["scope"], where + ".scope is empty");
+    a.scope = *s;
+  }
+  if (auto s = text("endpoint")) {
+    if (auto url = token_url(r, n["endpoint"], where + ".endpoint", *s)) a.endpoint = *url;
+    if (a.mode != EntraMode::managed_identity)
+      r.error(n["endpoint"], where + ".endpoint only applies to mode managed_identity");
+  }
+  switch (a.mode) {
+    case EntraMode::client_secret:
+      if (a.tenant_id.empty()) r.error(n, where + ".tenant_id is required for client_secret");
+      if (a.client_id.empty()) r.error(n, where + ".client_id is required for client_secret");
+      if (a.client_secret.empty())
+        r.error(n, where + ".client_secret is required for client_secret");
+      break;
+    case EntraMode::workload_identity:
+      if (a.tenant_id.empty())
+        r.error(n, where + ".tenant_id (or AZURE_TENANT_ID) is required for workload_identity");
+      if (a.client_id.empty())
+        r.error(n, where + ".client_id (or AZURE_CLIENT_ID) is required for workload_identity");
+      a.federated_token_file = r.env("AZURE_FEDERATED_TOKEN_FILE").value_or("");
+      if (a.federated_token_file.empty())
+        r.error(n, where +
+                       ": workload_identity needs AZURE_FEDERATED_TOKEN_FILE (set by the AKS "
+                       "workload identity webhook)");
+      if (n["client_secret"])
+        r.error(n["client_secret"], where + ".client_secret is not used by workload_identity");
+      break;
+    case EntraMode::managed_identity:
+      if (n["client_secret"])
+        r.error(n["client_secret"], where + ".client_secret is not used by managed_identity");
+      if (n["tenant_id"])
+        r.error(n["tenant_id"], where + ".tenant_id is not used by managed_identity");
+      // App Service and Container Apps announce their identity endpoint; a configured endpoint
+      // (tests, unusual hosts) means IMDS-style wherever it runs.
+      if (!n["endpoint"]) {
+        a.identity_endpoint = r.env("IDENTITY_ENDPOINT").value_or("");
+        a.identity_header = r.env("IDENTITY_HEADER").value_or("");
+        if (a.identity_endpoint.empty() != a.identity_header.empty()) {
+          a.identity_endpoint.clear();
+          a.identity_header.clear();
+        }
+      }
+      break;
+  }
+  u.entra = std::move(a);
+}
+
 void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upstream& u) {
   const std::string where = "upstreams." + name;
   u.name = name;
-  if (!r.check_map(n, where,
-                   {"provider", "base_url", "api_style", "api_version", "api_versions", "api_key",
-                    "deployments", "strip_dots", "ca_file", "connect_timeout_ms", "timeout_ms"}))
+  if (!r.check_map(
+          n, where,
+          {"provider", "base_url", "api_style", "api_version", "api_versions", "api_key",
+           "deployments", "strip_dots", "ca_file", "connect_timeout_ms", "timeout_ms", "auth"}))
     return;
   if (auto v = n["provider"]) {
     if (auto s = r.string(v, where + ".provider")) {
@@ -394,6 +542,13 @@ void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upst
         u.ca_file = *s;
       }
     }
+  }
+  if (auto v = n["auth"]) {
+    load_auth(r, where + ".auth", v, u);
+    if (u.entra && u.api_key)
+      r.error(v, where + ": auth.type entra and an api_key on the same upstream (use one)");
+    if (u.entra && u.provider != Provider::azure)
+      r.error(v, where + ": auth.type entra applies to provider azure only");
   }
   if (auto v = n["connect_timeout_ms"]) {
     if (auto x = r.number(v, where + ".connect_timeout_ms", 1, 600000))
@@ -590,9 +745,18 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
     r.error(root, "the configuration is empty");
     return;
   }
-  if (!r.check_map(root, "the configuration",
-                   {"server", "admin", "upstreams", "routes", "keys", "rate_limits", "logging"}))
+  if (!r.check_map(
+          root, "the configuration",
+          {"server", "admin", "upstreams", "routes", "keys", "rate_limits", "logging", "reload"}))
     return;
+  if (auto n = root["reload"]) {
+    if (r.check_map(n, "reload", {"poll_ms"})) {
+      if (auto v = n["poll_ms"]) {
+        if (auto x = r.number(v, "reload.poll_ms", 0, 3600000))
+          c.reload.poll = std::chrono::milliseconds(*x);
+      }
+    }
+  }
   if (auto n = root["server"]) load_server(r, n, c.server);
   if (auto n = root["admin"]) {
     if (r.check_map(n, "admin", {"listen", "token"})) {
@@ -641,7 +805,7 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
     std::size_t i = 0;
     for (auto it = root["upstreams"].begin();
          it != root["upstreams"].end() && i < c.upstreams.size(); ++it, ++i) {
-      if (!c.upstreams[i].api_key)
+      if (!c.upstreams[i].api_key && !c.upstreams[i].entra)
         r.error(it->first, "upstream '" + c.upstreams[i].name +
                                "' has no api_key: with client keys configured the client's "
                                "credential is never forwarded, so the upstream needs its own key");

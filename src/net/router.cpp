@@ -4,6 +4,7 @@
 // are the AttemptPlan's (routing/attempt_plan.hpp, pure); this file does their I/O. Only a
 // committed attempt touches the client.
 #include "attempt.hpp"
+#include "llm_gateway/net/tokens.hpp"
 #include "llm_gateway/observability/log.hpp"
 
 namespace llmgw::net {
@@ -62,11 +63,11 @@ asio::awaitable<ExchangeResult> run_attempt(Stream& up, UpstreamConnection& conn
 }  // namespace
 
 asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& slots,
-                                      BackendRegistry* backends, const Pipeline& pipeline,
+                                      RouterServices services, const Pipeline& pipeline,
                                       RequestContext& ctx, beast::tcp_stream& down,
                                       DownstreamReply reply) {
   const config::Config& cfg = *ctx.config;
-  AttemptPlan plan(cfg, ctx, backends, Clock::now());
+  AttemptPlan plan(cfg, ctx, services.backends, Clock::now());
 
   auto guard = std::make_shared<ExchangeGuard>(down.get_executor());
   guard->down = &down;
@@ -126,10 +127,29 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
     const UpstreamSlot& slot = *slots.at(target.upstream);
     ctx.upstream = &upcfg;
     ctx.deployment = target.deployment;
+    std::optional<std::string> token;
+    if (upcfg.entra) {
+      // Entra ID: the current token, which the token service keeps fresh; without a valid one
+      // the request is not sent (the upstream would only answer 401).
+      if (services.tokens) token = services.tokens->token(*upcfg.entra);
+      if (!token) {
+        const std::string why =
+            services.tokens ? services.tokens->why_not(*upcfg.entra) : "no token service";
+        log::line(log::Level::warn, "no entra token for the upstream",
+                  {{"upstream", upcfg.name}, {"request_id", ctx.request_id}, {"detail", why}});
+        ctx.reply = error_reply(GatewayError::upstream_auth_unavailable,
+                                "Upstream '" + upcfg.name +
+                                    "' has no valid Microsoft Entra ID "
+                                    "token: " +
+                                    why + ".");
+        co_await write_local_reply(down, ctx, &pipeline, reply);
+        co_return reply.keep_alive;
+      }
+    }
     const auto started = Clock::now();
     AttemptRecord& record = ctx.attempts.emplace_back();
     record.upstream = target.upstream;
-    UpstreamRequest ureq = translate_for_target(ctx, upcfg, target);
+    UpstreamRequest ureq = translate_for_target(ctx, upcfg, target, token ? *token : "");
     http::request<http::buffer_body> req;  // views ureq's body (or the client's): both outlive it
     build_request(ureq, ureq.body ? std::string_view(*ureq.body) : ctx.body, req);
     set_deadline(guard, started + upcfg.timeout);

@@ -23,12 +23,15 @@
 #include <thread>
 #include <utility>
 
+#include "llm_gateway/config/loader.hpp"
 #include "llm_gateway/net/gateway.hpp"
 #include "llm_gateway/net/io.hpp"
+#include "llm_gateway/net/tokens.hpp"
 #include "llm_gateway/observability/log.hpp"
 #include "llm_gateway/stages/observe_stages.hpp"
 #include "llm_gateway/translate/json_scan.hpp"
 #include "llm_gateway/translate/request_target.hpp"
+#include "reloader.hpp"
 
 namespace llmgw::net {
 namespace http = beast::http;
@@ -185,13 +188,15 @@ class Gateway {
   Gateway(std::shared_ptr<const Snapshot> snapshot, GatewayServices services)
       : services_(std::move(services)), upstreams_(services_.metrics.get()) {
     if (!services_.backends) services_.backends = std::make_shared<BackendRegistry>();
+    tokens_ = std::make_unique<TokenService>(services_.metrics.get());
     installed_ = install(std::move(snapshot));
     if (services_.metrics) {
       // The backend gauges are read from the registry when /metrics is rendered, for the
       // configuration installed then.
       services_.metrics->on_render([this] {
-        export_backend_gauges(*installed_.load()->snapshot->config, *services_.backends,
-                              *services_.metrics);
+        const auto& cfg = *installed_.load()->snapshot->config;
+        export_backend_gauges(cfg, *services_.backends, *services_.metrics);
+        tokens_->export_metrics(cfg);
       });
     }
     const unsigned threads = worker_count(*installed_.load()->snapshot->config);
@@ -202,11 +207,32 @@ class Gateway {
     if (services_.metrics) services_.metrics->on_render(nullptr);
   }
 
+  // A reloaded snapshot: requests already running keep the one they started with (they hold
+  // it), new requests get this one. "" when installed, else why not.
+  std::string swap_in(std::shared_ptr<const Snapshot> next) {
+    const auto running = installed_.load();
+    for (const auto& setting :
+         config::settings_needing_restart(*running->snapshot->config, *next->config)) {
+      log::line(log::Level::warn,
+                "a setting changed that needs a restart; the running value is kept",
+                {{"setting", setting}});
+    }
+    try {
+      auto installed = install(std::move(next));
+      log::set_min_level(static_cast<log::Level>(installed->snapshot->config->logging.level));
+      installed_.store(std::move(installed));
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return {};
+  }
+
   // Binds a snapshot's upstreams to the process's pools and TLS contexts (throws on an unusable
-  // ca_file). Reload will call this for every new snapshot.
+  // ca_file). Every snapshot goes through here, at start and at each reload.
   std::shared_ptr<const Installed> install(std::shared_ptr<const Snapshot> snapshot) {
     auto installed = std::make_shared<Installed>();
     installed->upstreams = upstreams_.bind(*snapshot->config);
+    tokens_->track(*snapshot->config);  // new Entra identities start fetching now
     installed->snapshot = std::move(snapshot);
     return installed;
   }
@@ -246,6 +272,7 @@ class Gateway {
                      log_exception("admin accept"));
 
     run_until_stopped(first, cfg);
+    reloader_.reset();  // no snapshot is installed during teardown
     // Tear down in dependency order while every io_context still exists: listeners, then idle
     // upstream connections, then the workers (and with them any suspended sessions).
     main_acceptors_.clear();
@@ -269,6 +296,30 @@ class Gateway {
         if (!ec2) stop_all();
       });
     });
+
+    // Reload: SIGHUP, and (reload.poll_ms) a change of the file's content.
+    if (!services_.config_file.empty() && services_.reload) {
+      reloader_ = std::make_unique<Reloader>(
+          services_.config_file,
+          Reloader::Hooks{services_.reload,
+                          [this](std::shared_ptr<const Snapshot> next) { return swap_in(next); },
+                          [this] { return installed_.load()->snapshot->config->reload.poll; }},
+          services_.metrics.get());
+    }
+    asio::signal_set hangup(first.ioc, SIGHUP);
+    std::function<void(boost::system::error_code, int)> on_hangup =
+        [this, &hangup, &on_hangup](boost::system::error_code ec, int) {
+          if (ec) return;
+          if (reloader_) {
+            reloader_->request();
+          } else {
+            log::line(log::Level::warn,
+                      "SIGHUP ignored: the embedded default configuration has no "
+                      "file to reload");
+          }
+          hangup.async_wait(on_hangup);
+        };
+    hangup.async_wait(on_hangup);
 
     // SIGUSR1: reopen the access log file (after logrotate moved it).
     asio::signal_set reopen_signal(first.ioc, SIGUSR1);
@@ -394,14 +445,6 @@ class Gateway {
     bool first = true;
     for (;;) {
       if (draining_ && !admin) break;
-      const auto installed = installed_.load();
-      const auto& snapshot = installed->snapshot;
-      const auto& limits = snapshot->config->server;
-      // A parser handles one message only: a fresh one for every request.
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(limits.max_header_bytes);
-      parser.body_limit(limits.max_body_bytes);
-
       // Wait for the request's first byte (the keep-alive idle time between requests), then give
       // the whole header one deadline from there.
       entry.idle = true;
@@ -413,6 +456,15 @@ class Gateway {
         buffer.commit(n);
       }
       entry.idle = false;
+      // The snapshot in use when the request began arriving (not when the connection went idle:
+      // a reload in between applies to it), held until the request is done.
+      const auto installed = installed_.load();
+      const auto& snapshot = installed->snapshot;
+      const auto& limits = snapshot->config->server;
+      // A parser handles one message only: a fresh one for every request.
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(limits.max_header_bytes);
+      parser.body_limit(limits.max_body_bytes);
       if (!first) stream.expires_after(kHeaderTimeout);
       first = false;
       auto [ec, header_bytes] =
@@ -546,8 +598,20 @@ class Gateway {
     }
     if (path == "/readyz") {
       const bool ready = ready_ && !draining_;
-      ctx.reply = json_reply(ready ? 200 : 503,
-                             ready ? "{\"status\":\"ready\"}" : "{\"status\":\"draining\"}");
+      if (!ready) {
+        ctx.reply = json_reply(503, "{\"status\":\"draining\"}");
+        return true;
+      }
+      // Not ready while an Entra upstream has no valid token (it could only answer 503).
+      const std::vector<std::string> without = tokens_->missing(cfg);
+      if (!without.empty()) {
+        std::string body = "{\"status\":\"not ready\",\"upstreams_without_token\":[";
+        for (std::size_t i = 0; i < without.size(); ++i)
+          body += (i ? "," : "") + json::encode_string(without[i]);
+        ctx.reply = json_reply(503, body + "]}");
+        return true;
+      }
+      ctx.reply = json_reply(200, "{\"status\":\"ready\"}");
       return true;
     }
     if (admin) {
@@ -748,8 +812,9 @@ class Gateway {
     const Verdict verdict = co_await pipeline.on_request(ctx);
     if (verdict == Verdict::respond)
       co_return co_await answer(stream, ctx, &pipeline, reply, false);
-    co_return co_await route_and_relay(worker.pool, installed.upstreams, services_.backends.get(),
-                                       pipeline, ctx, stream, reply);
+    co_return co_await route_and_relay(worker.pool, installed.upstreams,
+                                       {services_.backends.get(), tokens_.get()}, pipeline, ctx,
+                                       stream, reply);
   }
 
   asio::awaitable<void> drain() {
@@ -818,6 +883,8 @@ class Gateway {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::unique_ptr<tcp::acceptor>> main_acceptors_;  // one per worker
   std::unique_ptr<tcp::acceptor> admin_acceptor_;
+  std::unique_ptr<Reloader> reloader_;
+  std::unique_ptr<TokenService> tokens_;  // made before the first install(), which feeds it
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};

@@ -149,6 +149,30 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
     conns.Add({{"upstream", name}, {"state", "active"}});
     conns.Add({{"upstream", name}, {"state", "idle"}});
   }
+  token_refresh_ = &prometheus::BuildCounter()
+                        .Name("llm_gateway_token_refresh_total")
+                        .Help("Entra ID token requests of an upstream, by outcome")
+                        .Register(r);
+  token_expiry_ = &prometheus::BuildGauge()
+                       .Name("llm_gateway_token_expiry_seconds")
+                       .Help("Seconds until the upstream's current Entra ID token expires")
+                       .Register(r);
+  auto& reloads = prometheus::BuildCounter()
+                      .Name("llm_gateway_config_reloads_total")
+                      .Help("Configuration reloads (SIGHUP or a changed file), by outcome")
+                      .Register(r);
+  config_reloads_[0] = &reloads.Add({{"outcome", "success"}});
+  config_reloads_[1] = &reloads.Add({{"outcome", "error"}});
+  config_reload_time_ =
+      &prometheus::BuildGauge()
+           .Name("llm_gateway_config_last_reload_success_timestamp_seconds")
+           .Help("When the configuration was last loaded successfully (Unix time)")
+           .Register(r)
+           .Add({});
+  config_hash_ = &prometheus::BuildGauge()
+                      .Name("llm_gateway_config_hash")
+                      .Help("1, labelled with a short hash of the configuration file in use")
+                      .Register(r);
   upstream_attempts_ = &prometheus::BuildCounter()
                             .Name("llm_gateway_upstream_attempts_total")
                             .Help(
@@ -367,6 +391,27 @@ prometheus::Counter& Metrics::content_filtered_requests(unsigned worker, std::si
 
 prometheus::Counter& Metrics::store_errors(std::size_t store) {
   return *store_errors_[store];
+}
+
+prometheus::Counter& Metrics::token_refresh(const std::string& upstream, bool ok) {
+  return token_refresh_->Add({{"upstream", upstream}, {"outcome", ok ? "success" : "error"}});
+}
+
+prometheus::Gauge& Metrics::token_expiry(const std::string& upstream) {
+  return token_expiry_->Add({{"upstream", upstream}});
+}
+
+void Metrics::config_loaded(const std::string& hash, double unix_seconds) {
+  config_reload_time_->Set(unix_seconds);
+  std::lock_guard lock(config_hash_mutex_);
+  if (config_hash_series_) config_hash_->Remove(config_hash_series_);
+  config_hash_series_ = &config_hash_->Add({{"hash", hash}});
+  config_hash_series_->Set(1);
+}
+
+void Metrics::config_reloaded(const std::string& hash, double unix_seconds) {
+  config_reloads_[0]->Increment();
+  config_loaded(hash, unix_seconds);
 }
 
 prometheus::Counter& Metrics::upstream_attempts(unsigned worker, std::size_t upstream,

@@ -61,6 +61,11 @@ LocalReply error_reply(GatewayError error, std::string_view message) {
       return error_reply(502, kApi, "upstream_protocol_error", std::nullopt, message);
     case GatewayError::upstream_timeout:
       return error_reply(504, kApi, "upstream_timeout", std::nullopt, message);
+    case GatewayError::upstream_auth_unavailable: {
+      LocalReply r = error_reply(503, kApi, "upstream_auth_unavailable", std::nullopt, message);
+      r.headers.emplace_back("retry-after", "1");
+      return r;
+    }
     case GatewayError::service_unavailable:
       return error_reply(503, kApi, "gateway_draining", std::nullopt, message);
   }

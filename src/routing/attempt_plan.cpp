@@ -284,7 +284,7 @@ Next AttemptPlan::decide(const AttemptOutcome& o, Clock::time_point now) {
 }
 
 UpstreamRequest translate_for_target(RequestContext& ctx, const config::Upstream& upstream,
-                                     const Target& target) {
+                                     const Target& target, std::string_view upstream_token) {
   ctx.request_stream_usage =
       ctx.stream_usage_wanted && upstream_accepts_stream_options(upstream, ctx.path.endpoint);
   InboundRequest in;
@@ -295,6 +295,7 @@ UpstreamRequest translate_for_target(RequestContext& ctx, const config::Upstream
   in.path = &ctx.path;
   in.body_facts = &ctx.body_facts;
   in.add_stream_usage = ctx.request_stream_usage;
+  in.upstream_token = upstream_token;
   return translate(in, upstream, target, ctx.request_id);
 }
 

@@ -204,7 +204,11 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up, 
   }
   out.headers.set(http::field::host, up.base.host_header);
   out.headers.set("x-request-id", request_id);
-  if (up.api_key) {
+  if (up.entra) {
+    // Entra ID: the token the router got for this upstream, never an api-key (and never the
+    // client's credential). Without one the router does not send the request at all.
+    out.headers.set(http::field::authorization, "Bearer " + std::string(in.upstream_token));
+  } else if (up.api_key) {
     if (azure) {
       out.headers.set("api-key", *up.api_key);
     } else {

@@ -892,3 +892,36 @@ TEST(RouteBackends, Problems) {
 
 }  // namespace
 }  // namespace llmgw::config
+
+namespace llmgw::config {
+namespace {
+
+TEST(Reload, PollIsReadAndDefaultsToTwoSeconds) {
+  auto cfg = test::load_ok(std::string(kTwoUpstreams) + "routes: [{match: '*', upstream: east}]\n");
+  ASSERT_TRUE(cfg);
+  EXPECT_EQ(cfg->reload.poll, std::chrono::milliseconds(2000));
+  auto off = test::load_ok(std::string(kTwoUpstreams) +
+                           "routes: [{match: '*', upstream: east}]\nreload: {poll_ms: 0}\n");
+  ASSERT_TRUE(off);
+  EXPECT_EQ(off->reload.poll.count(), 0);
+}
+
+TEST(Reload, SettingsThatNeedARestartAreNamed) {
+  const std::string base = std::string(kTwoUpstreams) + "routes: [{match: '*', upstream: east}]\n";
+  auto a = test::load_ok("server: {listen: '127.0.0.1:8080', threads: 2}\n" + base);
+  auto same = test::load_ok("server: {listen: '127.0.0.1:8080', threads: 2, max_body_bytes: 10}\n" +
+                            base + "keys: [{name: k, key: sk-aaaaaaaaaaaaaaaa}]\n");
+  auto moved = test::load_ok(
+      "server: {listen: '127.0.0.1:9090', threads: 4}\nadmin: {listen: "
+      "'127.0.0.1:9464'}\nlogging: {access_log: 'off'}\n" +
+      base);
+  ASSERT_TRUE(a && same && moved);
+  // Limits, keys, routes: live.
+  EXPECT_TRUE(settings_needing_restart(*a, *same).empty());
+  EXPECT_EQ(settings_needing_restart(*a, *moved),
+            (std::vector<std::string>{"server.listen", "server.threads", "admin.listen",
+                                      "logging.access_log"}));
+}
+
+}  // namespace
+}  // namespace llmgw::config

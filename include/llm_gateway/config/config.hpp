@@ -32,6 +32,29 @@ struct BaseUrl {
   bool host_is_ip = false;  // IP literal: no SNI, certificate must carry the IP
 };
 
+enum class EntraMode { client_secret, workload_identity, managed_identity };
+
+// Microsoft Entra ID credentials of an azure upstream (auth.type: entra): the gateway gets tokens
+// and sends `Authorization: Bearer <token>` instead of an api-key.
+struct EntraAuth {
+  EntraMode mode = EntraMode::client_secret;
+  std::string tenant_id;
+  std::string client_id;      // managed identity: a user-assigned identity's, or "" (system)
+  std::string client_secret;  // secret: never logged
+  std::string authority_host = "https://login.microsoftonline.com";  // no trailing slash
+  std::string scope = "https://cognitiveservices.azure.com/.default";
+  // workload_identity: the projected service-account token (re-read at every refresh).
+  std::string federated_token_file;
+  // managed_identity: IMDS at `endpoint`, or App Service / Container Apps when their variables
+  // are set (identity_endpoint with the identity_header secret).
+  std::string endpoint = "http://169.254.169.254";
+  std::string identity_endpoint;
+  std::string identity_header;  // secret: never logged
+
+  // What a cached token belongs to: two upstreams with the same credentials share one token.
+  std::string identity() const;
+};
+
 struct Upstream {
   std::string name;
   Provider provider = Provider::openai;
@@ -40,6 +63,7 @@ struct Upstream {
   std::optional<std::string> api_version;                        // as configured (may be unset)
   std::map<Endpoint, std::string> api_versions;                  // per-operation overrides
   std::optional<std::string> api_key;                            // secret: never logged
+  std::optional<EntraAuth> entra;                                // auth.type: entra
   std::vector<std::pair<std::string, std::string>> deployments;  // model -> deployment, in order
   bool strip_dots = false;
   std::string ca_file;  // extra trust, added to the system store
@@ -143,6 +167,11 @@ struct RateLimitSettings {
   std::uint64_t default_completion_tokens = 1024;
 };
 
+struct ReloadSettings {
+  // How often the configuration file's content is compared with what is loaded (0: only SIGHUP).
+  std::chrono::milliseconds poll{2000};
+};
+
 struct Config {
   std::string source;  // file name or "<embedded default>", for messages
   ServerSettings server;
@@ -152,6 +181,7 @@ struct Config {
   std::vector<ClientKey> keys;  // empty: no client authentication (local sidecar mode)
   RateLimitSettings rate_limits;
   LoggingSettings logging;
+  ReloadSettings reload;
   // Where /metrics is served when there is no admin listener: the main listener. Its token, if
   // any, is admin.token; without an admin section /metrics on the main listener is open.
 };

@@ -31,4 +31,9 @@ std::string embedded_default_yaml(const EnvLookup& env);
 
 std::string format_problem(const std::string& source, const Problem& p);
 
+// The settings a running gateway cannot change (its listeners, its thread count, the rate-limit
+// store, the access log's destination) that differ between the running configuration and a
+// reloaded one, by their YAML names. A reload keeps the running values of these until restart.
+std::vector<std::string> settings_needing_restart(const Config& running, const Config& next);
+
 }  // namespace llmgw::config

@@ -96,10 +96,17 @@ using UpstreamSlots = std::vector<std::shared_ptr<const UpstreamSlot>>;
 // new one when the upstream cannot have acted on it) and relays the committed attempt's response
 // to the client piece by piece as it arrives. Returns false when the client connection cannot be
 // used for another request.
-// `backends` (shared by every worker; may be null) is what the plan learns and reads about
-// backends: cooldowns, quota reports, ejections.
+class TokenService;
+
+// What the router shares with every worker (either may be null): what is learned about backends
+// (cooldowns, quota reports, ejections), and the Entra ID tokens of upstreams that use them.
+struct RouterServices {
+  BackendRegistry* backends = nullptr;
+  const TokenService* tokens = nullptr;
+};
+
 asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& slots,
-                                      BackendRegistry* backends, const Pipeline& pipeline,
+                                      RouterServices services, const Pipeline& pipeline,
                                       RequestContext& ctx, beast::tcp_stream& down,
                                       DownstreamReply reply);
 

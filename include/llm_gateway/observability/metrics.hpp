@@ -93,6 +93,9 @@ class Metrics {
                                    std::string_view state);
   prometheus::Gauge& upstream_remaining(const std::string& upstream, const std::string& deployment,
                                         bool tokens);
+  // llm_gateway_token_refresh_total{upstream,outcome} and llm_gateway_token_expiry_seconds.
+  prometheus::Counter& token_refresh(const std::string& upstream, bool ok);
+  prometheus::Gauge& token_expiry(const std::string& upstream);
 
   prometheus::Gauge& in_flight() { return *in_flight_; }
   prometheus::Counter& connections_refused(bool accept_error) {
@@ -100,6 +103,11 @@ class Metrics {
   }
   prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
   prometheus::Counter& cut_requests() { return *cut_requests_; }
+  // Configuration reloads: counted by outcome; on success the time and the new content's hash
+  // (llm_gateway_config_hash{hash} = 1 for the configuration in use, its only series).
+  void config_reload_failed() { config_reloads_[1]->Increment(); }
+  void config_reloaded(const std::string& hash, double unix_seconds);
+  void config_loaded(const std::string& hash, double unix_seconds);  // at start, and by reloads
   prometheus::Gauge& active_streams() { return *active_streams_; }
   // The llm_gateway_upstream_connections gauges of the upstream named `name` (made on first use;
   // prometheus-cpp's Family::Add is thread-safe and returns the existing series).
@@ -155,12 +163,19 @@ class Metrics {
   std::array<prometheus::Counter*, 2> connections_refused_{};
   prometheus::Counter* access_log_dropped_ = nullptr;
   prometheus::Counter* cut_requests_ = nullptr;
+  std::array<prometheus::Counter*, 2> config_reloads_{};  // success, error
+  prometheus::Gauge* config_reload_time_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* config_hash_ = nullptr;
+  prometheus::Gauge* config_hash_series_ = nullptr;
+  std::mutex config_hash_mutex_;
   prometheus::Gauge* active_streams_;
   prometheus::Family<prometheus::Gauge>* upstream_connections_ = nullptr;
   prometheus::Family<prometheus::Counter>* upstream_attempts_ = nullptr;
   prometheus::Family<prometheus::Counter>* retries_ = nullptr;
   prometheus::Family<prometheus::Gauge>* backend_state_ = nullptr;
   prometheus::Family<prometheus::Gauge>* upstream_remaining_ = nullptr;
+  prometheus::Family<prometheus::Counter>* token_refresh_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* token_expiry_ = nullptr;
   mutable std::mutex render_mutex_;
   std::function<void()> render_hook_;
 };

@@ -10,26 +10,27 @@
 namespace llmgw {
 
 enum class GatewayError {
-  bad_request,              // 400 unparseable HTTP
-  invalid_path,             // 400 a request target that is not a clean path (dot-segments, ...)
-  invalid_framing,          // 400 Transfer-Encoding/Content-Length that cannot be trusted
-  method_not_allowed,       // 405 a method the operation is not used with
-  method_not_implemented,   // 501 a method the gateway does not know
-  unsupported_coding,       // 501 a transfer coding other than chunked
-  request_timeout,          // 408 the body did not arrive in time
-  overloaded,               // 503 the buffered-body budget is spent
-  invalid_json,             // 400
-  missing_model,            // 400
-  model_not_found,          // 404 no route matches the model
-  no_default_route,         // 404 a request without a model and no "*" route
-  not_found,                // 404 unknown gateway path (admin listener)
-  request_too_large,        // 413
-  header_too_large,         // 431
-  upstream_unreachable,     // 502
-  upstream_tls_error,       // 502
-  upstream_protocol_error,  // 502
-  upstream_timeout,         // 504
-  service_unavailable,      // 503 the request was cut by the drain deadline before any answer
+  bad_request,                // 400 unparseable HTTP
+  invalid_path,               // 400 a request target that is not a clean path (dot-segments, ...)
+  invalid_framing,            // 400 Transfer-Encoding/Content-Length that cannot be trusted
+  method_not_allowed,         // 405 a method the operation is not used with
+  method_not_implemented,     // 501 a method the gateway does not know
+  unsupported_coding,         // 501 a transfer coding other than chunked
+  request_timeout,            // 408 the body did not arrive in time
+  overloaded,                 // 503 the buffered-body budget is spent
+  invalid_json,               // 400
+  missing_model,              // 400
+  model_not_found,            // 404 no route matches the model
+  no_default_route,           // 404 a request without a model and no "*" route
+  not_found,                  // 404 unknown gateway path (admin listener)
+  request_too_large,          // 413
+  header_too_large,           // 431
+  upstream_unreachable,       // 502
+  upstream_tls_error,         // 502
+  upstream_protocol_error,    // 502
+  upstream_timeout,           // 504
+  service_unavailable,        // 503 the request was cut by the drain deadline before any answer
+  upstream_auth_unavailable,  // 503 no valid Entra ID token for the upstream
 };
 
 struct LocalReply {

@@ -103,6 +103,6 @@ bool fails_over_operation(Endpoint endpoint);
 // what the stages decided. Sets ctx.request_stream_usage for this attempt (the stream's usage is
 // asked for only from an upstream that accepts stream_options).
 UpstreamRequest translate_for_target(RequestContext& ctx, const config::Upstream& upstream,
-                                     const Target& target);
+                                     const Target& target, std::string_view upstream_token = {});
 
 }  // namespace llmgw

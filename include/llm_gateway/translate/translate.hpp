@@ -25,6 +25,8 @@ struct InboundRequest {
   const BodyFacts* body_facts = nullptr;
   // Add stream_options.include_usage = true (the accounting stage wants the stream's usage).
   bool add_stream_usage = false;
+  // auth.type entra: the upstream's current access token.
+  std::string_view upstream_token;
 };
 
 struct UpstreamRequest {
