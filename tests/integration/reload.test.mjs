@@ -75,6 +75,9 @@ test('SIGHUP: a rotated client key applies to new requests, also on a keep-alive
   // The same idle keep-alive connection: its next request runs on the new configuration.
   assert.equal((await chat(gw, OLD, 'gpt-4o', agent)).status, 401, 'the old key is gone');
   assert.equal((await chat(gw, NEW, 'gpt-4o', agent)).status, 200, 'the new key works');
+  // The upstream's settings did not change: its pooled connection is still the one in use.
+  const [before, after] = [mock.requests.at(-2), mock.requests.at(-1)];
+  assert.equal(after.socketId, before.socketId, 'the upstream connection pool survived the reload');
   const text = await metricsText(gw);
   assert.match(text, /llm_gateway_config_reloads_total\{outcome="success"\} 1\b/);
   for (const l of gw.stderr) assert.ok(!l.includes(OLD) && !l.includes(NEW), `no key in the log: ${l}`);
