@@ -442,16 +442,33 @@ void load_auth(Reader& r, const std::string& where, const YAML::Node& n, Upstrea
       }
       break;
   }
+  if (a.mode != EntraMode::managed_identity) {
+    // The token endpoint goes through the egress proxy like an upstream (IMDS never does).
+    auto token_endpoint = boost::urls::parse_absolute_uri(a.authority_host);
+    if (token_endpoint) {
+      const bool tls = token_endpoint->scheme() == "https";
+      const std::string host(token_endpoint->encoded_host_address());
+      const bool is_ip = token_endpoint->host_type() != boost::urls::host_type::name;
+      const std::uint16_t port =
+          token_endpoint->has_port() ? token_endpoint->port_number() : (tls ? 443 : 80);
+      if (auto url =
+              proxy_url_from_env([&r](const std::string& variable) { return r.env(variable); }, tls,
+                                 host, port, is_ip)) {
+        std::string error;
+        a.proxy = parse_proxy_url(*url, error);
+      }
+    }
+  }
   u.entra = std::move(a);
 }
 
 void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upstream& u) {
   const std::string where = "upstreams." + name;
   u.name = name;
-  if (!r.check_map(
-          n, where,
-          {"provider", "base_url", "api_style", "api_version", "api_versions", "api_key",
-           "deployments", "strip_dots", "ca_file", "connect_timeout_ms", "timeout_ms", "auth"}))
+  if (!r.check_map(n, where,
+                   {"provider", "base_url", "api_style", "api_version", "api_versions", "api_key",
+                    "deployments", "strip_dots", "ca_file", "connect_timeout_ms", "timeout_ms",
+                    "auth", "proxy", "client_cert_file", "client_key_file"}))
     return;
   if (auto v = n["provider"]) {
     if (auto s = r.string(v, where + ".provider")) {
@@ -543,13 +560,49 @@ void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upst
       }
     }
   }
+  // The egress proxy: `proxy:` (a URL, or none) overrides the environment and NO_PROXY.
+  if (auto v = n["proxy"]) {
+    if (auto s = r.string(v, where + ".proxy")) {
+      if (*s != "none") {
+        std::string error;
+        u.proxy = parse_proxy_url(*s, error);
+        if (!u.proxy) r.error(v, where + ".proxy " + error + " (or use none)");
+      }
+    }
+  } else if (!u.base.host.empty()) {
+    if (auto url = proxy_url_from_env([&r](const std::string& variable) { return r.env(variable); },
+                                      u.base.tls, u.base.host, u.base.port, u.base.host_is_ip)) {
+      std::string error;
+      u.proxy = parse_proxy_url(*url, error);
+      if (!u.proxy) r.error(n, where + ": the proxy from the environment " + error);
+    }
+  }
   if (auto v = n["auth"]) {
     load_auth(r, where + ".auth", v, u);
+    // An upstream's own proxy setting applies to its token endpoint too (IMDS never uses one).
+    if (u.entra && n["proxy"] && u.entra->mode != EntraMode::managed_identity)
+      u.entra->proxy = u.proxy;
     if (u.entra && u.api_key)
       r.error(v, where + ": auth.type entra and an api_key on the same upstream (use one)");
     if (u.entra && u.provider != Provider::azure)
       r.error(v, where + ": auth.type entra applies to provider azure only");
   }
+  for (auto [key, out] : {std::pair{"client_cert_file", &u.client_cert_file},
+                          std::pair{"client_key_file", &u.client_key_file}}) {
+    if (auto v = n[key]) {
+      if (auto s = r.string(v, where + "." + key)) {
+        if (std::ifstream probe(*s); !probe) {
+          r.error(v, where + "." + key + " '" + *s + "' cannot be read");
+        } else {
+          *out = *s;
+        }
+      }
+    }
+  }
+  if (n["client_cert_file"].IsDefined() != n["client_key_file"].IsDefined())
+    r.error(n, where + ": client_cert_file and client_key_file go together");
+  if (n["client_cert_file"] && !u.base.tls)
+    r.error(n["client_cert_file"], where + ".client_cert_file needs an https:// base_url");
   if (auto v = n["connect_timeout_ms"]) {
     if (auto x = r.number(v, where + ".connect_timeout_ms", 1, 600000))
       u.connect_timeout = std::chrono::milliseconds(*x);

@@ -74,6 +74,7 @@ std::string_view error_kind(const Failure& f) {
     case GatewayError::upstream_timeout: return "timeout";
     case GatewayError::upstream_tls_error: return "tls";
     case GatewayError::upstream_protocol_error: return "protocol";
+    case GatewayError::upstream_proxy_error: return "proxy";
     default: return f.after_connect ? "reset" : "connect";
   }
 }
@@ -300,5 +301,6 @@ asio::awaitable<void> Attempt<Stream>::relay() {
 
 template class Attempt<beast::tcp_stream>;
 template class Attempt<TlsStream>;
+template class Attempt<TunnelTlsStream>;
 
 }  // namespace llmgw::net

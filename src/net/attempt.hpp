@@ -18,6 +18,8 @@ namespace llmgw::net {
 namespace http = beast::http;
 namespace ssl = asio::ssl;
 using TlsStream = ssl::stream<beast::tcp_stream>;
+// TLS with the upstream inside TLS with an https:// egress proxy (its CONNECT tunnel).
+using TunnelTlsStream = ssl::stream<TlsStream>;
 
 // Beast reads max(512, free capacity) bytes at a time: without room reserved up front every
 // response would be read 512 bytes per system call.
@@ -25,11 +27,16 @@ inline constexpr std::size_t kUpstreamReadBuffer = 16 * 1024;
 
 struct UpstreamConnection {
   std::optional<beast::tcp_stream> plain;
+  // TLS with the upstream; or, for a plain-http upstream behind an https:// proxy, with the proxy.
   std::optional<TlsStream> tls;
+  std::optional<TunnelTlsStream> tls_in_tls;  // an https upstream behind an https:// proxy
   beast::flat_buffer buffer;  // kept across responses: may hold bytes read past a message
   Clock::time_point idle_since{};
 
-  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+  beast::tcp_stream& lowest() {
+    if (tls_in_tls) return beast::get_lowest_layer(*tls_in_tls);
+    return tls ? beast::get_lowest_layer(*tls) : *plain;
+  }
   // An idle keep-alive connection is usable only if nothing arrived on it.
   bool looks_reusable();
 };
@@ -44,8 +51,11 @@ GatewayError classify(const boost::system::error_code& ec);
 // connect | tls | timeout | reset | protocol
 std::string_view error_kind(const Failure& f);
 
-// Connect = TCP, then (the egress issue's slot) a CONNECT tunnel, then TLS when `tls_ctx` is set.
+// Connect = TCP (to the upstream, or to its egress proxy, with TLS to an https:// proxy using
+// `proxy_tls_ctx`), then a CONNECT tunnel through the proxy, then TLS with the upstream when
+// `tls_ctx` is set.
 asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl::context* tls_ctx,
+                                                ssl::context* proxy_tls_ctx,
                                                 UpstreamConnection& conn);
 
 // Guards a request's upstream exchange with one timer and one socket wait, instead of a timer
@@ -140,5 +150,6 @@ class Attempt {
 
 extern template class Attempt<beast::tcp_stream>;
 extern template class Attempt<TlsStream>;
+extern template class Attempt<TunnelTlsStream>;
 
 }  // namespace llmgw::net

@@ -12,11 +12,18 @@ namespace llmgw::net {
 namespace {
 
 // The upstream message views the body (inbound or rewritten by translation): nothing is copied.
-void build_request(UpstreamRequest& ureq, std::string_view body,
+void build_request(const config::Upstream& up, UpstreamRequest& ureq, std::string_view body,
                    http::request<http::buffer_body>& req) {
   static_cast<http::fields&>(req) = std::move(ureq.headers);
   req.method(ureq.method);
-  req.target(ureq.target);
+  if (up.proxy && !up.base.tls) {
+    // A plain-http upstream through the egress proxy: absolute-form, and the proxy's credential.
+    req.target("http://" + up.base.host_header + ureq.target);
+    if (!up.proxy->authorization.empty())
+      req.set(http::field::proxy_authorization, up.proxy->authorization);
+  } else {
+    req.target(ureq.target);
+  }
   req.version(11);
   req.keep_alive(true);
   if (!body.empty() || ureq.method == http::verb::post || ureq.method == http::verb::put ||
@@ -151,7 +158,7 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
     record.upstream = target.upstream;
     UpstreamRequest ureq = translate_for_target(ctx, upcfg, target, token ? *token : "");
     http::request<http::buffer_body> req;  // views ureq's body (or the client's): both outlive it
-    build_request(ureq, ureq.body ? std::string_view(*ureq.body) : ctx.body, req);
+    build_request(upcfg, ureq, ureq.body ? std::string_view(*ureq.body) : ctx.body, req);
     set_deadline(guard, started + upcfg.timeout);
 
     // connect (or a pooled connection)
@@ -160,7 +167,8 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
     if (!conn) {
       conn = std::make_unique<UpstreamConnection>();
       conn->buffer.reserve(kUpstreamReadBuffer);
-      std::optional<Failure> failure = co_await connect(upcfg, slot.tls.get(), *conn);
+      std::optional<Failure> failure =
+          co_await connect(upcfg, slot.tls.get(), slot.proxy_tls.get(), *conn);
       if (failure) {
         result = {Outcome::failed, std::move(*failure)};
         record.error_kind = error_kind(result.failure);
@@ -187,7 +195,10 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
     guard->upstream = &conn->lowest();
     if (guard->upstream_timed_out) conn->lowest().close();  // the deadline passed while connecting
     Next next = Next::give_up;
-    if (conn->tls) {
+    if (conn->tls_in_tls) {
+      result = co_await run_attempt(*conn->tls_in_tls, *conn, record.reused_connection, req, plan,
+                                    pipeline, ctx, down, reply, *guard, record, next);
+    } else if (conn->tls) {
       result = co_await run_attempt(*conn->tls, *conn, record.reused_connection, req, plan,
                                     pipeline, ctx, down, reply, *guard, record, next);
     } else {

@@ -67,7 +67,8 @@ struct TokenService::Impl {
     co_return rec;
   }
 
-  asio::awaitable<auth::TokenResult> fetch(const auth::TokenRequest& req) {
+  asio::awaitable<auth::TokenResult> fetch(const auth::TokenRequest& req,
+                                           const std::optional<config::EgressProxy>& proxy) {
     auto url = boost::urls::parse_uri(req.url);
     if (!url) co_return auth::TokenResult{{}, {}, "the token URL cannot be parsed"};
     config::Upstream target;
@@ -78,9 +79,10 @@ struct TokenService::Impl {
     target.base.port = url->has_port() ? url->port_number() : (target.base.tls ? 443 : 80);
     target.base.host_header = std::string(url->encoded_host_and_port());
     target.connect_timeout = std::chrono::seconds(5);
+    target.proxy = proxy;
     UpstreamConnection conn;
     std::optional<Failure> failure =
-        co_await connect(target, target.base.tls ? &tls : nullptr, conn);
+        co_await connect(target, target.base.tls ? &tls : nullptr, &tls, conn);
     if (failure) co_return auth::TokenResult{{}, {}, failure->message};
 
     http::request<http::string_body> message;
@@ -88,7 +90,13 @@ struct TokenService::Impl {
     std::string path(url->encoded_path());
     if (path.empty()) path = "/";
     if (url->has_query()) path += "?" + std::string(url->encoded_query());
-    message.target(path);
+    if (proxy && !target.base.tls) {
+      message.target("http://" + target.base.host_header + path);  // absolute-form via the proxy
+      if (!proxy->authorization.empty())
+        message.set(http::field::proxy_authorization, proxy->authorization);
+    } else {
+      message.target(path);
+    }
     message.version(11);
     message.set(http::field::host, target.base.host_header);
     message.set(http::field::user_agent, "llm-gateway");
@@ -102,7 +110,9 @@ struct TokenService::Impl {
     conn.lowest().expires_after(kFetchTimeout);
     // (co_await results are taken into variables first: see run_attempt in router.cpp.)
     boost::system::error_code ec;
-    if (conn.tls) {
+    if (conn.tls_in_tls) {
+      ec = co_await exchange(*conn.tls_in_tls, conn.buffer, message, parser);
+    } else if (conn.tls) {
       ec = co_await exchange(*conn.tls, conn.buffer, message, parser);
     } else {
       ec = co_await exchange(*conn.plain, conn.buffer, message, parser);
@@ -134,7 +144,7 @@ struct TokenService::Impl {
       if (!readable) {
         result.error = "cannot read AZURE_FEDERATED_TOKEN_FILE " + src->auth.federated_token_file;
       } else {
-        result = co_await fetch(req);
+        result = co_await fetch(req, src->auth.proxy);
       }
       Clock::duration next;
       {

@@ -59,6 +59,8 @@ LocalReply error_reply(GatewayError error, std::string_view message) {
       return error_reply(502, kApi, "upstream_tls_error", std::nullopt, message);
     case GatewayError::upstream_protocol_error:
       return error_reply(502, kApi, "upstream_protocol_error", std::nullopt, message);
+    case GatewayError::upstream_proxy_error:
+      return error_reply(502, kApi, "upstream_proxy_error", std::nullopt, message);
     case GatewayError::upstream_timeout:
       return error_reply(504, kApi, "upstream_timeout", std::nullopt, message);
     case GatewayError::upstream_auth_unavailable: {

@@ -248,7 +248,9 @@ Next AttemptPlan::decide(const AttemptOutcome& o, Clock::time_point now) {
     }
     registry_->success(key_, upstream);  // alive; the cooldown governs
     registry_->cooldown(key_, now + wait.value_or(policy.default_cooldown));
-  } else if (o.status >= 500 || (o.status == 0 && !o.error_kind.empty())) {
+  } else if (o.status >= 500 ||
+             (o.status == 0 && !o.error_kind.empty() && o.error_kind != "proxy")) {
+    // (The egress proxy failing says nothing about the backend behind it.)
     const bool connection_level = o.error_kind == "connect" || o.error_kind == "tls";
     registry_->failure(key_, upstream, connection_level, policy.eject_after, now);
   } else if (o.status != 0) {

@@ -649,12 +649,12 @@ export function makeCA(dir = tmpDir('llmgw-pki-')) {
     ossl('req', '-x509', '-new', '-key', p(`${name}.key`), '-out', p(`${name}.pem`), '-days', '7', '-subj', `/CN=${cn}`,
       '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
   };
-  const makeLeaf = (name, caName, cn, san) => {
+  const makeLeaf = (name, caName, cn, san, usage = 'serverAuth') => {
     newKey(name);
     ossl('req', '-new', '-key', p(`${name}.key`), '-out', p(`${name}.csr`), '-subj', `/CN=${cn}`);
     fs.writeFileSync(
       p(`${name}.ext`),
-      `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=${san}\n`,
+      `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=${usage}\nsubjectAltName=${san}\n`,
     );
     ossl('x509', '-req', '-in', p(`${name}.csr`), '-CA', p(`${caName}.pem`), '-CAkey', p(`${caName}.key`),
       '-set_serial', '0x' + crypto.randomBytes(8).toString('hex'), '-days', '7', '-out', p(`${name}.pem`), '-extfile', p(`${name}.ext`));
@@ -671,6 +671,7 @@ export function makeCA(dir = tmpDir('llmgw-pki-')) {
   makeLeaf('wrongname', 'ca', 'wrong.example', 'DNS:wrong.example');
   makeRoot('untrusted-ca', 'llm-gateway untrusted CA');
   makeLeaf('untrusted-server', 'untrusted-ca', 'localhost', 'IP:127.0.0.1,DNS:localhost');
+  makeLeaf('client', 'ca', 'llm-gateway client', 'DNS:client.llm-gateway.test', 'clientAuth');
 
   return {
     dir,
@@ -679,6 +680,7 @@ export function makeCA(dir = tmpDir('llmgw-pki-')) {
     wrongName: entry('wrongname'),
     untrustedCA: entry('untrusted-ca'),
     untrustedServer: entry('untrusted-server'),
+    client: entry('client'),
   };
 }
 

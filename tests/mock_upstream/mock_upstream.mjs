@@ -287,7 +287,7 @@ export async function startMock(opts = {}) {
 
   const serverOpts = { maxHeaderSize: 256 * 1024 };
   const server = opts.tls
-    ? https.createServer({ ...serverOpts, key: opts.tls.key, cert: opts.tls.cert }, handler)
+    ? https.createServer({ ...serverOpts, ...opts.tls }, handler) // key, cert; ca + requestCert for mTLS
     : http.createServer(serverOpts, handler);
   server.keepAliveTimeout = 30_000;
   server.headersTimeout = 60_000;

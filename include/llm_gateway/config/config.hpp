@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "llm_gateway/config/egress.hpp"
 #include "llm_gateway/translate/endpoint.hpp"
 
 namespace llmgw::config {
@@ -50,6 +51,8 @@ struct EntraAuth {
   std::string endpoint = "http://169.254.169.254";
   std::string identity_endpoint;
   std::string identity_header;  // secret: never logged
+  // The egress proxy to the token endpoint (client_secret, workload_identity; never IMDS).
+  std::optional<EgressProxy> proxy;
 
   // What a cached token belongs to: two upstreams with the same credentials share one token.
   std::string identity() const;
@@ -60,13 +63,19 @@ struct Upstream {
   Provider provider = Provider::openai;
   BaseUrl base;
   ApiStyle api_style = ApiStyle::deployments;
-  std::optional<std::string> api_version;                        // as configured (may be unset)
-  std::map<Endpoint, std::string> api_versions;                  // per-operation overrides
-  std::optional<std::string> api_key;                            // secret: never logged
-  std::optional<EntraAuth> entra;                                // auth.type: entra
+  std::optional<std::string> api_version;        // as configured (may be unset)
+  std::map<Endpoint, std::string> api_versions;  // per-operation overrides
+  std::optional<std::string> api_key;            // secret: never logged
+  std::optional<EntraAuth> entra;                // auth.type: entra
+  // The egress proxy to reach it: its `proxy:` setting, else HTTPS_PROXY/HTTP_PROXY unless
+  // NO_PROXY excludes it; nullopt = direct.
+  std::optional<EgressProxy> proxy;
   std::vector<std::pair<std::string, std::string>> deployments;  // model -> deployment, in order
   bool strip_dots = false;
   std::string ca_file;  // extra trust, added to the system store
+  // A client certificate (PEM chain) and its key presented to this upstream (mutual TLS).
+  std::string client_cert_file;
+  std::string client_key_file;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds timeout{600000};
 

@@ -37,8 +37,9 @@ struct UpstreamConnection;
 struct UpstreamSlot {
   std::size_t id = 0;  // index into each worker's pool; stable for the process
   std::string name;
-  std::shared_ptr<asio::ssl::context> tls;  // null for http://
-  prometheus::Gauge* active = nullptr;      // llm_gateway_upstream_connections; may be null
+  std::shared_ptr<asio::ssl::context> tls;        // null for http://
+  std::shared_ptr<asio::ssl::context> proxy_tls;  // an https:// egress proxy's, else null
+  prometheus::Gauge* active = nullptr;            // llm_gateway_upstream_connections; may be null
   prometheus::Gauge* idle = nullptr;
 };
 

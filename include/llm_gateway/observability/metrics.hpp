@@ -114,11 +114,11 @@ class Metrics {
   prometheus::Gauge& upstream_connections(const std::string& name, bool active);
 
   static constexpr std::array<const char*, 3> kLimitKinds{"requests", "tokens", "concurrency"};
-  static constexpr std::array<const char*, 5> kErrorKinds{"connect", "tls", "timeout", "reset",
-                                                          "protocol"};
-  static constexpr std::array<const char*, 9> kAttemptOutcomes{
+  static constexpr std::array<const char*, 6> kErrorKinds{"connect", "tls",      "timeout",
+                                                          "reset",   "protocol", "proxy"};
+  static constexpr std::array<const char*, 10> kAttemptOutcomes{
       "success", "status_429", "status_4xx", "status_5xx", "connect",
-      "tls",     "timeout",    "reset",      "protocol"};
+      "tls",     "timeout",    "reset",      "protocol",   "proxy"};
 
  private:
   template <class T>

@@ -28,6 +28,7 @@ enum class GatewayError {
   upstream_unreachable,       // 502
   upstream_tls_error,         // 502
   upstream_protocol_error,    // 502
+  upstream_proxy_error,       // 502 the egress proxy cannot be reached or refused the tunnel
   upstream_timeout,           // 504
   service_unavailable,        // 503 the request was cut by the drain deadline before any answer
   upstream_auth_unavailable,  // 503 no valid Entra ID token for the upstream
