@@ -1,5 +1,6 @@
-// Upstream connections: connecting (TCP, then the tunnel's slot, then TLS), the per-worker idle
-// pool, and the registry that keeps pools and TLS contexts by upstream identity.
+// Upstream connections: connecting (TCP, then a CONNECT tunnel through the egress proxy, then
+// TLS), the per-worker idle pool, and the registry that keeps pools and TLS contexts by upstream
+// identity.
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/socket.h>
