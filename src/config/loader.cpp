@@ -51,8 +51,8 @@ std::vector<std::string> settings_needing_restart(const Config& running, const C
   const auto redis = [](const Config& c) {
     return c.rate_limits.redis
                ? c.rate_limits.redis->host + ":" + std::to_string(c.rate_limits.redis->port) + "/" +
-                     std::to_string(c.rate_limits.redis->db) + "\n" +
-                     c.rate_limits.redis->password  // compared, never shown
+                     std::to_string(c.rate_limits.redis->db) + "\n" + c.rate_limits.redis->user +
+                     "\n" + c.rate_limits.redis->password  // compared, never shown
                : std::string();
   };
   if (running.rate_limits.store != next.rate_limits.store || redis(running) != redis(next))
@@ -715,13 +715,14 @@ void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
     if (auto s = r.string(v, "rate_limits.redis_url")) {
       auto u = boost::urls::parse_absolute_uri(*s);
       if (!u || u->scheme() != "redis" || u->encoded_host().empty()) {
-        r.error(v, "rate_limits.redis_url must look like redis://[:password@]host:port/db");
+        r.error(v, "rate_limits.redis_url must look like redis://[[user]:password@]host:port/db");
       } else {
         RedisTarget t;
         t.host = std::string(u->encoded_host_address());
         if (t.host == "localhost") t.host = "127.0.0.1";
         if (u->has_port()) t.port = u->port_number();
         if (u->has_password()) t.password = u->password();
+        if (u->has_userinfo()) t.user = u->user();  // redis://user:password@host: an ACL user
         std::string path(u->encoded_path());
         if (!path.empty() && path != "/") {
           unsigned db = 0;

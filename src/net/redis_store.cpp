@@ -181,7 +181,9 @@ class RedisClient {
       // (Commands are built before co_await: g++ 12 rejects braced lists of string literals
       // inside a co_await expression.)
       if (!target_.password.empty()) {
-        std::vector<std::string> auth{std::string("AUTH"), target_.password};
+        std::vector<std::string> auth{std::string("AUTH")};
+        if (!target_.user.empty()) auth.push_back(target_.user);  // an ACL user (Redis 6+)
+        auth.push_back(target_.password);
         auto r = co_await send(std::move(auth));
         ok = r && !r->is_error();
       }

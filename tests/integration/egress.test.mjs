@@ -163,3 +163,22 @@ test('an https:// proxy: TLS to the proxy (verified with the upstream\'s CA), th
   assert.equal(proxy.requests.length, 1, 'absolute-form over TLS to the proxy');
   assert.match(proxy.requests[0].url, new RegExp(`^http://localhost:${plain.port}/`));
 });
+
+test('a proxy that accepts CONNECT but never answers: the connect timeout ends it (504), other requests are unaffected', T, async (t) => {
+  const mock = await tlsMock(t);
+  const proxy = await proxyFor(t);
+  proxy.stall = true;
+  const gw = await gateway(
+    t,
+    [upstream('az', `https://localhost:${mock.port}`, '    connect_timeout_ms: 300\n'), upstream('direct', `https://localhost:${mock.port}`, '    proxy: none\n')],
+    '  - {match: "direct-*", upstream: direct}\n  - {match: "*", upstream: az}',
+    { HTTPS_PROXY: proxy.url },
+  );
+  const t0 = Date.now();
+  const [stalled, direct] = await Promise.all([chat(gw), chat(gw, 'direct-1')]);
+  assert.equal(direct.status, 200, 'a stalled tunnel holds nothing else up');
+  assert.equal(stalled.status, 504, stalled.text);
+  assert.equal(stalled.json.error.code, 'upstream_timeout');
+  assert.match(stalled.json.error.message, /egress proxy http:\/\/localhost:\d+ did not open a tunnel/);
+  assert.ok(Date.now() - t0 < 5000, 'bounded by connect_timeout_ms');
+});

@@ -3,6 +3,7 @@
 // gateway itself (reconnect backoff 100 ms doubling up to 5 s). The test runs its own redis-server.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 
 import { startMock } from '../mock_upstream/mock_upstream.mjs';
@@ -87,6 +88,25 @@ rate_limits:
       assert.equal(Number(r.headers['retry-after']), Math.ceil(Number(r.headers['retry-after-ms']) / 1000));
       assert.equal(r.headers['x-ratelimit-limit-requests'], '5');
     }
+  });
+
+  test('an ACL user (redis://user:password@host): AUTH user password; a wrong password is a store error, never logged', T, async (t) => {
+    const user = `gw${uid().replace(/[^a-z0-9]/gi, '')}`;
+    const password = `acl-pw-${crypto.randomBytes(6).toString('hex')}`;
+    execFileSync('redis-cli', ['-p', String(redis.port), 'ACL', 'SETUSER', user, 'on', `>${password}`, '~*', '+@all']);
+    const key = newKey();
+    const name = `acl-${uid()}`;
+    const env = { REDIS_TEST_KEY: key };
+    const url = `redis://${user}:${password}@127.0.0.1:${redis.port}/0`;
+    const gw = await startGateway(config({ name, rpm: 1, onStoreError: 'deny', redisUrl: url }), { env, t });
+    assert.equal((await chat(gw, key)).status, 200);
+    assert.equal((await chat(gw, key)).status, 429, 'the window is in Redis, reached as the ACL user');
+    // The counters were written by that user: they exist in Redis.
+    const keys = execFileSync('redis-cli', ['-p', String(redis.port), '--raw', 'KEYS', `llmgw:rl:{${name}}:*`]).toString();
+    assert.match(keys, new RegExp(`llmgw:rl:\\{${name}\\}:req`));
+    const wrong = await startGateway(config({ name: `${name}-w`, rpm: 1, onStoreError: 'deny', redisUrl: `redis://${user}:nope@127.0.0.1:${redis.port}/0` }), { env, t });
+    assert.equal((await chat(wrong, key)).status, 503, 'AUTH refused: deny answers 503');
+    for (const l of [...gw.stderr, ...wrong.stderr]) assert.ok(!l.includes(password), `no password in: ${l}`);
   });
 
   test('two gateways share one tpm, and the correction to the real usage', T, async (t) => {

@@ -165,6 +165,7 @@ enum class StoreErrorPolicy { allow, deny };
 struct RedisTarget {
   std::string host;
   std::uint16_t port = 6379;
+  std::string user;      // an ACL user (AUTH user password); "" = the default user
   std::string password;  // secret: never logged
   unsigned db = 0;
 };
