@@ -66,18 +66,25 @@ test('SIGHUP: a rotated client key applies to new requests, also on a keep-alive
   const gw = await startGateway(config(mock.url, { keys: [{ name: 'team', key: OLD }] }), { t });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   t.after(() => agent.destroy());
-  assert.equal((await chat(gw, OLD, 'gpt-4o', agent)).status, 200);
-  assert.equal((await chat(gw, NEW, 'gpt-4o', agent)).status, 401);
+  // (A 401 closes its connection — its body is never read — so the keep-alive part below uses
+  // 200s only.)
+  const first = await chat(gw, OLD, 'gpt-4o', agent);
+  assert.equal(first.status, 200);
+  assert.equal((await chat(gw, NEW)).status, 401, 'not yet valid');
 
   fs.writeFileSync(gw.configFile, config(mock.url, { keys: [{ name: 'team', key: NEW }] }));
   await hangup(gw);
   assert.ok(gw.logs.some((o) => o.msg === 'configuration reloaded'), 'reloaded');
-  // The same idle keep-alive connection: its next request runs on the new configuration.
-  assert.equal((await chat(gw, OLD, 'gpt-4o', agent)).status, 401, 'the old key is gone');
-  assert.equal((await chat(gw, NEW, 'gpt-4o', agent)).status, 200, 'the new key works');
-  // The upstream's settings did not change: its pooled connection is still the one in use.
+  // The connection that sat idle through the reload: its next request runs on the new
+  // configuration (the old code took the snapshot when the connection went idle: 401 here).
+  const next = await chat(gw, NEW, 'gpt-4o', agent);
+  assert.equal(next.status, 200, 'the new key works on the idle keep-alive connection');
+  assert.equal(next.localPort, first.localPort, 'the same client connection');
+  // The upstream's settings did not change: its pooled connection (same worker, same pool) is
+  // still the one in use.
   const [before, after] = [mock.requests.at(-2), mock.requests.at(-1)];
   assert.equal(after.socketId, before.socketId, 'the upstream connection pool survived the reload');
+  assert.equal((await chat(gw, OLD)).status, 401, 'the old key is gone');
   const text = await metricsText(gw);
   assert.match(text, /llm_gateway_config_reloads_total\{outcome="success"\} 1\b/);
   for (const l of gw.stderr) assert.ok(!l.includes(OLD) && !l.includes(NEW), `no key in the log: ${l}`);

@@ -7,7 +7,7 @@
 //                                            answers expires_on (epoch seconds, a string)
 // Tokens are "tok-1", "tok-2", ... in order. Knobs (mutable): `lifetime` (seconds, default 3600),
 // `fail` ({status, body} answered instead of a token; null: succeed), `hang` (never answer).
-// Every request is recorded: {method, path, query, headers, form}.
+// Every request is recorded: {method, path, query, headers, form, at (Date.now())}.
 import http from 'node:http';
 
 export async function startTokenMock({ lifetime = 3600 } = {}) {
@@ -30,7 +30,7 @@ export async function startTokenMock({ lifetime = 3600 } = {}) {
       const url = new URL(req.url, 'http://mock');
       const body = Buffer.concat(chunks).toString('utf8');
       const form = Object.fromEntries(new URLSearchParams(body));
-      const record = { method: req.method, path: url.pathname, query: Object.fromEntries(url.searchParams), headers: req.headers, form };
+      const record = { method: req.method, path: url.pathname, query: Object.fromEntries(url.searchParams), headers: req.headers, form, at: Date.now() };
       requests.push(record);
       if (mock.hang) return;
       const send = (status, obj) => {
