@@ -215,16 +215,15 @@ void TokenService::track(const config::Config& cfg) {
     src = std::make_shared<Impl::Source>();
     src->auth = *up.entra;
     src->upstreams.push_back(up.name);
-    for (const std::string* url : {&up.entra->authority_host, &up.entra->endpoint}) {
-      auto parsed = boost::urls::parse_uri(*url);
-      if (parsed && parsed->scheme() == "http" && !loopback(std::string(parsed->host())) &&
-          (url == &up.entra->endpoint) == (up.entra->mode == config::EntraMode::managed_identity) &&
-          !(url == &up.entra->endpoint && parsed->host() == "169.254.169.254")) {
-        log::line(log::Level::warn, "a token endpoint is plain http on a non-loopback address",
-                  {{"upstream", up.name},
-                   {"url", std::string(parsed->scheme()) + "://" +
-                               std::string(parsed->encoded_host_and_port())}});
-      }
+    // The URL this mode really asks (token_request knows which): plain http is for local token
+    // services; IMDS is plain http by design.
+    const std::string endpoint = auth::token_request(*up.entra, "").endpoint;
+    if (auto parsed = boost::urls::parse_uri(endpoint); parsed && parsed->scheme() == "http" &&
+                                                        !loopback(std::string(parsed->host())) &&
+                                                        parsed->host() != "169.254.169.254") {
+      log::line(log::Level::warn, "a token endpoint is plain http on a non-loopback address",
+                {{"upstream", up.name},
+                 {"url", "http://" + std::string(parsed->encoded_host_and_port())}});
     }
     asio::co_spawn(impl_->ioc, impl_->refresh_loop(src), asio::detached);
   }

@@ -69,6 +69,7 @@ test('client_secret: the client-credentials grant, then Bearer <token> upstream 
   });
   assert.equal(tr.headers['content-type'], 'application/x-www-form-urlencoded');
   for (const l of gw.stderr) assert.ok(!l.includes(SECRET) && !l.includes('tok-1'), `no secret or token in the log: ${l}`);
+  assert.ok(!gw.logs.some((o) => /plain http/.test(o.msg)), 'a loopback token service is no warning');
 
   // A reload that keeps the identity keeps its token: no new token request.
   fs.writeFileSync(gw.configFile, fs.readFileSync(gw.configFile, 'utf8').replace('routes: [{match: "*", upstream: az}]', 'routes: [{match: "gpt-*", upstream: az}, {match: "*", upstream: az}]'));
@@ -225,4 +226,24 @@ routes: [{match: "*", upstream: az}]
   const r2 = await runGateway(['--check-config', ok]);
   assert.equal(r2.code, 0, r2.stderr);
   assert.ok(!(r2.stderr + r2.stdout).includes(SECRET));
+});
+
+test('a plain-http token endpoint that is not on loopback is logged as a warning', T, async (t) => {
+  const upstream = await startMock();
+  t.after(() => upstream.close());
+  const gw = await startGateway(
+    `server: {listen: "127.0.0.1:0"}
+upstreams:
+  az:
+    provider: azure
+    base_url: "${upstream.url}"
+    auth:
+${clientSecret('http://192.0.2.1:8080')}
+routes: [{match: "*", upstream: az}]
+`,
+    { t },
+  );
+  const warning = await gw.waitForLog((o) => /plain http on a non-loopback/.test(o.msg));
+  assert.equal(warning.url, 'http://192.0.2.1:8080');
+  assert.equal(warning.upstream, 'az');
 });
