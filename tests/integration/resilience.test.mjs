@@ -377,3 +377,26 @@ test('with the Redis store, a 429 seen by one gateway keeps the other gateway of
   }
   assert.equal(east.requests.length, 1, 'only the first gateway ever reached east');
 });
+
+test('max_queue_ms: a client that leaves while its request waits ends the wait at once (one log line, 499)', T, async (t) => {
+  const [a, b] = await mocks(t, { 'x-mock-scenario': 'rate-limited' }, { 'x-mock-scenario': 'rate-limited' });
+  const gw = await gateway(
+    t,
+    [azure('a', a.url), azure('b', b.url)],
+    `  - match: "gpt-4o"
+    backends: [{upstream: a}, {upstream: b}]
+    max_queue_ms: 5000`,
+  );
+  // Both answer 429 with retry-after-ms 1000: the request waits for the first to come back. The
+  // client gives up after 300 ms.
+  const id = uid('queue');
+  await assert.rejects(
+    request(`${gw.url}/v1/chat/completions`, { headers: { 'x-request-id': id }, body: chatBody('gpt-4o'), timeoutMs: 300 }),
+  );
+  const line = await logLine(gw, id);
+  assert.equal(line.status, 499);
+  assert.deepEqual(attemptsOf(line), [['a', 429], ['b', 429]]);
+  assert.ok(line.duration_ms < 900, `the wait ended with the client, not the cooldown (${line.duration_ms} ms)`);
+  assert.equal(jsonLines(gw.stdout).filter((o) => o.request_id === id).length, 1, 'exactly one line');
+  assert.equal(a.requests.length + b.requests.length, 2, 'no attempt after the client left');
+});
