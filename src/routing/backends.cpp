@@ -232,17 +232,22 @@ std::size_t BackendRegistry::pick_weighted(const std::string& route,
   if (swrr_.size() > 4 * kMaxBackends) swrr_.clear();
   long long total = 0;
   std::size_t best = 0;
-  long long best_weight = 0;
+  long long* best_current = nullptr;  // (references into an unordered_map survive insertions)
+  std::string name = route;
+  name += '\n';
+  const std::size_t prefix = name.size();
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    long long& current = swrr_[route + '\n' + keys[i]];
+    name.resize(prefix);
+    name += keys[i];
+    long long& current = swrr_[name];
     current += weights[i];
     total += weights[i];
-    if (i == 0 || current > best_weight) {
+    if (!best_current || current > *best_current) {
       best = i;
-      best_weight = current;
+      best_current = &current;
     }
   }
-  swrr_[route + '\n' + keys[best]] -= total;
+  *best_current -= total;
   return best;
 }
 
