@@ -6,9 +6,12 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "llm_gateway/config/loader.hpp"
 #include "llm_gateway/net/gateway.hpp"
+#include "llm_gateway/net/listener_tls.hpp"
 #include "llm_gateway/net/redis.hpp"
 #include "llm_gateway/observability/log.hpp"
 
@@ -36,6 +39,21 @@ int check_config(const std::string& path) {
   auto result = llmgw::config::load_config_file(path, llmgw::config::process_env());
   for (const auto& p : result.problems) std::cout << llmgw::config::format_problem(path, p) << "\n";
   if (!result.problems.empty()) return 1;
+  // Whether a listener's certificate and key load and fit together is known only by loading them.
+  const auto& cfg = *result.config;
+  std::vector<std::pair<const llmgw::config::ListenerTls*, const char*>> listeners;
+  if (cfg.server.tls) listeners.emplace_back(&*cfg.server.tls, "server.tls");
+  if (cfg.admin && cfg.admin->tls) listeners.emplace_back(&*cfg.admin->tls, "admin.tls");
+  bool usable = true;
+  for (const auto& [tls, where] : listeners) {
+    try {
+      llmgw::net::make_listener_tls_context(*tls, where);
+    } catch (const std::exception& e) {
+      std::cout << path << ": " << e.what() << "\n";
+      usable = false;
+    }
+  }
+  if (!usable) return 1;
   std::cout << path << ": configuration is valid\n";
   return 0;
 }

@@ -48,6 +48,12 @@ std::vector<std::string> settings_needing_restart(const Config& running, const C
   const std::string admin_running = running.admin ? running.admin->listen.to_string() : "";
   const std::string admin_next = next.admin ? next.admin->listen.to_string() : "";
   if (admin_running != admin_next) out.emplace_back("admin.listen");
+  // Whether a listener speaks TLS is fixed at start; its certificate, key, client CA and
+  // client_auth are re-read by every reload.
+  if (running.server.tls.has_value() != next.server.tls.has_value()) out.emplace_back("server.tls");
+  const bool admin_tls_running = running.admin && running.admin->tls;
+  const bool admin_tls_next = next.admin && next.admin->tls;
+  if (admin_tls_running != admin_tls_next) out.emplace_back("admin.tls");
   const auto redis = [](const Config& c) {
     return c.rate_limits.redis
                ? c.rate_limits.redis->host + ":" + std::to_string(c.rate_limits.redis->port) + "/" +
@@ -236,11 +242,91 @@ class Reader {
   const EnvLookup& env_;
 };
 
+// server.tls / admin.tls. The files must be readable now; whether the pair fits together is
+// checked when the listener's TLS context is made (at start, at each reload, and by
+// --check-config).
+std::optional<ListenerTls> load_listener_tls(Reader& r, const YAML::Node& n,
+                                             const std::string& where) {
+  if (!r.check_map(n, where,
+                   {"cert_file", "key_file", "client_ca_file", "client_auth", "min_version"}))
+    return std::nullopt;
+  ListenerTls tls;
+  bool ok = true;
+  const auto file = [&](const char* key, std::string& out, bool required) {
+    auto v = n[key];
+    if (!v) {
+      if (required) {
+        r.error(n, where + "." + key + " is required");
+        ok = false;
+      }
+      return;
+    }
+    auto s = r.string(v, where + "." + key);
+    if (!s) {
+      ok = false;
+      return;
+    }
+    if (std::ifstream probe(*s); !probe) {
+      r.error(v, where + "." + key + " '" + *s + "' cannot be read");
+      ok = false;
+      return;
+    }
+    out = *s;
+  };
+  file("cert_file", tls.cert_file, true);
+  file("key_file", tls.key_file, true);
+  file("client_ca_file", tls.client_ca_file, false);
+  if (auto v = n["client_auth"]) {
+    if (auto s = r.string(v, where + ".client_auth")) {
+      if (*s == "none") {
+        tls.client_auth = ClientAuth::none;
+      } else if (*s == "optional") {
+        tls.client_auth = ClientAuth::optional;
+      } else if (*s == "required") {
+        tls.client_auth = ClientAuth::required;
+      } else {
+        r.error(v, where + ".client_auth must be none, optional or required, not '" + *s + "'");
+        ok = false;
+      }
+    }
+  }
+  if (tls.client_auth != ClientAuth::none && !n["client_ca_file"]) {
+    r.error(n, where + ".client_auth " +
+                   (tls.client_auth == ClientAuth::optional ? "optional" : "required") +
+                   " needs client_ca_file (the CAs client certificates are checked against)");
+    ok = false;
+  }
+  if (tls.client_auth == ClientAuth::none && n["client_ca_file"] && !n["client_auth"]) {
+    // A CA file that would silently verify nothing is a configuration mistake, not a default.
+    r.error(n["client_ca_file"],
+            where +
+                ".client_ca_file is set but client_auth is none: set client_auth to optional "
+                "or required");
+    ok = false;
+  }
+  if (auto v = n["min_version"]) {
+    if (auto s = r.string(v, where + ".min_version")) {
+      if (*s == "1.2") {
+        tls.tls13_only = false;
+      } else if (*s == "1.3") {
+        tls.tls13_only = true;
+      } else {
+        r.error(v, where + ".min_version must be \"1.2\" or \"1.3\", not '" + *s + "'");
+        ok = false;
+      }
+    }
+  }
+  if (!ok) return std::nullopt;
+  return tls;
+}
+
 void load_server(Reader& r, const YAML::Node& n, ServerSettings& s) {
-  if (!r.check_map(n, "server",
-                   {"listen", "max_body_bytes", "max_header_bytes", "threads", "drain_timeout_ms",
-                    "body_timeout_ms", "max_buffered_body_bytes", "max_connections"}))
+  if (!r.check_map(
+          n, "server",
+          {"listen", "tls", "max_body_bytes", "max_header_bytes", "threads", "drain_timeout_ms",
+           "body_timeout_ms", "max_buffered_body_bytes", "max_connections"}))
     return;
+  if (auto v = n["tls"]) s.tls = load_listener_tls(r, v, "server.tls");
   if (auto v = n["listen"]) {
     if (auto l = r.listen(v, "server.listen")) s.listen = *l;
   }
@@ -635,14 +721,17 @@ std::optional<Sha256> parse_hex_digest(std::string_view hex) {
 void load_keys(Reader& r, const YAML::Node& n, Config& c) {
   if (n.IsNull()) return;  // `keys:` with nothing: no client auth
   if (!n.IsSequence()) {
-    r.error(n, "keys must be a list of {name, key | key_sha256, rpm, tpm, max_concurrent, models}");
+    r.error(n,
+            "keys must be a list of {name, key | key_sha256 | client_cert_sha256, rpm, tpm, "
+            "max_concurrent, models}");
     return;
   }
   std::set<std::string> names;
   std::vector<Sha256> digests;
   for (const auto& k : n) {
     if (!r.check_map(k, "key",
-                     {"name", "key", "key_sha256", "rpm", "tpm", "max_concurrent", "models"}))
+                     {"name", "key", "key_sha256", "client_cert_sha256", "rpm", "tpm",
+                      "max_concurrent", "models"}))
       continue;
     ClientKey key;
     if (auto v = k["name"]) {
@@ -655,7 +744,29 @@ void load_keys(Reader& r, const YAML::Node& n, Config& c) {
     }
     auto plain = k["key"];
     auto hashed = k["key_sha256"];
-    if (plain && hashed) {
+    if (auto cert = k["client_cert_sha256"]) {
+      if (auto s = r.string(cert, "client_cert_sha256")) {
+        // As `openssl x509 -fingerprint -sha256` prints it (colons, upper case) or plain hex.
+        std::string hex;
+        for (const char ch : *s) {
+          if (ch != ':') hex += ch;
+        }
+        if (auto d = parse_hex_digest(hex)) {
+          for (const auto& other : c.keys) {
+            if (other.client_cert_sha256 == *d)
+              r.error(cert, "the same client certificate is configured for two keys");
+          }
+          key.client_cert_sha256 = *d;
+        } else {
+          r.error(cert,
+                  "client_cert_sha256 must be the certificate's SHA-256 fingerprint: 64 "
+                  "hexadecimal characters, colons allowed");
+        }
+      }
+    }
+    if (!plain && !hashed && k["client_cert_sha256"]) {
+      key.has_secret = false;  // matched by its client certificate alone
+    } else if (plain && hashed) {
       r.error(k, "a key has either key or key_sha256, not both");
     } else if (plain) {
       if (auto s = r.string(plain, "key")) {
@@ -671,12 +782,12 @@ void load_keys(Reader& r, const YAML::Node& n, Config& c) {
         }
       }
     } else {
-      r.error(k, "a key needs key or key_sha256");
+      r.error(k, "a key needs key, key_sha256 or client_cert_sha256");
     }
     for (const auto& d : digests) {
       if (d == key.digest && (plain || hashed)) r.error(k, "the same key is configured twice");
     }
-    digests.push_back(key.digest);
+    if (key.has_secret) digests.push_back(key.digest);
     if (auto v = k["rpm"]) key.rpm = r.number(v, "rpm", 1, 1000000000);
     if (auto v = k["tpm"]) key.tpm = r.number(v, "tpm", 1, 1000000000000ull);
     if (auto v = k["max_concurrent"]) {
@@ -813,9 +924,10 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
   }
   if (auto n = root["server"]) load_server(r, n, c.server);
   if (auto n = root["admin"]) {
-    if (r.check_map(n, "admin", {"listen", "token"})) {
+    if (r.check_map(n, "admin", {"listen", "token", "tls"})) {
       AdminSettings admin;
       bool ok = true;
+      if (auto t = n["tls"]) admin.tls = load_listener_tls(r, t, "admin.tls");
       if (auto l = n["listen"]) {
         if (auto a = r.listen(l, "admin.listen")) {
           admin.listen = *a;
@@ -852,6 +964,16 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
     r.error(root, "upstreams is required");
   }
   if (auto n = root["keys"]) load_keys(r, n, c);
+  for (const auto& key : c.keys) {
+    if (key.client_cert_sha256 &&
+        (!c.server.tls || c.server.tls->client_auth == ClientAuth::none)) {
+      // It could never match: the main listener would not ask for a certificate.
+      r.error(root["keys"], "key '" + key.name +
+                                "' has client_cert_sha256, which needs server.tls with "
+                                "client_auth optional or required");
+      break;
+    }
+  }
   if (auto n = root["rate_limits"]) load_rate_limits(r, n, c.rate_limits);
   if (!c.keys.empty()) {
     // With client keys, the client's credential is a gateway key and must never travel upstream:

@@ -1,7 +1,9 @@
 // One upstream attempt's steps (send, read head, commit, relay) and the guard that times them.
-// The relay template is instantiated exactly twice (plain and TLS upstream).
+// The attempt template is instantiated for each upstream stream (plain, TLS, TLS in a TLS tunnel)
+// and each client stream (plain, TLS): the plain-to-plain path compiles exactly as it would alone.
 #include "attempt.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -85,44 +87,86 @@ void set_deadline(const std::shared_ptr<ExchangeGuard>& g, Clock::time_point dea
   arm_timer(g);  // replaces the pending wait (its handler sees operation_aborted)
 }
 
+namespace {
+constexpr auto kHangupPollInterval = std::chrono::milliseconds(100);
+
+// The peer shut its sending side (its FIN arrived), even with unread bytes before it.
+bool peer_hung_up(int fd) {
+  pollfd p{fd, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+void client_left(const std::shared_ptr<ExchangeGuard>& g) {
+  g->client_gone = true;
+  if (g->upstream) g->upstream->close();
+  if (g->queue_wait) g->queue_wait->cancel();
+}
+
+// The socket stays readable while the bytes wait unread, so its hang-up is polled for instead.
+void poll_hangup(const std::shared_ptr<ExchangeGuard>& g) {
+  g->hangup_poll->expires_after(kHangupPollInterval);
+  g->hangup_poll->async_wait([g](boost::system::error_code ec) {
+    if (ec || !g->active) return;
+    if (peer_hung_up(g->down->socket().native_handle())) {
+      client_left(g);
+      return;
+    }
+    poll_hangup(g);
+  });
+}
+}  // namespace
+
 void watch_client(const std::shared_ptr<ExchangeGuard>& g) {
   tcp::socket& down = g->down->socket();
   down.async_wait(tcp::socket::wait_read, [g](boost::system::error_code ec) {
     if (!g->active || ec) return;  // exchange finished (or cancelled): `down` may be gone
+    const int fd = g->down->socket().native_handle();
     char probe;
-    const ssize_t r = ::recv(g->down->socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (r > 0) return;  // a pipelined next request: the client is still there
+    const ssize_t r = ::recv(fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       watch_client(g);  // spurious wake-up
       return;
     }
-    g->client_gone = true;
-    if (g->upstream) g->upstream->close();
-    if (g->queue_wait) g->queue_wait->cancel();
+    if (r > 0 && g->down_tls) {
+      // A TLS client that leaves sends close_notify before its FIN. Under TLS 1.2 that is an
+      // alert record (type 21); TLS 1.3 hides the type, so a hang-up right behind the bytes
+      // tells it, looked for until the exchange ends. (Pipelined requests are rare under TLS.)
+      constexpr char kTlsAlertRecord = 21;
+      if (probe == kTlsAlertRecord || peer_hung_up(fd)) {
+        client_left(g);
+        return;
+      }
+      g->hangup_poll.emplace(g->timer.get_executor());
+      poll_hangup(g);
+      return;
+    }
+    if (r > 0) return;  // a pipelined next request: the client is still there
+    client_left(g);
   });
 }
 
 // An error after the guard closed the connection is the deadline's doing.
-template <class Stream>
-boost::system::error_code Attempt<Stream>::upstream_error(boost::system::error_code ec) const {
+template <class Stream, class Down>
+boost::system::error_code Attempt<Stream, Down>::upstream_error(
+    boost::system::error_code ec) const {
   return guard_.upstream_timed_out ? boost::system::error_code(beast::error::timeout) : ec;
 }
 
-template <class Stream>
-bool Attempt<Stream>::fail(Outcome outcome, GatewayError error, std::string message) {
+template <class Stream, class Down>
+bool Attempt<Stream, Down>::fail(Outcome outcome, GatewayError error, std::string message) {
   failed_ = true;
   result_.outcome = outcome;
   result_.failure = {error, std::move(message), true};
   return false;
 }
 
-template <class Stream>
-bool Attempt<Stream>::idempotent() const {
+template <class Stream, class Down>
+bool Attempt<Stream, Down>::idempotent() const {
   return req_.method() == http::verb::get || req_.method() == http::verb::delete_;
 }
 
-template <class Stream>
-asio::awaitable<bool> Attempt<Stream>::send() {
+template <class Stream, class Down>
+asio::awaitable<bool> Attempt<Stream, Down>::send() {
   auto [wec0, wn] = co_await http::async_write(up_, req_, nothrow_awaitable);
   const auto wec = upstream_error(wec0);
   if (wec) {
@@ -134,8 +178,8 @@ asio::awaitable<bool> Attempt<Stream>::send() {
   co_return true;
 }
 
-template <class Stream>
-asio::awaitable<bool> Attempt<Stream>::read_head() {
+template <class Stream, class Down>
+asio::awaitable<bool> Attempt<Stream, Down>::read_head() {
   for (;;) {
     parser_.emplace();
     parser_->header_limit(kResponseHeaderLimit);
@@ -164,8 +208,8 @@ asio::awaitable<bool> Attempt<Stream>::read_head() {
 // be complete there (its write failed part-way), or its method is idempotent and not a byte came
 // back. A POST that was written whole may have been processed (and billed) by an upstream that
 // closed the connection right after: Envoy and nginx never re-send those on their own either.
-template <class Stream>
-AttemptOutcome Attempt<Stream>::outcome() const {
+template <class Stream, class Down>
+AttemptOutcome Attempt<Stream, Down>::outcome() const {
   AttemptOutcome o;
   o.reused_connection = reused_;
   if (!failed_) {
@@ -180,8 +224,8 @@ AttemptOutcome Attempt<Stream>::outcome() const {
 
 // The response head as the client gets it; written now unless body bytes came with it (a
 // typical non-stream answer), in which case it goes out with the first piece in one write.
-template <class Stream>
-asio::awaitable<bool> Attempt<Stream>::commit() {
+template <class Stream, class Down>
+asio::awaitable<bool> Attempt<Stream, Down>::commit() {
   auto& res = parser_->get();
   ctx_.upstream_first_byte = Clock::now();
   ctx_.status = res.result_int();
@@ -230,8 +274,8 @@ asio::awaitable<bool> Attempt<Stream>::commit() {
 
 // Each read_some returns as soon as the parser made progress, so an SSE event is written to the
 // client the moment it arrives rather than when a buffer fills up.
-template <class Stream>
-asio::awaitable<void> Attempt<Stream>::relay() {
+template <class Stream, class Down>
+asio::awaitable<void> Attempt<Stream, Down>::relay() {
   auto& res = parser_->get();
   auto& sr = *serializer_;
   std::array<char, kRelayBufferBytes> piece;
@@ -299,8 +343,11 @@ asio::awaitable<void> Attempt<Stream>::relay() {
   result_.downstream_reusable = keep_alive_;
 }
 
-template class Attempt<beast::tcp_stream>;
-template class Attempt<TlsStream>;
-template class Attempt<TunnelTlsStream>;
+template class Attempt<beast::tcp_stream, beast::tcp_stream>;
+template class Attempt<TlsStream, beast::tcp_stream>;
+template class Attempt<TunnelTlsStream, beast::tcp_stream>;
+template class Attempt<beast::tcp_stream, TlsStream>;
+template class Attempt<TlsStream, TlsStream>;
+template class Attempt<TunnelTlsStream, TlsStream>;
 
 }  // namespace llmgw::net

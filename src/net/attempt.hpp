@@ -17,7 +17,6 @@
 namespace llmgw::net {
 namespace http = beast::http;
 namespace ssl = asio::ssl;
-using TlsStream = ssl::stream<beast::tcp_stream>;
 // TLS with the upstream inside TLS with an https:// egress proxy (its CONNECT tunnel).
 using TunnelTlsStream = ssl::stream<TlsStream>;
 
@@ -72,8 +71,12 @@ struct ExchangeGuard {
   bool client_stalled = false;
   bool client_gone = false;
   beast::tcp_stream* upstream = nullptr;
-  beast::tcp_stream* down = nullptr;
+  beast::tcp_stream* down = nullptr;         // the client connection's TCP layer
+  bool down_tls = false;                     // the client speaks TLS on it
   asio::steady_timer* queue_wait = nullptr;  // the router waiting for a backend to come back
+  // A TLS client sent bytes mid-exchange that may be its (encrypted) close_notify: its TCP
+  // hang-up is then looked for on this timer (see watch_client).
+  std::optional<asio::steady_timer> hangup_poll;
 };
 
 // Starts (or restarts, for the next attempt) the guard's clock with a new upstream deadline.
@@ -98,12 +101,13 @@ struct ExchangeResult {
 // response head, (the router decides,) commit the head to the client, relay the body. Only
 // commit() and relay() touch the client; every step before them can still end in a gateway error
 // or another attempt without the client having seen anything.
-template <class Stream>
+// Stream: the upstream connection's stream; Down: the client's (beast::tcp_stream or TlsStream).
+template <class Stream, class Down>
 class Attempt {
  public:
   Attempt(Stream& up, UpstreamConnection& conn, bool reused, http::request<http::buffer_body>& req,
-          const Pipeline& pipeline, RequestContext& ctx, beast::tcp_stream& down,
-          const DownstreamReply& reply, ExchangeGuard& guard)
+          const Pipeline& pipeline, RequestContext& ctx, Down& down, const DownstreamReply& reply,
+          ExchangeGuard& guard)
       : up_(up),
         conn_(conn),
         reused_(reused),
@@ -135,7 +139,7 @@ class Attempt {
   http::request<http::buffer_body>& req_;
   const Pipeline& pipeline_;
   RequestContext& ctx_;
-  beast::tcp_stream& down_;
+  Down& down_;
   const DownstreamReply& reply_;
   ExchangeGuard& guard_;
   ExchangeResult result_;
@@ -148,8 +152,11 @@ class Attempt {
   bool keep_alive_ = false;
 };
 
-extern template class Attempt<beast::tcp_stream>;
-extern template class Attempt<TlsStream>;
-extern template class Attempt<TunnelTlsStream>;
+extern template class Attempt<beast::tcp_stream, beast::tcp_stream>;
+extern template class Attempt<TlsStream, beast::tcp_stream>;
+extern template class Attempt<TunnelTlsStream, beast::tcp_stream>;
+extern template class Attempt<beast::tcp_stream, TlsStream>;
+extern template class Attempt<TlsStream, TlsStream>;
+extern template class Attempt<TunnelTlsStream, TlsStream>;
 
 }  // namespace llmgw::net

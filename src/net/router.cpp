@@ -35,14 +35,14 @@ void build_request(const config::Upstream& up, UpstreamRequest& ureq, std::strin
 }
 
 // Send, read the head, let the plan decide, and (if it commits) commit and relay.
-template <class Stream>
+template <class Stream, class Down>
 asio::awaitable<ExchangeResult> run_attempt(Stream& up, UpstreamConnection& conn, bool reused,
                                             http::request<http::buffer_body>& req,
                                             AttemptPlan& plan, const Pipeline& pipeline,
-                                            RequestContext& ctx, beast::tcp_stream& down,
+                                            RequestContext& ctx, Down& down,
                                             const DownstreamReply& reply, ExchangeGuard& guard,
                                             AttemptRecord& record, Next& next) {
-  Attempt<Stream> attempt(up, conn, reused, req, pipeline, ctx, down, reply, guard);
+  Attempt<Stream, Down> attempt(up, conn, reused, req, pipeline, ctx, down, reply, guard);
   // (No co_await inside an if condition: g++ 12 miscompiled `if (!co_await attempt.send())`
   // into a trap (SIGILL), so results are always taken into a variable first.)
   bool ok = co_await attempt.send();
@@ -69,15 +69,16 @@ asio::awaitable<ExchangeResult> run_attempt(Stream& up, UpstreamConnection& conn
 
 }  // namespace
 
+template <class Down>
 asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& slots,
                                       RouterServices services, const Pipeline& pipeline,
-                                      RequestContext& ctx, beast::tcp_stream& down,
-                                      DownstreamReply reply) {
+                                      RequestContext& ctx, Down& down, DownstreamReply reply) {
   const config::Config& cfg = *ctx.config;
   AttemptPlan plan(cfg, ctx, services.backends, Clock::now());
 
   auto guard = std::make_shared<ExchangeGuard>(down.get_executor());
-  guard->down = &down;
+  guard->down = &beast::get_lowest_layer(down);
+  guard->down_tls = !std::is_same_v<Down, beast::tcp_stream>;
   watch_client(guard);
   // The drain deadline stops the exchange through here (on this thread): the upstream is closed,
   // and so is the client once its response has started (nothing else could end a stalled write).
@@ -95,6 +96,7 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
       g.upstream = nullptr;
       g.queue_wait = nullptr;
       g.timer.cancel();
+      if (g.hangup_poll) g.hangup_poll->cancel();
       boost::system::error_code ignored;
       g.down->socket().cancel(ignored);  // completes the pending wait (nothing else is pending)
     }
@@ -267,5 +269,12 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
   co_await write_local_reply(down, ctx, &pipeline, reply);
   co_return reply.keep_alive;
 }
+
+template asio::awaitable<bool> route_and_relay(UpstreamPool&, const UpstreamSlots&, RouterServices,
+                                               const Pipeline&, RequestContext&, beast::tcp_stream&,
+                                               DownstreamReply);
+template asio::awaitable<bool> route_and_relay(UpstreamPool&, const UpstreamSlots&, RouterServices,
+                                               const Pipeline&, RequestContext&, TlsStream&,
+                                               DownstreamReply);
 
 }  // namespace llmgw::net

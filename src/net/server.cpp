@@ -26,6 +26,7 @@
 #include "llm_gateway/config/loader.hpp"
 #include "llm_gateway/net/gateway.hpp"
 #include "llm_gateway/net/io.hpp"
+#include "llm_gateway/net/listener_tls.hpp"
 #include "llm_gateway/net/tokens.hpp"
 #include "llm_gateway/observability/log.hpp"
 #include "llm_gateway/stages/observe_stages.hpp"
@@ -44,6 +45,9 @@ namespace {
 constexpr auto kHeaderTimeout = std::chrono::seconds(30);
 constexpr auto kKeepAliveIdle = std::chrono::seconds(75);  // between requests
 constexpr auto kReplyWriteTimeout = std::chrono::seconds(30);
+// A TLS handshake that has not finished by then is dropped (and counted): a client that opens a
+// connection and sends nothing, or half a ClientHello, holds nothing for longer.
+constexpr auto kTlsHandshakeTimeout = std::chrono::seconds(10);
 // A lingering close (as nginx's lingering_close): after an early answer to a request whose body
 // is still coming, the gateway stops writing, then reads and discards for at most this long and
 // this much, so that the client reads the answer instead of losing it to a reset.
@@ -57,10 +61,10 @@ constexpr std::size_t kLargeBodyReadBuffer = 64 * 1024;
 constexpr auto kCutGrace = std::chrono::seconds(2);
 
 struct SessionEntry {
-  beast::tcp_stream* stream = nullptr;
-  const std::string* peer = nullptr;  // the client's address
-  bool idle = true;                   // waiting for a request: safe to close when draining
-  RequestContext* request = nullptr;  // the request being handled, if any
+  beast::tcp_stream* stream = nullptr;  // the connection's TCP layer (under TLS, if any)
+  const std::string* peer = nullptr;    // the client's address
+  bool idle = true;                     // waiting for a request: safe to close when draining
+  RequestContext* request = nullptr;    // the request being handled, if any
 };
 
 // The request bodies held at once by every connection together (server.max_buffered_body_bytes).
@@ -181,6 +185,10 @@ std::string endpoint_string(const tcp::endpoint& ep) {
 struct Installed {
   std::shared_ptr<const Snapshot> snapshot;
   UpstreamSlots upstreams;  // by position in the snapshot's config
+  // The listeners' TLS contexts (null: plain), made from the snapshot's files when it was
+  // installed; a connection holds the one it was accepted with.
+  std::shared_ptr<asio::ssl::context> main_tls;
+  std::shared_ptr<asio::ssl::context> admin_tls;
 };
 
 class Gateway {
@@ -232,9 +240,33 @@ class Gateway {
   std::shared_ptr<const Installed> install(std::shared_ptr<const Snapshot> snapshot) {
     auto installed = std::make_shared<Installed>();
     installed->upstreams = upstreams_.bind(*snapshot->config);
+    const auto& cfg = *snapshot->config;
+    const auto running = installed_.load();  // null at start
+    installed->main_tls =
+        listener_tls(cfg.server.tls, "server.tls", running ? running->main_tls : nullptr);
+    installed->admin_tls = listener_tls(cfg.admin ? cfg.admin->tls : std::nullopt, "admin.tls",
+                                        running ? running->admin_tls : nullptr);
     tokens_->track(*snapshot->config);  // new Entra identities start fetching now
     installed->snapshot = std::move(snapshot);
     return installed;
+  }
+
+  // A listener's TLS context, made anew from its files at every install so that a renewed
+  // certificate is picked up by a reload. At start a bad file stops the gateway (throws); at a
+  // reload it keeps the running context and says why.
+  static std::shared_ptr<asio::ssl::context> listener_tls(
+      const std::optional<config::ListenerTls>& tls, std::string_view where,
+      std::shared_ptr<asio::ssl::context> running) {
+    if (!tls) return nullptr;
+    try {
+      return make_listener_tls_context(*tls, where);
+    } catch (const std::exception& e) {
+      if (!running) throw;
+      log::line(log::Level::error,
+                "the listener's new certificate or key is unusable; the previous ones stay in use",
+                {{"setting", std::string(where)}, {"detail", e.what()}});
+      return running;
+    }
   }
 
   int run() {
@@ -252,12 +284,14 @@ class Gateway {
       log::line(log::Level::info, "listening",
                 {{"listener", "main"},
                  {"address", endpoint_string(main_ep)},
+                 {"tls", cfg.server.tls ? "on" : "off"},
                  {"acceptors", std::to_string(main_acceptors_.size())}});
       if (cfg.admin) {
         admin_acceptor_ = open_acceptor(first.ioc, make_endpoint(cfg.admin->listen), false);
         log::line(log::Level::info, "listening",
                   {{"listener", "admin"},
-                   {"address", endpoint_string(admin_acceptor_->local_endpoint())}});
+                   {"address", endpoint_string(admin_acceptor_->local_endpoint())},
+                   {"tls", cfg.admin->tls ? "on" : "off"}});
       }
     } catch (const std::exception& e) {
       log::line(log::Level::error, "cannot listen", {{"detail", e.what()}});
@@ -429,11 +463,45 @@ class Gateway {
     socket.set_option(tcp::no_delay(true), ignored);
     std::string peer;
     if (auto ep = socket.remote_endpoint(ignored); !ignored) peer = endpoint_string(ep);
-    beast::tcp_stream stream(std::move(socket));
+    beast::tcp_stream plain(std::move(socket));
+    // The TLS context of the snapshot installed now; the connection keeps it to its end.
+    std::shared_ptr<asio::ssl::context> tls =
+        admin ? installed_.load()->admin_tls : installed_.load()->main_tls;
+    if (!tls) {
+      co_await serve(worker, plain, peer, admin, nullptr);
+      co_return;
+    }
+    TlsStream stream(std::move(plain), *tls);
+    // The handshake runs in this connection's own coroutine: a slow or broken one holds up no
+    // other client, and the deadline ends it.
+    beast::get_lowest_layer(stream).expires_after(kTlsHandshakeTimeout);
+    auto [hec] = co_await stream.async_handshake(asio::ssl::stream_base::server, nothrow_awaitable);
+    if (hec) {
+      const std::size_t reason = handshake_failure_reason(hec);
+      if (services_.metrics) services_.metrics->tls_handshake_errors(admin, reason).Increment();
+      log::line(log::Level::debug, "TLS handshake failed",
+                {{"listener", admin ? "admin" : "main"},
+                 {"peer", peer},
+                 {"reason", observability::Metrics::kTlsHandshakeFailures[reason]},
+                 {"detail", hec.message()}});
+      co_return;
+    }
+    beast::get_lowest_layer(stream).expires_never();
+    const std::optional<config::Sha256> client_cert =
+        verified_peer_certificate_sha256(stream.native_handle());
+    co_await serve(worker, stream, peer, admin, client_cert ? &*client_cert : nullptr);
+  }
+
+  // The connection's requests, one after another (HTTP/1.1 keep-alive), on a plain or TLS stream.
+  template <class Stream>
+  asio::awaitable<void> serve(Worker& worker, Stream& stream, const std::string& peer, bool admin,
+                              const config::Sha256* client_cert) {
+    boost::system::error_code ignored;
+    beast::tcp_stream& tcp_layer = beast::get_lowest_layer(stream);
     beast::flat_buffer buffer;
     buffer.reserve(kRequestReadBuffer);
 
-    SessionEntry entry{&stream, &peer, true, nullptr};
+    SessionEntry entry{&tcp_layer, &peer, true, nullptr};
     worker.sessions.push_front(&entry);
     const auto registered = worker.sessions.begin();
     struct Unregister {
@@ -449,7 +517,7 @@ class Gateway {
       // the whole header one deadline from there.
       entry.idle = true;
       if (buffer.size() == 0) {
-        stream.expires_after(first ? kHeaderTimeout : kKeepAliveIdle);
+        tcp_layer.expires_after(first ? kHeaderTimeout : kKeepAliveIdle);
         auto [ec, n] =
             co_await stream.async_read_some(buffer.prepare(kRequestReadBuffer), nothrow_awaitable);
         if (ec) break;
@@ -465,7 +533,7 @@ class Gateway {
       http::request_parser<http::string_body> parser;
       parser.header_limit(limits.max_header_bytes);
       parser.body_limit(limits.max_body_bytes);
-      if (!first) stream.expires_after(kHeaderTimeout);
+      if (!first) tcp_layer.expires_after(kHeaderTimeout);
       first = false;
       auto [ec, header_bytes] =
           co_await http::async_read_header(stream, buffer, parser, nothrow_awaitable);
@@ -493,11 +561,13 @@ class Gateway {
                         header_too_large_message(limits.max_header_bytes), &parser);
         break;
       }
-      const bool keep_alive =
-          co_await handle(worker, *installed, stream, buffer, parser, header_bytes, admin, entry);
+      const bool keep_alive = co_await handle(worker, *installed, stream, buffer, parser,
+                                              header_bytes, admin, entry, client_cert);
       if (!keep_alive) break;
     }
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    // Under TLS too the connection ends with a TCP FIN and no close_notify: every response is
+    // framed (Content-Length or chunked), so the client cannot mistake a cut for an end.
+    tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 
   static std::string too_large_message(std::uint64_t limit) {
@@ -512,7 +582,10 @@ class Gateway {
   // Closes a connection whose client may still be sending a request body the gateway will not
   // read: stop writing (the answer is out), then read and discard for a bounded time and size,
   // so the client's kernel does not get a reset that throws the unread answer away.
-  static asio::awaitable<void> linger_close(beast::tcp_stream& stream) {
+  // Under TLS the discarded bytes are read from the TCP layer: nothing of them is needed.
+  template <class Stream>
+  static asio::awaitable<void> linger_close(Stream& client) {
+    beast::tcp_stream& stream = beast::get_lowest_layer(client);
     boost::system::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     stream.expires_after(kLingerTime);
@@ -528,12 +601,14 @@ class Gateway {
   }
 
   RequestContext make_context(Worker& worker, const Snapshot& snapshot, const std::string& peer,
-                              const http::request_header<>* header) {
+                              const http::request_header<>* header,
+                              const config::Sha256* client_cert = nullptr) {
     RequestContext ctx;
     ctx.config = snapshot.config.get();
     ctx.received = Clock::now();
     ctx.worker = worker.index;
     ctx.peer = peer;
+    ctx.client_cert_sha256 = client_cert;
     std::string_view client_id;
     if (header) {
       ctx.method = header->method();
@@ -548,7 +623,8 @@ class Gateway {
 
   // Answers a request the gateway could not read whole (431, 413 on Content-Length, malformed
   // HTTP), then the connection is closed.
-  asio::awaitable<void> reject(Worker& worker, beast::tcp_stream& stream, const std::string& peer,
+  template <class Stream>
+  asio::awaitable<void> reject(Worker& worker, Stream& stream, const std::string& peer,
                                GatewayError error, std::string message,
                                const http::request_parser<http::string_body>* parser) {
     const auto snapshot = installed_.load()->snapshot;
@@ -624,10 +700,12 @@ class Gateway {
 
   // One request whose header has been read: everything from here on leaves exactly one access-log
   // line and one count, whatever happens (answered, refused, cut, or the client left).
-  asio::awaitable<bool> handle(Worker& worker, const Installed& installed,
-                               beast::tcp_stream& stream, beast::flat_buffer& buffer,
+  template <class Stream>
+  asio::awaitable<bool> handle(Worker& worker, const Installed& installed, Stream& stream,
+                               beast::flat_buffer& buffer,
                                http::request_parser<http::string_body>& parser,
-                               std::size_t header_bytes, bool admin, SessionEntry& entry) {
+                               std::size_t header_bytes, bool admin, SessionEntry& entry,
+                               const config::Sha256* client_cert) {
     in_flight_.fetch_add(1);
     struct InFlight {
       std::atomic<int>& n;
@@ -639,7 +717,8 @@ class Gateway {
     } in_flight{in_flight_, entry};
 
     const Snapshot& snapshot = *installed.snapshot;
-    RequestContext ctx = make_context(worker, snapshot, peer_of(entry), &parser.get().base());
+    RequestContext ctx =
+        make_context(worker, snapshot, peer_of(entry), &parser.get().base(), client_cert);
     ctx.bytes_in = header_bytes;
     entry.request = &ctx;
     const bool keep_alive = co_await process(worker, installed, stream, buffer, parser, admin, ctx);
@@ -661,17 +740,18 @@ class Gateway {
 
   // Writes ctx.reply. When the request's body was not read, the connection cannot carry another
   // request: it is closed after a lingering close.
-  static asio::awaitable<bool> answer(beast::tcp_stream& stream, RequestContext& ctx,
-                                      const Pipeline* pipeline, DownstreamReply& reply,
-                                      bool body_unread) {
+  template <class Stream>
+  static asio::awaitable<bool> answer(Stream& stream, RequestContext& ctx, const Pipeline* pipeline,
+                                      DownstreamReply& reply, bool body_unread) {
     if (body_unread) reply.keep_alive = false;
     co_await write_local_reply(stream, ctx, pipeline, reply);
     if (body_unread && !ctx.client_aborted) co_await linger_close(stream);
     co_return reply.keep_alive;
   }
 
-  asio::awaitable<bool> process(Worker& worker, const Installed& installed,
-                                beast::tcp_stream& stream, beast::flat_buffer& buffer,
+  template <class Stream>
+  asio::awaitable<bool> process(Worker& worker, const Installed& installed, Stream& stream,
+                                beast::flat_buffer& buffer,
                                 http::request_parser<http::string_body>& parser, bool admin,
                                 RequestContext& ctx) {
     auto& req = parser.get();
@@ -730,8 +810,9 @@ class Gateway {
       overloaded();
       co_return co_await answer(stream, ctx, &pipeline, reply, body_unread);
     }
+    beast::tcp_stream& tcp_layer = beast::get_lowest_layer(stream);
     if (body_unread && beast::iequals(req[http::field::expect], "100-continue")) {
-      stream.expires_after(kReplyWriteTimeout);
+      tcp_layer.expires_after(kReplyWriteTimeout);
       co_await asio::async_write(stream, asio::buffer("HTTP/1.1 100 Continue\r\n\r\n", 25),
                                  nothrow_awaitable);
     }
@@ -742,7 +823,7 @@ class Gateway {
         static_cast<std::size_t>(std::distance(req.base().begin(), req.base().end()));
     // The body deadline cancels the read rather than closing the socket (as the stream's own
     // timeout would), so that the client still gets its 408.
-    stream.expires_never();
+    tcp_layer.expires_never();
     // The handler may already be queued when the body completes: it acts only while `watching`.
     struct BodyDeadline {
       explicit BodyDeadline(const asio::any_io_executor& ex) : timer(ex) {}
@@ -752,11 +833,11 @@ class Gateway {
     };
     auto deadline = std::make_shared<BodyDeadline>(stream.get_executor());
     deadline->timer.expires_after(limits.body_timeout);
-    deadline->timer.async_wait([deadline, &stream](boost::system::error_code ec) {
+    deadline->timer.async_wait([deadline, &tcp_layer](boost::system::error_code ec) {
       if (ec || !deadline->watching) return;
       deadline->timed_out = true;
       boost::system::error_code ignored;
-      stream.socket().cancel(ignored);
+      tcp_layer.socket().cancel(ignored);
     });
     struct StopWatching {
       BodyDeadline& d;
@@ -894,8 +975,9 @@ class Gateway {
 
 }  // namespace
 
-asio::awaitable<void> write_local_reply(beast::tcp_stream& down, RequestContext& ctx,
-                                        const Pipeline* pipeline, DownstreamReply& reply) {
+template <class Down>
+asio::awaitable<void> write_local_reply(Down& down, RequestContext& ctx, const Pipeline* pipeline,
+                                        DownstreamReply& reply) {
   LocalReply& local = *ctx.reply;
   http::response<http::string_body> res{static_cast<http::status>(local.status),
                                         reply.http_version < 11 ? 10u : 11u};
@@ -911,15 +993,20 @@ asio::awaitable<void> write_local_reply(beast::tcp_stream& down, RequestContext&
   }
   res.keep_alive(reply.keep_alive);
   res.prepare_payload();
-  down.expires_after(kReplyWriteTimeout);
+  beast::get_lowest_layer(down).expires_after(kReplyWriteTimeout);
   auto [ec, n] = co_await http::async_write(down, res, nothrow_awaitable);
-  down.expires_never();
+  beast::get_lowest_layer(down).expires_never();
   ctx.bytes_out += n;
   if (ec) {
     reply.keep_alive = false;
     ctx.client_aborted = true;
   }
 }
+
+template asio::awaitable<void> write_local_reply(beast::tcp_stream&, RequestContext&,
+                                                 const Pipeline*, DownstreamReply&);
+template asio::awaitable<void> write_local_reply(TlsStream&, RequestContext&, const Pipeline*,
+                                                 DownstreamReply&);
 
 unsigned worker_count(const config::Config& cfg) {
   return cfg.server.threads ? cfg.server.threads

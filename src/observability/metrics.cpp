@@ -120,6 +120,18 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
                       .Register(r);
   connections_refused_[0] = &refused.Add({{"reason", "limit"}});
   connections_refused_[1] = &refused.Add({{"reason", "accept_error"}});
+  auto& handshakes = prometheus::BuildCounter()
+                         .Name("llm_gateway_tls_handshake_errors_total")
+                         .Help(
+                             "TLS handshakes on a listener that failed, by listener (main, "
+                             "admin) and reason")
+                         .Register(r);
+  for (std::size_t l = 0; l < 2; ++l) {
+    for (std::size_t i = 0; i < kTlsHandshakeFailures.size(); ++i) {
+      tls_handshake_errors_[l][i] = &handshakes.Add(
+          {{"listener", l ? "admin" : "main"}, {"reason", kTlsHandshakeFailures[i]}});
+    }
+  }
   access_log_dropped_ = &prometheus::BuildCounter()
                              .Name("llm_gateway_access_log_dropped_total")
                              .Help(

@@ -44,6 +44,22 @@ Verdict AuthStage::on_request_headers(RequestContext& ctx) {
   if (cfg_.keys.empty()) return Verdict::proceed;  // anonymous: no client keys configured
   const std::string_view presented = credential(*ctx.headers);
   if (presented.empty()) {
+    // Without a secret, a verified client certificate (mutual TLS) can name the key.
+    if (ctx.client_cert_sha256) {
+      const config::Sha256& cert = *ctx.client_cert_sha256;
+      for (std::size_t i = 0; i < cfg_.keys.size(); ++i) {
+        const auto& want = cfg_.keys[i].client_cert_sha256;
+        if (want && CRYPTO_memcmp(want->data(), cert.data(), cert.size()) == 0) {
+          ctx.key = &cfg_.keys[i];
+          ctx.key_index = i;
+          return Verdict::proceed;
+        }
+      }
+      ctx.reply = error_reply(401, "invalid_request_error", "invalid_api_key", std::nullopt,
+                              "No key is configured for this client certificate, and no API key "
+                              "was sent ('Authorization: Bearer <key>' or 'api-key: <key>').");
+      return Verdict::respond;
+    }
     ctx.reply = error_reply(401, "invalid_request_error", "invalid_api_key", std::nullopt,
                             "You didn't provide an API key. Send it as 'Authorization: Bearer "
                             "<key>' or 'api-key: <key>'.");
@@ -58,7 +74,8 @@ Verdict AuthStage::on_request_headers(RequestContext& ctx) {
   const config::ClientKey* found = nullptr;
   std::size_t found_index = 0;
   for (std::size_t i = 0; i < cfg_.keys.size(); ++i) {
-    if (CRYPTO_memcmp(digest.data(), cfg_.keys[i].digest.data(), digest.size()) == 0) {
+    if (CRYPTO_memcmp(digest.data(), cfg_.keys[i].digest.data(), digest.size()) == 0 &&
+        cfg_.keys[i].has_secret) {
       found = &cfg_.keys[i];
       found_index = i;
     }

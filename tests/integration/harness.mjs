@@ -672,6 +672,8 @@ export function makeCA(dir = tmpDir('llmgw-pki-')) {
   makeRoot('untrusted-ca', 'llm-gateway untrusted CA');
   makeLeaf('untrusted-server', 'untrusted-ca', 'localhost', 'IP:127.0.0.1,DNS:localhost');
   makeLeaf('client', 'ca', 'llm-gateway client', 'DNS:client.llm-gateway.test', 'clientAuth');
+  makeLeaf('client2', 'ca', 'llm-gateway second client', 'DNS:client2.llm-gateway.test', 'clientAuth');
+  makeLeaf('untrusted-client', 'untrusted-ca', 'llm-gateway stranger', 'DNS:stranger.llm-gateway.test', 'clientAuth');
 
   return {
     dir,
@@ -681,6 +683,13 @@ export function makeCA(dir = tmpDir('llmgw-pki-')) {
     untrustedCA: entry('untrusted-ca'),
     untrustedServer: entry('untrusted-server'),
     client: entry('client'),
+    client2: entry('client2'),
+    untrustedClient: entry('untrusted-client'),
+    /** Makes another leaf signed by the test CA (e.g. a renewed server certificate). */
+    leaf(name, cn, san, usage = 'serverAuth') {
+      makeLeaf(name, 'ca', cn, san, usage);
+      return entry(name);
+    },
   };
 }
 

@@ -923,5 +923,117 @@ TEST(Reload, SettingsThatNeedARestartAreNamed) {
                                       "logging.access_log"}));
 }
 
+// Listener TLS: the loader only checks that the files can be read (their content is checked when
+// the TLS context is made), so any readable files do here.
+class ListenerTlsConfig : public ::testing::Test {
+ protected:
+  static std::string file(const std::string& name) {
+    const std::string path = ::testing::TempDir() + "llmgw-listener-tls-" + name;
+    std::ofstream(path) << "not checked by the loader\n";
+    return path;
+  }
+  std::string cert = file("cert.pem");
+  std::string key = file("key.pem");
+  std::string ca = file("ca.pem");
+  std::string routes = std::string(kTwoUpstreams) + "routes: [{match: '*', upstream: east}]\n";
+
+  std::string tls(const std::string& extra) const {
+    return "{cert_file: '" + cert + "', key_file: '" + key + "'" + extra + "}";
+  }
+  std::string problems(const std::string& yaml) const {
+    return problems_text(load_config_text(yaml, "test.yaml", fake_env()));
+  }
+};
+
+TEST_F(ListenerTlsConfig, ServerAndAdminTlsAreRead) {
+  auto cfg =
+      load_ok("server: {listen: '127.0.0.1:8443', tls: " +
+              tls(", client_ca_file: '" + ca + "', client_auth: required, min_version: '1.3'") +
+              "}\nadmin: {listen: '127.0.0.1:9443', tls: " + tls("") + "}\n" + routes);
+  ASSERT_TRUE(cfg);
+  ASSERT_TRUE(cfg->server.tls);
+  EXPECT_EQ(cfg->server.tls->cert_file, cert);
+  EXPECT_EQ(cfg->server.tls->key_file, key);
+  EXPECT_EQ(cfg->server.tls->client_ca_file, ca);
+  EXPECT_EQ(cfg->server.tls->client_auth, ClientAuth::required);
+  EXPECT_TRUE(cfg->server.tls->tls13_only);
+  ASSERT_TRUE(cfg->admin && cfg->admin->tls);
+  EXPECT_EQ(cfg->admin->tls->client_auth, ClientAuth::none);
+  EXPECT_FALSE(cfg->admin->tls->tls13_only);
+  auto plain = load_ok(routes);
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE(plain->server.tls);
+}
+
+TEST_F(ListenerTlsConfig, MistakesAreNamed) {
+  EXPECT_NE(problems("server: {tls: {cert_file: '" + cert + "'}}\n" + routes)
+                .find("server.tls.key_file is required"),
+            std::string::npos);
+  EXPECT_NE(problems("server: {tls: " + tls(", client_auth: optional") + "}\n" + routes)
+                .find("client_auth optional needs client_ca_file"),
+            std::string::npos);
+  EXPECT_NE(problems("server: {tls: " + tls(", client_ca_file: '" + ca + "'") + "}\n" + routes)
+                .find("client_auth is none"),
+            std::string::npos);
+  EXPECT_NE(problems("server: {tls: " + tls(", client_auth: maybe") + "}\n" + routes)
+                .find("must be none, optional or required"),
+            std::string::npos);
+  EXPECT_NE(problems("server: {tls: " + tls(", min_version: '1.0'") + "}\n" + routes)
+                .find("min_version must be"),
+            std::string::npos);
+  EXPECT_NE(
+      problems("server: {tls: {cert_file: /nonexistent/c.pem, key_file: '" + key + "'}}\n" + routes)
+          .find("server.tls.cert_file '/nonexistent/c.pem' cannot be read"),
+      std::string::npos);
+  EXPECT_NE(problems("admin: {listen: '127.0.0.1:9443', tls: " + tls(", bogus: 1") + "}\n" + routes)
+                .find("bogus"),
+            std::string::npos);
+}
+
+TEST_F(ListenerTlsConfig, KeysMatchedByCertificateFingerprint) {
+  const std::string mtls =
+      "server: {tls: " + tls(", client_ca_file: '" + ca + "', client_auth: optional") + "}\n";
+  const std::string upper =
+      "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:"
+      "67:89";
+  auto cfg = load_ok(mtls + routes + "keys:\n  - {name: a, client_cert_sha256: '" + upper +
+                     "'}\n  - {name: b, key: sk-bbbbbbbbbb, client_cert_sha256: "
+                     "'00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'}\n");
+  ASSERT_TRUE(cfg);
+  ASSERT_EQ(cfg->keys.size(), 2u);
+  EXPECT_FALSE(cfg->keys[0].has_secret);
+  ASSERT_TRUE(cfg->keys[0].client_cert_sha256);
+  EXPECT_EQ((*cfg->keys[0].client_cert_sha256)[0], 0xab);
+  EXPECT_EQ((*cfg->keys[0].client_cert_sha256)[31], 0x89);
+  EXPECT_TRUE(cfg->keys[1].has_secret);
+  EXPECT_EQ((*cfg->keys[1].client_cert_sha256)[31], 0xff);
+
+  EXPECT_NE(problems(routes + "keys:\n  - {name: a, client_cert_sha256: '" + upper + "'}\n")
+                .find("needs server.tls with client_auth optional or required"),
+            std::string::npos);
+  EXPECT_NE(problems(mtls + routes + "keys:\n  - {name: a, client_cert_sha256: 'abcd'}\n")
+                .find("64 hexadecimal characters"),
+            std::string::npos);
+  EXPECT_NE(problems(mtls + routes + "keys:\n  - {name: a, client_cert_sha256: '" + upper +
+                     "'}\n  - {name: b, client_cert_sha256: '" + upper + "'}\n")
+                .find("the same client certificate is configured for two keys"),
+            std::string::npos);
+  EXPECT_NE(problems(mtls + routes + "keys:\n  - {name: a}\n")
+                .find("a key needs key, key_sha256 or client_cert_sha256"),
+            std::string::npos);
+}
+
+TEST_F(ListenerTlsConfig, TurningTlsOnOrOffNeedsARestartButNewFilesDoNot) {
+  auto plain = load_ok("admin: {listen: '127.0.0.1:9443'}\n" + routes);
+  auto on = load_ok("server: {tls: " + tls("") +
+                    "}\nadmin: {listen: '127.0.0.1:9443', tls: " + tls("") + "}\n" + routes);
+  auto renewed = load_ok("server: {tls: " + tls(", min_version: '1.3'") +
+                         "}\nadmin: {listen: '127.0.0.1:9443', tls: " + tls("") + "}\n" + routes);
+  ASSERT_TRUE(plain && on && renewed);
+  EXPECT_EQ(settings_needing_restart(*plain, *on),
+            (std::vector<std::string>{"server.tls", "admin.tls"}));
+  EXPECT_TRUE(settings_needing_restart(*on, *renewed).empty());
+}
+
 }  // namespace
 }  // namespace llmgw::config

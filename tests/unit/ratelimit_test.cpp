@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -792,6 +793,47 @@ TEST_F(KeysTest, CredentialExtraction) {
   EXPECT_EQ(AuthStage::credential(h), "");
   h.set("api-key", "sk-y");
   EXPECT_EQ(AuthStage::credential(h), "sk-y");  // a non-Bearer Authorization falls back
+}
+
+// Mutual TLS: a key can be named by the client certificate's fingerprint instead of a secret.
+TEST(AuthByCertificate, CertificateNamesAKeyOnlyWithoutASecretAndOnlyItsOwn) {
+  const std::string file = ::testing::TempDir() + "llmgw-auth-cert-file.pem";
+  std::ofstream(file) << "readable\n";
+  auto cfg = test::load_ok(R"(
+server:
+  tls: {cert_file: ")" + file +
+                           R"(", key_file: ")" + file + R"(", client_ca_file: ")" + file +
+                           R"(", client_auth: optional}
+upstreams:
+  azure: {provider: azure, base_url: "https://x.openai.azure.com", api_key: k}
+routes: [{match: "*", upstream: azure}]
+keys:
+  - {name: by-secret, key: sk-secret-0001}
+  - {name: by-cert, client_cert_sha256: "0101010101010101010101010101010101010101010101010101010101010101"}
+)");
+  ASSERT_TRUE(cfg);
+  AuthStage stage(*cfg);
+  config::Sha256 known{};
+  known.fill(0x01);
+  config::Sha256 other{};
+  other.fill(0x02);
+  const auto run = [&](const config::Sha256* cert, std::string_view secret) {
+    http::fields h;
+    if (!secret.empty()) h.set(http::field::authorization, "Bearer " + std::string(secret));
+    RequestContext ctx;
+    ctx.headers = &h;
+    ctx.client_cert_sha256 = cert;
+    const Verdict v = stage.on_request_headers(ctx);
+    return std::pair{v, ctx.key ? ctx.key->name : std::string(ctx.reply ? "401" : "none")};
+  };
+  EXPECT_EQ(run(&known, ""), std::pair(Verdict::proceed, std::string("by-cert")));
+  EXPECT_EQ(run(&other, ""), std::pair(Verdict::respond, std::string("401")));
+  EXPECT_EQ(run(nullptr, ""), std::pair(Verdict::respond, std::string("401")));
+  // A secret, when sent, decides: the certificate does not rescue a wrong one.
+  EXPECT_EQ(run(&known, "sk-secret-0001"), std::pair(Verdict::proceed, std::string("by-secret")));
+  EXPECT_EQ(run(&known, "sk-wrong-00000"), std::pair(Verdict::respond, std::string("401")));
+  // A certificate-only key has no secret: nothing sent as a key can match it.
+  EXPECT_EQ(run(nullptr, std::string(64, '0')), std::pair(Verdict::respond, std::string("401")));
 }
 
 TEST_F(KeysTest, MissingCredentialIs401InvalidApiKey) {

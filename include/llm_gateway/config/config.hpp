@@ -118,8 +118,21 @@ struct Route {
   bool fails_over() const { return backends.size() > 1; }
 };
 
+enum class ClientAuth { none, optional, required };
+
+// TLS on a listener (server.tls, admin.tls). The files are read when a snapshot is installed, so a
+// reload (SIGHUP) picks up renewed certificates.
+struct ListenerTls {
+  std::string cert_file;       // PEM: the certificate, then its chain
+  std::string key_file;        // PEM, unencrypted
+  std::string client_ca_file;  // PEM: the CAs client certificates must chain to (mutual TLS)
+  ClientAuth client_auth = ClientAuth::none;
+  bool tls13_only = false;  // min_version "1.3" (default "1.2")
+};
+
 struct ServerSettings {
   ListenAddress listen{"127.0.0.1", 8080};
+  std::optional<ListenerTls> tls;
   std::uint64_t max_body_bytes = 25ull * 1024 * 1024;
   std::uint32_t max_header_bytes = 16 * 1024;
   unsigned threads = 0;  // 0 = hardware threads
@@ -136,6 +149,7 @@ struct ServerSettings {
 struct AdminSettings {
   ListenAddress listen;
   std::string token;  // when set, /metrics needs `Authorization: Bearer <token>`; secret
+  std::optional<ListenerTls> tls;
 };
 
 enum class LogLevel { debug, info, warn, error };
@@ -153,6 +167,9 @@ using Sha256 = std::array<unsigned char, 32>;
 struct ClientKey {
   std::string name;
   Sha256 digest{};
+  bool has_secret = true;  // false: matched by client certificate only (digest unused)
+  // SHA-256 of the client's leaf certificate (DER), for keys matched by mutual TLS.
+  std::optional<Sha256> client_cert_sha256;
   std::optional<std::uint64_t> rpm;             // requests per minute
   std::optional<std::uint64_t> tpm;             // tokens per minute
   std::optional<std::uint32_t> max_concurrent;  // requests in flight at once (per replica)

@@ -6,6 +6,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -24,6 +25,8 @@ namespace llmgw::net {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
+// TLS over TCP: a client connection on a TLS listener, or an upstream (or proxy) connection.
+using TlsStream = asio::ssl::stream<beast::tcp_stream>;
 
 // Errors come back as values on the data plane: EOF, resets and timeouts are normal for a proxy.
 inline constexpr auto nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
@@ -86,8 +89,10 @@ struct DownstreamReply {
 };
 
 // Writes a response the gateway made itself (errors, models list, health) to the client.
-asio::awaitable<void> write_local_reply(beast::tcp_stream& down, RequestContext& ctx,
-                                        const Pipeline* pipeline, DownstreamReply& reply);
+// Down: the client connection, beast::tcp_stream or TlsStream (both instantiated in server.cpp).
+template <class Down>
+asio::awaitable<void> write_local_reply(Down& down, RequestContext& ctx, const Pipeline* pipeline,
+                                        DownstreamReply& reply);
 
 // A snapshot's upstreams' slots, by configuration position (UpstreamRegistry::bind).
 using UpstreamSlots = std::vector<std::shared_ptr<const UpstreamSlot>>;
@@ -106,9 +111,10 @@ struct RouterServices {
   const TokenService* tokens = nullptr;
 };
 
+// Down: beast::tcp_stream or TlsStream (both instantiated in router.cpp).
+template <class Down>
 asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& slots,
                                       RouterServices services, const Pipeline& pipeline,
-                                      RequestContext& ctx, beast::tcp_stream& down,
-                                      DownstreamReply reply);
+                                      RequestContext& ctx, Down& down, DownstreamReply reply);
 
 }  // namespace llmgw::net

@@ -102,6 +102,10 @@ class Metrics {
     return *connections_refused_[accept_error ? 1 : 0];
   }
   prometheus::Counter& access_log_dropped() { return *access_log_dropped_; }
+  // llm_gateway_tls_handshake_errors_total{listener,reason}; reason: kTlsHandshakeFailures index.
+  prometheus::Counter& tls_handshake_errors(bool admin, std::size_t reason) {
+    return *tls_handshake_errors_[admin ? 1 : 0][reason];
+  }
   prometheus::Counter& cut_requests() { return *cut_requests_; }
   // Configuration reloads: counted by outcome; on success the time and the new content's hash
   // (llm_gateway_config_hash{hash} = 1 for the configuration in use, its only series).
@@ -116,6 +120,11 @@ class Metrics {
   static constexpr std::array<const char*, 3> kLimitKinds{"requests", "tokens", "concurrency"};
   static constexpr std::array<const char*, 6> kErrorKinds{"connect", "tls",      "timeout",
                                                           "reset",   "protocol", "proxy"};
+  // Why a TLS handshake on a listener failed: it did not finish within 10 s, the client went away,
+  // it spoke plain HTTP, its certificate was missing or not trusted, no common TLS version, or
+  // anything else the client got wrong.
+  static constexpr std::array<const char*, 6> kTlsHandshakeFailures{
+      "timeout", "closed", "plain_http", "client_certificate", "version", "protocol"};
   static constexpr std::array<const char*, 10> kAttemptOutcomes{
       "success", "status_429", "status_4xx", "status_5xx", "connect",
       "tls",     "timeout",    "reset",      "protocol",   "proxy"};
@@ -161,6 +170,8 @@ class Metrics {
   std::array<prometheus::Counter*, 2> store_errors_{};
   prometheus::Gauge* in_flight_;
   std::array<prometheus::Counter*, 2> connections_refused_{};
+  std::array<std::array<prometheus::Counter*, kTlsHandshakeFailures.size()>, 2>
+      tls_handshake_errors_{};
   prometheus::Counter* access_log_dropped_ = nullptr;
   prometheus::Counter* cut_requests_ = nullptr;
   std::array<prometheus::Counter*, 2> config_reloads_{};  // success, error

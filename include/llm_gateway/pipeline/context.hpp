@@ -61,6 +61,8 @@ struct RequestContext {
   const boost::beast::http::fields* headers = nullptr;
   std::string_view body;
   std::uint64_t bytes_in = 0;
+  // The SHA-256 of the client's verified TLS certificate (mutual TLS on the listener), or null.
+  const config::Sha256* client_cert_sha256 = nullptr;
 
   bool headers_admitted = false;  // the header admission (Pipeline::on_request_headers) ran
   // Answered by a built-in endpoint (/healthz, /readyz, /metrics): a probe, not an API request,
