@@ -167,6 +167,12 @@ test('served from the image: /healthz, a proxied chat completion, --healthcheck 
   const out = collect(proc);
   t.after(() => proc.exitCode === null && proc.kill('SIGKILL'));
   const pid = await gatewayUnder(proc.pid);
+  // A failed assertion must not leave the gateway behind: killing buildah would not end it.
+  t.after(() => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {} // already gone
+  });
   await eventually(async () => (await request(`${url}/healthz`, { timeoutMs: 1000 }).catch(() => null))?.status === 200, {
     timeoutMs: 15_000,
     what: `/healthz from the image; stderr: ${out.stderr}`,
@@ -229,6 +235,12 @@ test('as PID 1 on a read-only root: SIGTERM drains an in-flight stream, then exi
   const out = collect(proc);
   t.after(() => proc.exitCode === null && proc.kill('SIGKILL'));
   const pid = await gatewayUnder(proc.pid);
+  // Killing PID 1 ends its namespace; unshare then exits too.
+  t.after(() => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {} // already gone
+  });
   assert.equal(statusField(pid, 'NSpid').at(-1), '1', 'the gateway is PID 1 of its namespace');
   await eventually(async () => (await request(`${url}/healthz`, { timeoutMs: 1000 }).catch(() => null))?.status === 200, {
     timeoutMs: 15_000,
