@@ -4,7 +4,11 @@
 #   over loopback against the project's mock upstream (tests/integration, node:test); and the
 #   end-to-end suite with the official openai npm SDK (tests/e2e, installed with npm ci). After
 #   the integration suite, the fault-injection suite (tests/faults) runs the same binary against
-#   misbehaving upstreams and clients, a dying Redis and a full disk.
+#   misbehaving upstreams and clients, a dying Redis and a full disk. The deployment suite
+#   (tests/deploy) validates deploy/compose against the compose-spec schema and every
+#   `kubectl kustomize` render of deploy/kubernetes against the Kubernetes schemas, and runs
+#   --check-config on every configuration they ship. The container image has its own, slower test:
+#   scripts/test-image.sh (CI runs it once per change of the Dockerfile, see .ci/run).
 # Environment:
 #   BUILD_DIR=build-test   where the test build goes (Debug, warnings as errors)
 #   SANITIZE=1             build with AddressSanitizer + UndefinedBehaviorSanitizer
@@ -36,6 +40,10 @@ ctest --test-dir "$BUILD_DIR" --output-on-failure -j2
 echo "== integration tests (real binary over loopback; redis-server started by the tests)"
 export LLM_GATEWAY_BIN="$PWD/$BUILD_DIR/llm-gateway"
 node --test tests/integration/*.test.mjs
+
+echo "== deployment tests (tests/deploy: compose-spec schema, kustomize renders against the Kubernetes schemas, --check-config of every shipped config)"
+(cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error)
+node --test tests/deploy/compose.test.mjs tests/deploy/kubernetes.test.mjs
 
 echo "== fault-injection tests (tests/faults; same binary; mounts a tmpfs when root, lowers the gateway's fd limit with prlimit)"
 # One file at a time: the cases measure the gateway's descriptors, memory and promptness.

@@ -1,6 +1,7 @@
 // llm-gateway: command line. Loads the configuration (a file, or the embedded default), then hands
 // an immutable snapshot to the network layer.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,7 @@
 
 #include "llm_gateway/config/loader.hpp"
 #include "llm_gateway/net/gateway.hpp"
+#include "llm_gateway/net/healthcheck.hpp"
 #include "llm_gateway/net/listener_tls.hpp"
 #include "llm_gateway/net/redis.hpp"
 #include "llm_gateway/observability/log.hpp"
@@ -20,6 +22,7 @@ namespace {
 constexpr const char* kUsage =
     "Usage: llm-gateway [--config FILE]\n"
     "       llm-gateway --check-config FILE   (or --check-config --config FILE)\n"
+    "       llm-gateway --healthcheck URL\n"
     "       llm-gateway --version | --help\n"
     "\n"
     "An OpenAI-compatible gateway to Azure OpenAI and OpenAI.\n"
@@ -27,6 +30,9 @@ constexpr const char* kUsage =
     "  --config FILE        run with the YAML configuration FILE (also: env LLM_GATEWAY_CONFIG)\n"
     "  --check-config FILE  validate FILE, print each problem as FILE:LINE:COL: message,\n"
     "                       exit 0 when valid and 1 when not\n"
+    "  --healthcheck URL    GET the http:// URL once (e.g. http://127.0.0.1:8080/healthz): exit 0\n"
+    "                       on a 2xx within 3 s, else print one line and exit 1 (container\n"
+    "                       health checks without a shell or curl)\n"
     "  --version            print the version\n"
     "  --help               print this help\n"
     "\n"
@@ -73,6 +79,15 @@ int main(int argc, char** argv) {
     if (arg == "--help" || arg == "-h") {
       std::cout << kUsage;
       return 0;
+    }
+    if (arg == "--healthcheck" && i + 1 < argc) {
+      // Ahead of any configuration: the check must not depend on the files or env of the
+      // process it probes.
+      const std::string url = argv[i + 1];
+      const auto result = llmgw::net::healthcheck(url, std::chrono::seconds(3));
+      if (result.healthy) return 0;
+      std::cerr << "llm-gateway: healthcheck " << url << ": " << result.problem << "\n";
+      return 1;
     }
     if (arg == "--check-config") {
       // `--check-config FILE`, or `--check-config` with the file from --config or the env.
