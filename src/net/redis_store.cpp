@@ -238,7 +238,7 @@ class RedisClient {
            std::to_string(target_.port);
   }
 
-  // A Redis error in words of our own, and never the password, whatever the server echoed.
+  // Redis' error text for a log line, with the password taken out should a server ever echo it.
   std::string scrubbed(std::string text) const {
     if (!target_.password.empty()) {
       for (auto at = text.find(target_.password); at != std::string::npos;
@@ -266,8 +266,9 @@ class RedisClient {
         auto c = weak.lock();
         if (e || !c || !c->connecting) return;
         c->timed_out = true;
+        // Closed, not cancelled: a cancelled connect would go on to the host's next address.
         boost::system::error_code ignored;
-        c->socket().cancel(ignored);
+        c->socket().close(ignored);
       });
     };
     arm(kConnectTimeout);
