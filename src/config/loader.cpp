@@ -1,11 +1,15 @@
 #include "llm_gateway/config/loader.hpp"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <boost/url/parse.hpp>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -55,11 +59,11 @@ std::vector<std::string> settings_needing_restart(const Config& running, const C
   const bool admin_tls_next = next.admin && next.admin->tls;
   if (admin_tls_running != admin_tls_next) out.emplace_back("admin.tls");
   const auto redis = [](const Config& c) {
-    return c.rate_limits.redis
-               ? c.rate_limits.redis->host + ":" + std::to_string(c.rate_limits.redis->port) + "/" +
-                     std::to_string(c.rate_limits.redis->db) + "\n" + c.rate_limits.redis->user +
-                     "\n" + c.rate_limits.redis->password  // compared, never shown
-               : std::string();
+    if (!c.rate_limits.redis) return std::string();
+    const RedisTarget& t = *c.rate_limits.redis;
+    return std::string(t.tls ? "rediss://" : "redis://") + t.server_name + "\n" + t.host + ":" +
+           std::to_string(t.port) + "/" + std::to_string(t.db) + "\n" + t.user + "\n" +
+           t.password /* compared, never shown */ + "\n" + t.ca_file;
   };
   if (running.rate_limits.store != next.rate_limits.store || redis(running) != redis(next))
     out.emplace_back("rate_limits.store");
@@ -807,9 +811,23 @@ void load_keys(Reader& r, const YAML::Node& n, Config& c) {
   }
 }
 
+// Whether a CA file has at least one PEM certificate: what the TLS context will load later, so a
+// wrong file (a key, a DER file) is a configuration error instead of a failed connection.
+bool holds_pem_certificate(const std::string& path) {
+  BIO* bio = BIO_new_file(path.c_str(), "r");
+  if (!bio) return false;
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  const bool found = cert != nullptr;
+  X509_free(cert);
+  BIO_free(bio);
+  ERR_clear_error();  // a failed read leaves errors behind for the next OpenSSL caller
+  return found;
+}
+
 void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
-  if (!r.check_map(n, "rate_limits",
-                   {"store", "redis_url", "on_store_error", "default_completion_tokens"}))
+  if (!r.check_map(
+          n, "rate_limits",
+          {"store", "redis_url", "redis_ca_file", "on_store_error", "default_completion_tokens"}))
     return;
   if (auto v = n["store"]) {
     if (auto s = r.string(v, "rate_limits.store")) {
@@ -825,11 +843,19 @@ void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
   if (auto v = n["redis_url"]) {
     if (auto s = r.string(v, "rate_limits.redis_url")) {
       auto u = boost::urls::parse_absolute_uri(*s);
-      if (!u || u->scheme() != "redis" || u->encoded_host().empty()) {
-        r.error(v, "rate_limits.redis_url must look like redis://[[user]:password@]host:port/db");
+      // (The URL itself is never quoted back: it may hold the password.)
+      if (!u || (u->scheme() != "redis" && u->scheme() != "rediss") || u->encoded_host().empty()) {
+        r.error(v,
+                "rate_limits.redis_url must look like redis://[[user]:password@]host:port/db "
+                "(rediss:// for TLS)");
       } else {
         RedisTarget t;
+        t.tls = u->scheme() == "rediss";
         t.host = std::string(u->encoded_host_address());
+        // TLS checks the certificate for the name in the URL, whatever address it connects to.
+        t.server_name = t.host;
+        t.host_is_ip = u->host_type() == boost::urls::host_type::ipv4 ||
+                       u->host_type() == boost::urls::host_type::ipv6;
         if (t.host == "localhost") t.host = "127.0.0.1";
         if (u->has_port()) t.port = u->port_number();
         if (u->has_password()) t.password = u->password();
@@ -845,6 +871,25 @@ void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
           t.db = db;
         }
         rl.redis = t;
+      }
+    }
+  }
+  if (auto v = n["redis_ca_file"]) {
+    if (auto s = r.string(v, "rate_limits.redis_ca_file")) {
+      if (!n["redis_url"] || (rl.redis && !rl.redis->tls)) {
+        // Said rather than ignored: a CA next to a plain redis:// URL means the operator believes
+        // the connection is encrypted when it is not.
+        r.error(v, "rate_limits.redis_ca_file needs a rediss:// (TLS) redis_url");
+      } else if (!rl.redis) {
+        // The URL's own error is already reported.
+      } else if (std::error_code ec;
+                 !std::filesystem::is_regular_file(*s, ec) || !std::ifstream(*s)) {
+        // (Regular files only: reading /dev/zero for a certificate would never end.)
+        r.error(v, "rate_limits.redis_ca_file '" + *s + "' cannot be read");
+      } else if (!holds_pem_certificate(*s)) {
+        r.error(v, "rate_limits.redis_ca_file '" + *s + "' holds no PEM certificate");
+      } else {
+        rl.redis->ca_file = *s;
       }
     }
   }

@@ -1,16 +1,23 @@
-// Redis client and the Redis rate-limit store. One connection, pipelined: commands are written in
-// order and Redis answers in order, so each reply completes the oldest waiting command.
+// Redis client and the Redis rate-limit store. One connection (plain TCP, or TLS for rediss://),
+// pipelined: commands are written in order and Redis answers in order, so each reply completes the
+// oldest waiting command.
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <deque>
+#include <optional>
 #include <thread>
+#include <tuple>
 
 #include "llm_gateway/net/io.hpp"
 #include "llm_gateway/net/redis.hpp"
@@ -22,38 +29,106 @@ namespace {
 
 constexpr auto kCommandTimeout = std::chrono::milliseconds(250);
 constexpr auto kConnectTimeout = std::chrono::milliseconds(500);
+// The TLS handshake's own budget, after the TCP connect: two more round trips, and a managed
+// Redis is often farther away than the one next door.
+constexpr auto kHandshakeTimeout = std::chrono::milliseconds(1000);
 constexpr auto kMinBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(5000);
+
+namespace ssl = asio::ssl;
+
+// A command waiting for its reply.
+struct Pending {
+  explicit Pending(asio::io_context& ioc) : timer(ioc) {}
+  asio::steady_timer timer;  // expiry = timeout; cancelled when the reply (or a failure) comes
+  std::optional<Reply> reply;
+  bool finished = false;
+};
+
+// One connection to Redis with everything that belongs to it alone: the stream (TCP, or TLS over
+// TCP), the reply parser, the commands waiting for replies on it and the bytes not yet written.
+// Every operation on it holds a shared_ptr to it, so a reconnect that replaces it can never leave
+// an operation of the old connection (a TLS read or write in the middle of a record) working on a
+// freed stream: the old one is closed, its operations end with an error, and it is freed after
+// the last of them.
+class Connection {
+ public:
+  Connection(asio::io_context& ioc, std::shared_ptr<ssl::context> tls_ctx)
+      : tls_ctx_(std::move(tls_ctx)), reader(create_reply_reader()) {
+    if (tls_ctx_) {
+      tls_.emplace(ioc, *tls_ctx_);
+    } else {
+      plain_.emplace(ioc);
+    }
+  }
+  ~Connection() { redisReaderFree(reader); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  tcp::socket& socket() { return tls_ ? tls_->next_layer() : *plain_; }
+  ssl::stream<tcp::socket>* tls() { return tls_ ? &*tls_ : nullptr; }
+
+  // Ends the connection: its operations finish with an error, its waiters get no reply.
+  void close() {
+    open = false;
+    boost::system::error_code ignored;
+    socket().close(ignored);
+    for (auto& p : pending) {
+      p->finished = true;
+      p->timer.cancel();
+    }
+    pending.clear();
+    outbox.clear();
+  }
+
+ private:
+  std::shared_ptr<ssl::context> tls_ctx_;  // declared first: outlives the stream made from it
+  std::optional<ssl::stream<tcp::socket>> tls_;
+  std::optional<tcp::socket> plain_;
+
+ public:
+  redisReader* reader;
+  std::deque<std::shared_ptr<Pending>> pending;  // in the order their commands were written
+  std::string outbox;                            // formatted commands not yet written
+  bool writing = false;                          // a write_loop is running for it
+  bool open = true;
+  bool connecting = true;  // the connect deadline may still cancel it
+  bool timed_out = false;  // the connect deadline did
+};
 
 class RedisClient {
  public:
   RedisClient(asio::io_context& ioc, config::RedisTarget target)
-      : ioc_(ioc), target_(std::move(target)), connect_done_(ioc) {}
-
-  ~RedisClient() {
-    if (reader_) redisReaderFree(reader_);
-  }
-
-  // One command; nullopt when Redis is unreachable or did not answer in time.
-  asio::awaitable<std::optional<Reply>> command(std::vector<std::string> args) {
-    if (!connected_) {
-      co_await connect();
-      if (!connected_) co_return std::nullopt;
+      : ioc_(ioc), target_(std::move(target)), connect_done_(ioc) {
+    if (target_.tls) {
+      try {
+        tls_ctx_ = make_client_tls_context(target_.ca_file);
+      } catch (const std::exception& e) {
+        // The loader checked the file; it may have changed since. Every connect reports this.
+        tls_setup_error_ =
+            "cannot set up TLS for Redis (redis_ca_file '" + target_.ca_file + "'): " + e.what();
+      }
     }
-    co_return co_await send(std::move(args));
   }
 
-  bool connected() const { return connected_; }
+  // One command; nullopt when Redis is unreachable or did not answer in time (last_error says
+  // why).
+  asio::awaitable<std::optional<Reply>> command(std::vector<std::string> args) {
+    if (!conn_) {
+      co_await connect();
+      if (!conn_) co_return std::nullopt;
+    }
+    auto conn = conn_;
+    co_return co_await send(conn, std::move(args));
+  }
+
+  // Why the last connection or connection attempt failed; never holds the password.
+  const std::string& last_error() const { return last_error_; }
 
  private:
-  struct Pending {
-    explicit Pending(asio::io_context& ioc) : timer(ioc) {}
-    asio::steady_timer timer;  // expiry = timeout; cancelled when the reply (or a failure) comes
-    std::optional<Reply> reply;
-    bool finished = false;
-  };
-
-  asio::awaitable<std::optional<Reply>> send(std::vector<std::string> args) {
+  asio::awaitable<std::optional<Reply>> send(std::shared_ptr<Connection> conn,
+                                             std::vector<std::string> args) {
+    if (!conn->open) co_return std::nullopt;
     std::vector<const char*> argv;
     std::vector<std::size_t> argvlen;
     for (const auto& a : args) {
@@ -64,58 +139,76 @@ class RedisClient {
     const int len = redisFormatCommandArgv(&formatted, static_cast<int>(argv.size()), argv.data(),
                                            argvlen.data());
     if (len < 0) co_return std::nullopt;
-    outbox_.append(formatted, static_cast<std::size_t>(len));
+    conn->outbox.append(formatted, static_cast<std::size_t>(len));
     redisFreeCommand(formatted);
 
     auto pending = std::make_shared<Pending>(ioc_);
     pending->timer.expires_after(kCommandTimeout);
-    pending_.push_back(pending);
-    if (!writing_) asio::co_spawn(ioc_, write_loop(generation_), asio::detached);
+    conn->pending.push_back(pending);
+    if (!conn->writing) {
+      // Marked here, not when the loop starts: a second command before it runs must not start a
+      // second writer (a TLS stream takes one write at a time).
+      conn->writing = true;
+      asio::co_spawn(ioc_, write_loop(conn), asio::detached);
+    }
     co_await pending->timer.async_wait(nothrow_awaitable);
-    if (!pending->finished) fail("command timed out");  // the connection is suspect now
+    if (!pending->finished) fail(conn, "command timed out");  // the connection is suspect now
     co_return std::move(pending->reply);
   }
 
-  asio::awaitable<void> write_loop(std::uint64_t generation) {
-    writing_ = true;
-    while (!outbox_.empty() && generation == generation_ && connected_) {
+  asio::awaitable<void> write_loop(std::shared_ptr<Connection> conn) {
+    while (conn->open && !conn->outbox.empty()) {
       std::string chunk;
-      chunk.swap(outbox_);
-      auto [ec, n] = co_await asio::async_write(*socket_, asio::buffer(chunk), nothrow_awaitable);
+      chunk.swap(conn->outbox);
+      boost::system::error_code ec;
+      if (auto* tls = conn->tls()) {
+        std::tie(ec, std::ignore) =
+            co_await asio::async_write(*tls, asio::buffer(chunk), nothrow_awaitable);
+      } else {
+        std::tie(ec, std::ignore) =
+            co_await asio::async_write(conn->socket(), asio::buffer(chunk), nothrow_awaitable);
+      }
       if (ec) {
-        if (generation == generation_) fail("write failed: " + ec.message());
+        fail(conn, "write failed: " + ec.message());
         break;
       }
     }
-    writing_ = false;
+    conn->writing = false;
   }
 
-  asio::awaitable<void> read_loop(std::uint64_t generation) {
+  asio::awaitable<void> read_loop(std::shared_ptr<Connection> conn) {
     std::array<char, 16 * 1024> buf;
-    while (generation == generation_ && connected_) {
-      auto [ec, n] = co_await socket_->async_read_some(asio::buffer(buf), nothrow_awaitable);
-      if (generation != generation_) co_return;
+    while (conn->open) {
+      boost::system::error_code ec;
+      std::size_t n = 0;
+      if (auto* tls = conn->tls()) {
+        std::tie(ec, n) = co_await tls->async_read_some(asio::buffer(buf), nothrow_awaitable);
+      } else {
+        std::tie(ec, n) =
+            co_await conn->socket().async_read_some(asio::buffer(buf), nothrow_awaitable);
+      }
+      if (!conn->open) co_return;
       if (ec) {
-        fail("connection lost: " + ec.message());
+        fail(conn, "connection lost: " + ec.message());
         co_return;
       }
-      if (redisReaderFeed(reader_, buf.data(), n) != REDIS_OK) {
-        fail("protocol error");
+      if (redisReaderFeed(conn->reader, buf.data(), n) != REDIS_OK) {
+        fail(conn, "protocol error");
         co_return;
       }
       for (;;) {
         void* raw = nullptr;
-        if (redisReaderGetReply(reader_, &raw) != REDIS_OK) {
-          fail("protocol error");
+        if (redisReaderGetReply(conn->reader, &raw) != REDIS_OK) {
+          fail(conn, "protocol error");
           co_return;
         }
         if (!raw) break;
         auto* r = static_cast<redisReply*>(raw);
         Reply reply = convert_reply(r);
         freeReplyObject(r);
-        if (pending_.empty()) continue;  // a reply nobody waits for any more
-        auto p = pending_.front();
-        pending_.pop_front();
+        if (conn->pending.empty()) continue;  // a reply nobody waits for any more
+        auto p = conn->pending.front();
+        conn->pending.pop_front();
         p->reply = std::move(reply);
         p->finished = true;
         p->timer.cancel();
@@ -123,23 +216,97 @@ class RedisClient {
     }
   }
 
-  // Closes the connection and fails everything waiting on it; the next command reconnects once
-  // the backoff has passed.
-  void fail(const std::string& why) {
-    if (!connected_ && pending_.empty()) return;
-    if (connected_) log::line(log::Level::debug, "redis connection closed", {{"reason", why}});
-    connected_ = false;
-    ++generation_;
-    boost::system::error_code ignored;
-    if (socket_) socket_->close(ignored);
-    for (auto& p : pending_) {
-      p->finished = true;
-      p->timer.cancel();
+  // Closes `conn` and fails everything waiting on it (once: a connection that is closed already
+  // has no waiters left); the next command connects anew once the backoff has passed.
+  void fail(const std::shared_ptr<Connection>& conn, std::string why) {
+    if (!conn->open) return;
+    conn->close();
+    if (conn == conn_) {
+      conn_.reset();
+      log::line(log::Level::debug, "redis connection closed", {{"reason", why}});
+    } else {
+      log::line(log::Level::debug, "redis connection failed", {{"reason", why}});
     }
-    pending_.clear();
-    outbox_.clear();
+    last_error_ = std::move(why);
     next_attempt_ = std::chrono::steady_clock::now() + backoff_;
     backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+  }
+
+  std::string where() const {
+    const bool v6 = target_.server_name.find(':') != std::string::npos;
+    return "Redis at " + (v6 ? "[" + target_.server_name + "]" : target_.server_name) + ":" +
+           std::to_string(target_.port);
+  }
+
+  // Redis' error text for a log line, with the password taken out should a server ever echo it.
+  std::string scrubbed(std::string text) const {
+    if (!target_.password.empty()) {
+      for (auto at = text.find(target_.password); at != std::string::npos;
+           at = text.find(target_.password, at + 3))
+        text.replace(at, target_.password.size(), "***");
+    }
+    return text;
+  }
+
+  // TCP, and TLS for rediss://, each within its deadline. Returns why it failed, "" on success.
+  asio::awaitable<std::string> open(std::shared_ptr<Connection> conn) {
+    // A host name (e.g. a compose service called "redis") is resolved on every attempt, so a
+    // replaced container's new address is picked up; resolution runs on the client's thread.
+    tcp::resolver resolver(ioc_);
+    auto [ec, endpoints] =
+        co_await resolver.async_resolve(target_.host, std::to_string(target_.port),
+                                        tcp::resolver::numeric_service, nothrow_awaitable);
+    if (ec) co_return "cannot resolve " + where() + ": " + ec.message();
+    // The deadline holds only a weak reference and acts only while the connection is still
+    // being set up: a late expiry can neither touch a freed connection nor cut a working one.
+    asio::steady_timer deadline(ioc_);
+    const auto arm = [&deadline, weak = std::weak_ptr<Connection>(conn)](auto budget) {
+      deadline.expires_after(budget);
+      deadline.async_wait([weak](boost::system::error_code e) {
+        auto c = weak.lock();
+        if (e || !c || !c->connecting) return;
+        c->timed_out = true;
+        // Closed, not cancelled: a cancelled connect would go on to the host's next address.
+        boost::system::error_code ignored;
+        c->socket().close(ignored);
+      });
+    };
+    arm(kConnectTimeout);
+    auto [cec, ep] = co_await asio::async_connect(conn->socket(), endpoints, nothrow_awaitable);
+    if (cec) {
+      co_return "cannot connect to " + where() + ": " +
+          (conn->timed_out
+               ? "no connection within " + std::to_string(kConnectTimeout.count()) + " ms"
+               : cec.message());
+    }
+    conn->socket().set_option(tcp::no_delay(true), ec);
+    if (auto* tls = conn->tls()) {
+      // SNI carries host names only (RFC 6066 §3); an IP literal must be in the certificate.
+      if (!target_.host_is_ip)
+        SSL_set_tlsext_host_name(tls->native_handle(), target_.server_name.c_str());
+      // Asio's check, which leaves OpenSSL's "unspecified" error when the name is what failed:
+      // named here, so the log says "hostname mismatch" or "IP address mismatch".
+      tls->set_verify_callback(
+          [check = ssl::host_name_verification(target_.server_name), ip = target_.host_is_ip](
+              bool preverified, ssl::verify_context& ctx) mutable {
+            if (check(preverified, ctx)) return true;
+            if (preverified) {
+              X509_STORE_CTX_set_error(ctx.native_handle(), ip ? X509_V_ERR_IP_ADDRESS_MISMATCH
+                                                               : X509_V_ERR_HOSTNAME_MISMATCH);
+            }
+            return false;
+          });
+      arm(kHandshakeTimeout);
+      auto [hec] = co_await tls->async_handshake(ssl::stream_base::client, nothrow_awaitable);
+      if (hec) {
+        co_return "TLS handshake with " + where() + " failed: " +
+            (conn->timed_out
+                 ? "no handshake within " + std::to_string(kHandshakeTimeout.count()) + " ms"
+                 : tls_handshake_failure(hec, tls->native_handle()));
+      }
+    }
+    conn->connecting = false;
+    co_return std::string();
   }
 
   asio::awaitable<void> connect() {
@@ -148,71 +315,51 @@ class RedisClient {
       co_return;
     }
     if (std::chrono::steady_clock::now() < next_attempt_) co_return;  // backing off: fail fast
+    if (!tls_setup_error_.empty()) {
+      last_error_ = tls_setup_error_;
+      co_return;
+    }
     connecting_ = true;
     connect_done_.expires_at(asio::steady_timer::time_point::max());
-    socket_ = std::make_unique<tcp::socket>(ioc_);
-    // A host name (e.g. a compose service called "redis") is resolved on every attempt, so a
-    // replaced container's new address is picked up; resolution runs on the client's thread.
-    tcp::resolver resolver(ioc_);
-    auto [ec, endpoints] =
-        co_await resolver.async_resolve(target_.host, std::to_string(target_.port),
-                                        tcp::resolver::numeric_service, nothrow_awaitable);
-    if (!ec) {
-      asio::steady_timer deadline(ioc_);
-      deadline.expires_after(kConnectTimeout);
-      deadline.async_wait([s = socket_.get()](boost::system::error_code e) {
-        if (!e) {
-          boost::system::error_code ignored;
-          s->cancel(ignored);
-        }
-      });
-      auto [cec, ep] = co_await asio::async_connect(*socket_, endpoints, nothrow_awaitable);
-      deadline.cancel();
-      ec = cec;
-    }
-    if (!ec) {
-      socket_->set_option(tcp::no_delay(true), ec);
-      if (reader_) redisReaderFree(reader_);
-      reader_ = create_reply_reader();
-      connected_ = true;
-      ++generation_;
-      asio::co_spawn(ioc_, read_loop(generation_), asio::detached);
-      bool ok = true;
+    auto conn = std::make_shared<Connection>(ioc_, tls_ctx_);
+    std::string failure = co_await open(conn);
+    if (failure.empty()) {
+      conn_ = conn;
+      asio::co_spawn(ioc_, read_loop(conn), asio::detached);
       // (Commands are built before co_await: g++ 12 rejects braced lists of string literals
       // inside a co_await expression.)
       if (!target_.password.empty()) {
         std::vector<std::string> auth{std::string("AUTH")};
         if (!target_.user.empty()) auth.push_back(target_.user);  // an ACL user (Redis 6+)
         auth.push_back(target_.password);
-        auto r = co_await send(std::move(auth));
-        ok = r && !r->is_error();
+        auto r = co_await send(conn, std::move(auth));
+        if (r && r->is_error()) {
+          failure = where() + " refused AUTH" +
+                    (target_.user.empty() ? std::string() : " for user '" + target_.user + "'") +
+                    ": " + scrubbed(r->str);
+        }
       }
-      if (ok && target_.db != 0) {
+      if (failure.empty() && conn->open && target_.db != 0) {
         std::vector<std::string> select{std::string("SELECT"), std::to_string(target_.db)};
-        auto r = co_await send(std::move(select));
-        ok = r && !r->is_error();
+        auto r = co_await send(conn, std::move(select));
+        if (r && r->is_error()) failure = where() + " refused SELECT: " + scrubbed(r->str);
       }
-      if (!ok) fail("AUTH or SELECT was refused");
-    } else {
-      next_attempt_ = std::chrono::steady_clock::now() + backoff_;
-      backoff_ = std::min(backoff_ * 2, kMaxBackoff);
     }
-    if (connected_) backoff_ = kMinBackoff;
+    // (A command that got no reply has failed the connection already, saying why.)
+    if (!failure.empty()) fail(conn, std::move(failure));
+    if (conn_) backoff_ = kMinBackoff;
     connecting_ = false;
     connect_done_.cancel();
   }
 
   asio::io_context& ioc_;
   config::RedisTarget target_;
-  std::unique_ptr<tcp::socket> socket_;
-  redisReader* reader_ = nullptr;
-  std::deque<std::shared_ptr<Pending>> pending_;
-  std::string outbox_;
-  bool writing_ = false;
-  bool connected_ = false;
+  std::shared_ptr<ssl::context> tls_ctx_;  // rediss:// only
+  std::string tls_setup_error_;
+  std::shared_ptr<Connection> conn_;  // the connection commands go to; null while there is none
   bool connecting_ = false;
   asio::steady_timer connect_done_;
-  std::uint64_t generation_ = 0;
+  std::string last_error_;
   std::chrono::steady_clock::time_point next_attempt_{};
   std::chrono::milliseconds backoff_{kMinBackoff};
 };
@@ -374,7 +521,7 @@ class RedisStore final : public ratelimit::CounterStore {
     std::optional<ratelimit::Admission> a;
     if (r) a = decode_admission(*r, limits);
     if (!a) {
-      note_health(false, !r ? "unreachable" : r->is_error() ? r->str : "unexpected reply");
+      note_health(false, !r ? client_.last_error() : r->is_error() ? r->str : "unexpected reply");
       co_return std::nullopt;
     }
     note_health(true, {});
@@ -386,7 +533,7 @@ class RedisStore final : public ratelimit::CounterStore {
     std::vector<std::string> args{redis_key(key_name, kTokens), std::to_string(bucket_sec),
                                   std::to_string(delta)};
     auto r = co_await eval_script(client_, kCorrectScript, correct_sha_, std::move(args), 1);
-    if (!r || r->is_error()) note_health(false, !r ? "unreachable" : r->str);
+    if (!r || r->is_error()) note_health(false, !r ? client_.last_error() : r->str);
   }
 
   asio::io_context ioc_{1};
@@ -460,7 +607,7 @@ class RedisCooldownShare {
     auto r = co_await eval_script(client_, kCooldownSetScript, set_sha_, std::move(args), 2);
     if (!r || r->is_error())
       log::line(log::Level::warn, "backend cooldown not shared through redis",
-                {{"detail", !r ? "unreachable" : r->str}});
+                {{"detail", !r ? client_.last_error() : r->str}});
   }
 
   // Each replica reads every running cooldown a few times a second, off the request path.

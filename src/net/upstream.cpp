@@ -80,6 +80,23 @@ void UpstreamPool::clear() {
   }
 }
 
+std::shared_ptr<ssl::context> make_client_tls_context(const std::string& ca_file) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  ctx->set_default_verify_paths();
+  if (!ca_file.empty()) ctx->load_verify_file(ca_file);
+  ctx->set_verify_mode(ssl::verify_peer);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  return ctx;
+}
+
+std::string tls_handshake_failure(const boost::system::error_code& ec, SSL* ssl) {
+  std::string detail = ec.message();
+  const long verify = SSL_get_verify_result(ssl);
+  if (verify != X509_V_OK)
+    detail += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
+  return detail;
+}
+
 std::string upstream_identity(const config::Upstream& up) {
   // The name, and everything a pooled connection or a TLS context depends on.
   return up.name + '\n' + (up.base.tls ? "https" : "http") + '\n' + up.base.host + '\n' +
@@ -98,26 +115,17 @@ std::vector<std::shared_ptr<const UpstreamSlot>> UpstreamRegistry::bind(const co
       made->id = slots_.size() - 1;
       made->name = up.name;
       if (up.base.tls) {
-        auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-        ctx->set_default_verify_paths();
-        if (!up.ca_file.empty()) ctx->load_verify_file(up.ca_file);  // adds to the system roots
+        auto ctx = make_client_tls_context(up.ca_file);  // ca_file adds to the system roots
         if (!up.client_cert_file.empty()) {
           // Mutual TLS with this upstream (APIM, Front Door, internal gateways).
           ctx->use_certificate_chain_file(up.client_cert_file);
           ctx->use_private_key_file(up.client_key_file, ssl::context::pem);
         }
-        ctx->set_verify_mode(ssl::verify_peer);
-        SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
         made->tls = std::move(ctx);
       }
       if (up.proxy && up.proxy->tls) {
         // An https:// proxy is verified like an upstream: the system store and its ca_file.
-        auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-        ctx->set_default_verify_paths();
-        if (!up.ca_file.empty()) ctx->load_verify_file(up.ca_file);
-        ctx->set_verify_mode(ssl::verify_peer);
-        SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
-        made->proxy_tls = std::move(ctx);
+        made->proxy_tls = make_client_tls_context(up.ca_file);
       }
       if (metrics_) {
         made->active = &metrics_->upstream_connections(up.name, true);
@@ -220,10 +228,7 @@ asio::awaitable<std::optional<Failure>> handshake_tls(Stream& tls, const std::st
   tls.set_verify_callback(ssl::host_name_verification(host));
   auto [hec] = co_await tls.async_handshake(ssl::stream_base::client, nothrow_awaitable);
   if (hec) {
-    std::string detail = hec.message();
-    const long verify = SSL_get_verify_result(ssl_handle);
-    if (verify != X509_V_OK)
-      detail += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
+    const std::string detail = tls_handshake_failure(hec, ssl_handle);
     const auto kind = hec == beast::error::timeout ? GatewayError::upstream_timeout
                       : is_proxy                   ? GatewayError::upstream_proxy_error
                                                    : GatewayError::upstream_tls_error;

@@ -862,19 +862,33 @@ export function haveRedisServer() {
   }
 }
 
+/** The `skip` option of a suite that needs redis-server: false, or why it is skipped. */
+export const REDIS_SKIP = haveRedisServer() ? false : `${REDIS_SERVER_BIN} not found (install the redis-server package)`;
+
 /**
  * Start redis-server on 127.0.0.1 (a free port, or `port` to restart on the same one), without
  * persistence. Resolves once it logs "Ready to accept connections".
+ * Options:
+ *   tls: {cert: {certPath, keyPath}, caPath} (entries of makeCA()) to listen for TLS only
+ *     (tls-port; clients need no certificate); url is then rediss://
+ *   bind: the addresses it listens on (default ['127.0.0.1']; all must be loopback)
+ * cli(...args) runs redis-cli against it (over TLS when it has TLS; `{user, password}` as a last
+ * argument to log in as an ACL user) and returns its stdout.
  * @returns {Promise<{port: number, url: string, proc: import('node:child_process').ChildProcess,
  *   output: string[], exited: Promise<{code: number|null, signal: string|null}>,
+ *   cli: (...args: any[]) => string,
  *   stop: (signal?: string) => Promise<{code: number|null, signal: string|null}>}>}
  */
-export async function startRedis({ port, readyTimeoutMs = 10_000 } = {}) {
+export async function startRedis({ port, readyTimeoutMs = 10_000, tls, bind = ['127.0.0.1'] } = {}) {
   port ??= await closedPort();
   const dir = tmpDir('llmgw-redis-');
+  const listen = tls
+    ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert.certPath, '--tls-key-file', tls.cert.keyPath,
+      '--tls-ca-cert-file', tls.caPath, '--tls-auth-clients', 'no']
+    : ['--port', String(port)];
   const proc = spawn(
     REDIS_SERVER_BIN,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+    [...listen, '--bind', ...bind, '--save', '', '--appendonly', 'no', '--dir', dir],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   liveProcs.add(proc);
@@ -909,12 +923,22 @@ export async function startRedis({ port, readyTimeoutMs = 10_000 } = {}) {
     proc.stdout.on('data', lineSplitter(onLine));
     proc.stderr.on('data', lineSplitter(onLine));
   });
+  const cli = (...args) => {
+    const last = args.at(-1);
+    const login = last && typeof last === 'object' ? args.pop() : null;
+    const flags = ['-h', '127.0.0.1', '-p', String(port), ...(tls ? ['--tls', '--cacert', tls.caPath] : [])];
+    if (login) flags.push('--user', login.user);
+    // The password through the environment, not the command line (redis-cli warns about -a).
+    const env = login ? { ...process.env, REDISCLI_AUTH: login.password } : process.env;
+    return execFileSync('redis-cli', [...flags, '--raw', ...args.map(String)], { env, stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+  };
   return {
     port,
-    url: `redis://127.0.0.1:${port}/0`,
+    url: `${tls ? 'rediss' : 'redis'}://127.0.0.1:${port}/0`,
     proc,
     output,
     exited,
+    cli,
     async stop(signal = 'SIGKILL') {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
       return exited;

@@ -1335,7 +1335,8 @@ describe('secrets: client keys, wrong keys, upstream keys and the admin token ap
   const UPSTREAM_KEY = randomSecret('UPSTREAMKEY');
   const UPSTREAM_KEY_OA = randomSecret('UPSTREAMOAKEY');
   const ADMIN_TOKEN = randomSecret('ADMINTOKEN');
-  const SECRETS = { CLIENT_KEY, CLIENT_KEY_LIM, WRONG_KEY, UPSTREAM_KEY, UPSTREAM_KEY_OA, ADMIN_TOKEN };
+  const REDIS_PASSWORD = randomSecret('REDISPASSWORD');
+  const SECRETS = { CLIENT_KEY, CLIENT_KEY_LIM, WRONG_KEY, UPSTREAM_KEY, UPSTREAM_KEY_OA, ADMIN_TOKEN, REDIS_PASSWORD };
   /** The full values and their random cores (a partial leak counts too). */
   const needles = () =>
     Object.entries(SECRETS).flatMap(([name, v]) => {
@@ -1501,6 +1502,47 @@ logging:
     const upstreamErrors = metricSum(parseMetrics(metricsText), 'llm_gateway_upstream_errors_total');
     assert.ok(upstreamErrors >= 4, `the failures were counted (${upstreamErrors}):\n${metricsText}`);
 
+    // A gateway whose Redis is a rediss:// URL with an ACL user and password, where the TLS
+    // handshake fails (the mock speaks plain HTTP): with debug logging on, the store's failures are
+    // logged and answered (deny: 503) without the password.
+    const redisGw = await startGateway(
+      `
+server:
+  listen: "127.0.0.1:0"
+upstreams:
+  azure:
+    provider: azure
+    base_url: "${mock.url}"
+    api_key: "\${OBS_UPSTREAM_KEY}"
+routes:
+  - {match: "*", upstream: azure}
+keys:
+  - {name: team-r, key: "${CLIENT_KEY}", rpm: 5}
+rate_limits:
+  store: redis
+  redis_url: "rediss://gateway:${REDIS_PASSWORD}@127.0.0.1:${mock.port}/0"
+  on_store_error: deny
+logging:
+  level: debug
+`,
+      { env: { OBS_UPSTREAM_KEY: UPSTREAM_KEY } },
+    );
+    try {
+      for (const what of ['rediss 1', 'rediss 2']) {
+        const res = await request(`${redisGw.url}/v1/chat/completions`, { headers: A, body: chatBody() });
+        collectResponse(what, res);
+        expectStatus(res, 503, what);
+      }
+      const line = await redisGw.waitForLog((o) => o.msg === 'rate limit store unavailable');
+      assert.match(line.detail, /^TLS handshake with Redis at 127\.0\.0\.1:\d+ failed/);
+      const m = await request(`${redisGw.url}/metrics`);
+      collectResponse('rediss gateway metrics', m);
+    } finally {
+      await redisGw.stop('SIGTERM');
+    }
+    collect('rediss gateway stdout', redisGw.stdout.join('\n'));
+    collect('rediss gateway stderr', redisGw.stderr.join('\n'));
+
     // Everything the gateway wrote: diagnostics first (flushed by the exit).
     await gw.stop('SIGTERM');
     await eventually(() => readLines(accessFile).length >= n, { timeoutMs: 3000, what: `${n} access-log lines` });
@@ -1526,6 +1568,10 @@ logging:
       'admin token as a map': `admin:\n  listen: "127.0.0.1:0"\n  token: {t: "${ADMIN_TOKEN}"}\n`,
       'a mis-indented key': `keys:\n  - name: team-a\n  key: "${CLIENT_KEY}"\n`,
       'a flow mapping left open': `keys: [{name: team-a, key: "${CLIENT_KEY}"\n`,
+      'rediss:// with a password next to an unreadable redis_ca_file': `rate_limits:\n  store: redis\n  redis_url: "rediss://gateway:${REDIS_PASSWORD}@127.0.0.1:6380/0"\n  redis_ca_file: /nonexistent/llmgw/redis-ca.pem\n`,
+      'rediss:// with a password and a database that is not a number': `rate_limits:\n  store: redis\n  redis_url: "rediss://gateway:${REDIS_PASSWORD}@127.0.0.1:6380/zero"\n`,
+      'a password in a URL of an unknown scheme': `rate_limits:\n  store: redis\n  redis_url: "redis+tls://gateway:${REDIS_PASSWORD}@127.0.0.1:6380/0"\n`,
+      'redis_ca_file next to a plain redis:// URL with a password': `rate_limits:\n  store: redis\n  redis_url: "redis://:${REDIS_PASSWORD}@127.0.0.1:6379/0"\n  redis_ca_file: /etc/hostname\n`,
     };
     const base = `server:\n  listen: "127.0.0.1:0"\nroutes:\n  - {match: "*", upstream: azure}\n`;
     for (const [what, yaml] of Object.entries(bad)) {

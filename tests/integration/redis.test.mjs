@@ -10,8 +10,7 @@ import { startMock } from '../mock_upstream/mock_upstream.mjs';
 import {
   startGateway,
   startRedis,
-  haveRedisServer,
-  REDIS_SERVER_BIN,
+  REDIS_SKIP,
   request,
   streamRequest,
   closedPort,
@@ -22,9 +21,8 @@ import {
 
 const T = { timeout: 30_000 };
 const HOOK = { timeout: 30_000 };
-const SKIP = haveRedisServer() ? false : `${REDIS_SERVER_BIN} not found (install the redis-server package)`;
 
-describe('rate limits in Redis', { skip: SKIP }, () => {
+describe('rate limits in Redis', { skip: REDIS_SKIP }, () => {
   let mock;
   let redis;
   before(async () => {

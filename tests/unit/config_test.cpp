@@ -1,6 +1,9 @@
 // Configuration: ${VAR} expansion, the YAML loader (fields, defaults, positioned errors),
 // format_problem and the embedded default configuration.
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -1033,6 +1036,186 @@ TEST_F(ListenerTlsConfig, TurningTlsOnOrOffNeedsARestartButNewFilesDoNot) {
   EXPECT_EQ(settings_needing_restart(*plain, *on),
             (std::vector<std::string>{"server.tls", "admin.tls"}));
   EXPECT_TRUE(settings_needing_restart(*on, *renewed).empty());
+}
+
+}  // namespace
+}  // namespace llmgw::config
+
+// --- rate_limits.redis_url and redis_ca_file ---
+
+namespace llmgw::config {
+namespace {
+
+// A self-signed certificate made here (no key is kept), as a CA file for rediss:// tests.
+std::string self_signed_certificate_pem() {
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  X509* cert = X509_new();
+  X509_set_version(cert, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+  X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+  X509_set_pubkey(cert, key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("llm-gateway unit test CA"), -1,
+                             -1, 0);
+  X509_set_issuer_name(cert, name);
+  X509_sign(cert, key, EVP_sha256());
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(bio, cert);
+  char* data = nullptr;
+  const long len = BIO_get_mem_data(bio, &data);
+  std::string pem(data, static_cast<std::size_t>(len));
+  BIO_free(bio);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return pem;
+}
+
+class RedisUrl : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // One directory per process: ctest runs tests in parallel processes.
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("llmgw_redis_url_test_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+    ca_ = (dir_ / "ca.pem").string();
+    std::ofstream(ca_) << self_signed_certificate_pem();
+    not_pem_ = (dir_ / "not.pem").string();
+    std::ofstream(not_pem_) << "-----BEGIN CERTIFICATE-----\nnot base64 at all\n";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  static std::string yaml(const std::string& rate_limits) {
+    return std::string(kMinimalYaml) + "rate_limits:\n  store: redis\n" + rate_limits;
+  }
+  static std::optional<RedisTarget> target(const std::string& rate_limits) {
+    auto cfg = test::load_ok(yaml(rate_limits));
+    if (!cfg) return std::nullopt;
+    return cfg->rate_limits.redis;
+  }
+
+  std::filesystem::path dir_;
+  std::string ca_;
+  std::string not_pem_;
+};
+
+// What each URL form gives: where to connect, what the certificate must name, who logs in.
+TEST_F(RedisUrl, UrlForms) {
+  struct Case {
+    std::string url;
+    bool tls;
+    std::string host, server_name;
+    bool host_is_ip;
+    std::uint16_t port;
+    unsigned db;
+    std::string user, password;
+  };
+  const std::vector<Case> cases{
+      {"redis://10.0.0.5:6380/2", false, "10.0.0.5", "10.0.0.5", true, 6380, 2, "", ""},
+      // An ACL user; the password percent-decoded.
+      {"rediss://gateway:p%40ss%3Aword@cache.example.com:6380/1", true, "cache.example.com",
+       "cache.example.com", false, 6380, 1, "gateway", "p@ss:word"},
+      // A password alone (the default user), the default port and database.
+      {"rediss://:secret@cache.example.com", true, "cache.example.com", "cache.example.com", false,
+       6379, 0, "", "secret"},
+      // localhost connects to 127.0.0.1 but the certificate must name localhost.
+      {"rediss://localhost:6380/0", true, "127.0.0.1", "localhost", false, 6380, 0, "", ""},
+      // IP literals are verified as addresses.
+      {"rediss://127.0.0.1:6380/0", true, "127.0.0.1", "127.0.0.1", true, 6380, 0, "", ""},
+      {"rediss://[::1]:6380/0", true, "::1", "::1", true, 6380, 0, "", ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.url);
+    auto t = target("  redis_url: \"" + c.url + "\"\n");
+    ASSERT_TRUE(t);
+    EXPECT_EQ(t->tls, c.tls);
+    EXPECT_EQ(t->host, c.host);
+    EXPECT_EQ(t->server_name, c.server_name);
+    EXPECT_EQ(t->host_is_ip, c.host_is_ip);
+    EXPECT_EQ(t->port, c.port);
+    EXPECT_EQ(t->db, c.db);
+    EXPECT_EQ(t->user, c.user);
+    EXPECT_EQ(t->password, c.password);
+    EXPECT_EQ(t->ca_file, "");
+  }
+}
+
+TEST_F(RedisUrl, CaFileWithTlsUrlIsKept) {
+  auto t =
+      target("  redis_url: rediss://cache.example.com:6380/0\n  redis_ca_file: \"" + ca_ + "\"\n");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->ca_file, ca_);
+}
+
+TEST_F(RedisUrl, CaFileBeforeTheUrlIsKeptToo) {
+  auto t =
+      target("  redis_ca_file: \"" + ca_ + "\"\n  redis_url: rediss://cache.example.com:6380/0\n");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->ca_file, ca_);
+}
+
+TEST_F(RedisUrl, CaFileWithPlainUrlIsAnError) {
+  expect_one_problem(
+      yaml("  redis_url: redis://127.0.0.1:6379/0\n  redis_ca_file: \"" + ca_ + "\"\n"), 10, 18,
+      "rate_limits.redis_ca_file needs a rediss:// (TLS) redis_url");
+}
+
+TEST_F(RedisUrl, CaFileWithoutUrlIsAnError) {
+  auto problems =
+      problems_of(std::string(kMinimalYaml) + "rate_limits:\n  redis_ca_file: \"" + ca_ + "\"\n");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].message.find("needs a rediss://"), std::string::npos);
+}
+
+TEST_F(RedisUrl, UnreadableCaFile) {
+  expect_one_problem(yaml("  redis_url: rediss://127.0.0.1:6380/0\n  redis_ca_file: " +
+                          (dir_ / "missing.pem").string() + "\n"),
+                     10, 18, "cannot be read");
+}
+
+TEST_F(RedisUrl, CaFileWithoutACertificate) {
+  expect_one_problem(
+      yaml("  redis_url: rediss://127.0.0.1:6380/0\n  redis_ca_file: " + not_pem_ + "\n"), 10, 18,
+      "holds no PEM certificate");
+  expect_one_problem(
+      yaml("  redis_url: rediss://127.0.0.1:6380/0\n  redis_ca_file: " + dir_.string() + "\n"), 10,
+      18, "cannot be read");
+}
+
+TEST_F(RedisUrl, BadSchemeIsAnErrorThatNeverQuotesThePassword) {
+  for (const std::string url : {"rediss+tls://u:hunter2-secret@h:1/0",
+                                "http://u:hunter2-secret@h/0", "rediss://u:hunter2-secret@/0"}) {
+    auto problems = problems_of(yaml("  redis_url: \"" + url + "\"\n"));
+    ASSERT_FALSE(problems.empty()) << url;
+    for (const auto& p : problems) {
+      EXPECT_EQ(p.message.find("hunter2"), std::string::npos) << p.message;
+    }
+    EXPECT_NE(problems[0].message.find("rediss://"), std::string::npos) << problems[0].message;
+  }
+}
+
+TEST_F(RedisUrl, BadDatabaseOverTls) {
+  expect_one_problem(yaml("  redis_url: \"rediss://:pw-secret@127.0.0.1:6380/x\"\n"), 9, 14,
+                     "the database must be a number");
+}
+
+TEST_F(RedisUrl, TlsSettingsNeedARestart) {
+  const auto load = [this](const std::string& rate_limits) {
+    return test::load_ok(yaml(rate_limits));
+  };
+  auto plain = load("  redis_url: redis://cache.example.com:6380/0\n");
+  auto tls = load("  redis_url: rediss://cache.example.com:6380/0\n");
+  auto tls_again = load("  redis_url: rediss://cache.example.com:6380/0\n");
+  auto tls_ca =
+      load("  redis_url: rediss://cache.example.com:6380/0\n  redis_ca_file: \"" + ca_ + "\"\n");
+  auto tls_pw = load("  redis_url: \"rediss://:other@cache.example.com:6380/0\"\n");
+  ASSERT_TRUE(plain && tls && tls_again && tls_ca && tls_pw);
+  const std::vector<std::string> store{"rate_limits.store"};
+  EXPECT_TRUE(settings_needing_restart(*tls, *tls_again).empty());
+  EXPECT_EQ(settings_needing_restart(*plain, *tls), store);
+  EXPECT_EQ(settings_needing_restart(*tls, *tls_ca), store);
+  EXPECT_EQ(settings_needing_restart(*tls, *tls_pw), store);
 }
 
 }  // namespace

@@ -180,11 +180,17 @@ enum class LimitStore { memory, redis };
 enum class StoreErrorPolicy { allow, deny };
 
 struct RedisTarget {
-  std::string host;
+  std::string host;  // where to connect (localhost is taken as 127.0.0.1)
   std::uint16_t port = 6379;
   std::string user;      // an ACL user (AUTH user password); "" = the default user
   std::string password;  // secret: never logged
   unsigned db = 0;
+  // rediss://: TLS, verified against the system store plus ca_file, for the URL's own host
+  // (server_name: SNI and the name checked in the certificate; an IP literal is checked as an IP).
+  bool tls = false;
+  std::string server_name;
+  bool host_is_ip = false;
+  std::string ca_file;  // rate_limits.redis_ca_file: extra trust (PEM); only with rediss://
 };
 
 struct RateLimitSettings {

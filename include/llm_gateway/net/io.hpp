@@ -33,6 +33,14 @@ inline constexpr auto nothrow_awaitable = asio::as_tuple(asio::use_awaitable);
 
 struct UpstreamConnection;
 
+// A TLS client context: the system trust store plus `ca_file` (PEM; "" for none), the peer's
+// certificate verified, TLS 1.2 at least. Throws on an unusable ca_file.
+std::shared_ptr<asio::ssl::context> make_client_tls_context(const std::string& ca_file);
+
+// Why a client's TLS handshake failed: the error, and what certificate verification found when
+// that is what failed ("certificate verify failed (unable to get local issuer certificate)").
+std::string tls_handshake_failure(const boost::system::error_code& ec, SSL* ssl);
+
 // What outlives a configuration snapshot for one upstream: its TLS client context and its slot in
 // every worker's connection pool. Found by the upstream's name and connection settings (host,
 // port, TLS, CA file), never by its position in a configuration, so a snapshot with upstreams
