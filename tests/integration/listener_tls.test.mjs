@@ -73,7 +73,7 @@ function rawUntilClosed(port, bytes) {
     s.on('data', (d) => (got = Buffer.concat([got, d])));
     s.once('error', () => {}); // a reset is a close too
     s.once('close', () => resolve(got));
-    s.setTimeout(15_000, () => reject(new Error('the gateway never closed the connection')));
+    s.setTimeout(30_000, () => reject(new Error('the gateway never closed the connection')));
   });
 }
 
@@ -224,7 +224,7 @@ keys:
     assert.equal(rec.aborted, true);
   });
 
-  test('garbage, plain HTTP, half a ClientHello and silence do not stop other clients; each is counted', { timeout: 30_000 }, async () => {
+  test('garbage, plain HTTP, half a ClientHello and silence do not stop other clients; each is counted', { timeout: 45_000 }, async () => {
     const m0 = await metrics();
     const plain0 = handshakeErrors(m0, 'main', 'plain_http');
     const protocol0 = handshakeErrors(m0, 'main', 'protocol');
@@ -257,7 +257,9 @@ keys:
     assert.ok(!plainAnswer.toString().includes('200'), 'a plain-HTTP request on the TLS port gets no HTTP answer');
     await Promise.all([half, silent]);
     const held = Date.now() - started;
-    assert.ok(held >= 9_000 && held < 14_000, `the half handshakes were dropped after ${held} ms (deadline 10 s)`);
+    // Not before the 10 s deadline, and not long after it (the bound leaves room for a loaded
+    // machine or a sanitizer build).
+    assert.ok(held >= 9_000 && held < 25_000, `the half handshakes were dropped after ${held} ms (deadline 10 s)`);
     const m1 = await metrics();
     assert.equal(handshakeErrors(m1, 'main', 'plain_http'), plain0 + 1);
     assert.ok(handshakeErrors(m1, 'main', 'protocol') >= protocol0 + 1, 'garbage counted as protocol');
