@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 
-import { closedPort, runGateway, startGateway } from './harness.mjs';
+import { closedPort, makeCA, runGateway, startGateway } from './harness.mjs';
 
 const T = { timeout: 20_000 };
 
@@ -40,7 +40,7 @@ routes: [{match: "*", upstream: oa}]
   assertUnhealthy(await runGateway(['--healthcheck', `${gw.url}/healthz`]), /refused/i);
 });
 
-test('a 500, an unreachable port and a non-http URL are unhealthy', T, async (t) => {
+test('a 500, an unreachable port, TLS to a plain port and a non-http URL are unhealthy', T, async (t) => {
   const server = http.createServer((req, res) => {
     res.writeHead(500);
     res.end('broken');
@@ -49,7 +49,8 @@ test('a 500, an unreachable port and a non-http URL are unhealthy', T, async (t)
   t.after(() => server.close());
   assertUnhealthy(await runGateway(['--healthcheck', `http://127.0.0.1:${port}/healthz`]), /HTTP 500/);
   assertUnhealthy(await runGateway(['--healthcheck', `http://127.0.0.1:${await closedPort()}/healthz`]), /refused/i);
-  assertUnhealthy(await runGateway(['--healthcheck', `https://127.0.0.1:${port}/healthz`]), /http:\/\//);
+  assertUnhealthy(await runGateway(['--healthcheck', `https://127.0.0.1:${port}/healthz`]), /wrong version|packet length|SSL|TLS/i);
+  assertUnhealthy(await runGateway(['--healthcheck', `ftp://127.0.0.1:${port}/healthz`]), /http:\/\//);
 });
 
 test('a server that accepts but never answers is unhealthy after about 3 s', T, async (t) => {
@@ -81,4 +82,21 @@ test('only the status line and headers are read: an endless 200 body is still he
   const r = await runGateway(['--healthcheck', `http://127.0.0.1:${port}/`]);
   assert.equal(r.code, 0, r.stderr);
   assert.ok(Date.now() - started < 2500, 'did not wait for the body');
+});
+
+test('a TLS listener is checked over https:// (its certificate names another host: not verified)', T, async (t) => {
+  const pki = makeCA();
+  const gw = await startGateway(
+    `server:
+  listen: "127.0.0.1:0"
+  tls: {cert_file: "${pki.wrongName.certPath}", key_file: "${pki.wrongName.keyPath}"}
+upstreams: {oa: {provider: openai, base_url: "http://127.0.0.1:9"}}
+routes: [{match: "*", upstream: oa}]
+`,
+    { t },
+  );
+  const r = await runGateway(['--healthcheck', `https://127.0.0.1:${gw.port}/healthz`]);
+  assert.deepEqual({ code: r.code, stdout: r.stdout, stderr: r.stderr }, { code: 0, stdout: '', stderr: '' });
+  // Plain HTTP to the TLS port gets no HTTP answer.
+  assertUnhealthy(await runGateway(['--healthcheck', `http://127.0.0.1:${gw.port}/healthz`]), /.+/);
 });
