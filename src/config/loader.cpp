@@ -112,6 +112,18 @@ class Reader {
     return true;
   }
 
+  // A path to a file the gateway will read (certificates, keys, CAs): a regular file it can open
+  // now. (Regular only: a directory opens but never reads, and /dev/zero never ends.)
+  std::optional<std::string> readable_file(const YAML::Node& n, const std::string& what) {
+    auto s = string(n, what);
+    if (!s) return std::nullopt;
+    if (std::error_code ec; !std::filesystem::is_regular_file(*s, ec) || !std::ifstream(*s)) {
+      error(n, what + " '" + *s + "' cannot be read");
+      return std::nullopt;
+    }
+    return s;
+  }
+
   std::optional<std::string> string(const YAML::Node& n, const std::string& what) {
     if (!n.IsScalar()) {
       error(n, what + " must be a string");
@@ -265,13 +277,8 @@ std::optional<ListenerTls> load_listener_tls(Reader& r, const YAML::Node& n,
       }
       return;
     }
-    auto s = r.string(v, where + "." + key);
+    auto s = r.readable_file(v, where + "." + key);
     if (!s) {
-      ok = false;
-      return;
-    }
-    if (std::ifstream probe(*s); !probe) {
-      r.error(v, where + "." + key + " '" + *s + "' cannot be read");
       ok = false;
       return;
     }
@@ -641,14 +648,7 @@ void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upst
     if (auto b = r.boolean(v, where + ".strip_dots")) u.strip_dots = *b;
   }
   if (auto v = n["ca_file"]) {
-    if (auto s = r.string(v, where + ".ca_file")) {
-      std::ifstream probe(*s);
-      if (!probe) {
-        r.error(v, where + ".ca_file '" + *s + "' cannot be read");
-      } else {
-        u.ca_file = *s;
-      }
-    }
+    if (auto s = r.readable_file(v, where + ".ca_file")) u.ca_file = *s;
   }
   // The egress proxy: `proxy:` (a URL, or none) overrides the environment and NO_PROXY.
   if (auto v = n["proxy"]) {
@@ -680,13 +680,7 @@ void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upst
   for (auto [key, out] : {std::pair{"client_cert_file", &u.client_cert_file},
                           std::pair{"client_key_file", &u.client_key_file}}) {
     if (auto v = n[key]) {
-      if (auto s = r.string(v, where + "." + key)) {
-        if (std::ifstream probe(*s); !probe) {
-          r.error(v, where + "." + key + " '" + *s + "' cannot be read");
-        } else {
-          *out = *s;
-        }
-      }
+      if (auto s = r.readable_file(v, where + "." + key)) *out = *s;
     }
   }
   if (n["client_cert_file"].IsDefined() != n["client_key_file"].IsDefined())
@@ -875,18 +869,14 @@ void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
     }
   }
   if (auto v = n["redis_ca_file"]) {
-    if (auto s = r.string(v, "rate_limits.redis_ca_file")) {
-      if (!n["redis_url"] || (rl.redis && !rl.redis->tls)) {
-        // Said rather than ignored: a CA next to a plain redis:// URL means the operator believes
-        // the connection is encrypted when it is not.
-        r.error(v, "rate_limits.redis_ca_file needs a rediss:// (TLS) redis_url");
-      } else if (!rl.redis) {
-        // The URL's own error is already reported.
-      } else if (std::error_code ec;
-                 !std::filesystem::is_regular_file(*s, ec) || !std::ifstream(*s)) {
-        // (Regular files only: reading /dev/zero for a certificate would never end.)
-        r.error(v, "rate_limits.redis_ca_file '" + *s + "' cannot be read");
-      } else if (!holds_pem_certificate(*s)) {
+    if (!n["redis_url"] || (rl.redis && !rl.redis->tls)) {
+      // Said rather than ignored: a CA next to a plain redis:// URL means the operator believes
+      // the connection is encrypted when it is not.
+      r.error(v, "rate_limits.redis_ca_file needs a rediss:// (TLS) redis_url");
+    } else if (!rl.redis) {
+      // The URL's own error is already reported.
+    } else if (auto s = r.readable_file(v, "rate_limits.redis_ca_file")) {
+      if (!holds_pem_certificate(*s)) {
         r.error(v, "rate_limits.redis_ca_file '" + *s + "' holds no PEM certificate");
       } else {
         rl.redis->ca_file = *s;

@@ -988,6 +988,19 @@ TEST_F(ListenerTlsConfig, MistakesAreNamed) {
       problems("server: {tls: {cert_file: /nonexistent/c.pem, key_file: '" + key + "'}}\n" + routes)
           .find("server.tls.cert_file '/nonexistent/c.pem' cannot be read"),
       std::string::npos);
+  // A directory opens but never reads: refused like a missing file (every certificate, key and
+  // CA path of the configuration goes through the same check).
+  const std::string dir = ::testing::TempDir();
+  EXPECT_NE(
+      problems("server: {tls: {cert_file: '" + dir + "', key_file: '" + key + "'}}\n" + routes)
+          .find("server.tls.cert_file '" + dir + "' cannot be read"),
+      std::string::npos);
+  EXPECT_NE(
+      problems("upstreams:\n  east: {provider: azure, base_url: 'https://e.openai.azure.com', "
+               "api_key: k, ca_file: '" +
+               dir + "'}\nroutes: [{match: '*', upstream: east}]\n")
+          .find("ca_file '" + dir + "' cannot be read"),
+      std::string::npos);
   EXPECT_NE(problems("admin: {listen: '127.0.0.1:9443', tls: " + tls(", bogus: 1") + "}\n" + routes)
                 .find("bogus"),
             std::string::npos);
