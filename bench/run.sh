@@ -2,7 +2,7 @@
 # llm-gateway benchmark suite: one command, prints a Markdown report and writes it to
 # bench/results/latest.md (bench/results/quick.md with --quick).
 #
-#   bench/run.sh            full run (about 8 minutes plus the build)
+#   bench/run.sh            full run (about 9 minutes plus the build)
 #   bench/run.sh --quick    about a minute: every measurement once, short; numbers are indicative
 #   bench/run.sh --soak     the full run plus a 10-minute soak (RSS must stay flat within ±5 %)
 #   bench/run.sh --quick --soak   quick run plus the soak
@@ -13,8 +13,10 @@
 #  - builds the Release gateway into build-release/ (ninja rebuilds only what changed);
 #  - starts, on loopback ports it picks: an nginx "Azure" upstream with fixed bodies, nginx as the
 #    baseline reverse proxy, a paced SSE upstream (Node), redis-server, and several llm-gateway
-#    instances (bare; keys + memory limiter; keys + redis limiter; everything on);
-#  - pins the load generator to CPU 0 and every server process to CPU 1;
+#    instances (bare; bare with the default `threads: 0`; keys + memory limiter; keys + redis
+#    limiter; everything on);
+#  - pins the load generator to CPU 0 and every server process to CPU 1, except the `threads: 0`
+#    gateway, which gets every CPU (one worker per CPU, sharing CPU 0 with the load generator);
 #  - runs closed-loop wrk rounds (targets alternated A,B,C,A,B,C...), fixed-rate h2load runs, the
 #    1,000-stream SSE test and the large-body test, then renders the report with verdicts;
 #  - stops every process it started (trap), and removes its scratch directory under /tmp.
@@ -43,7 +45,7 @@ for arg in "$@"; do
 done
 
 # ---------------------------------------------------------------------------------------------
-# Parameters. Full run: about 8 minutes of measurement. Quick: about 1 minute.
+# Parameters. Full run: about 9 minutes of measurement. Quick: about 1 minute.
 if [ "$MODE" = quick ]; then
   : "${BENCH_DURATION:=2}" "${BENCH_ROUNDS:=1}" "${BENCH_WARMUP:=1}"
   : "${BENCH_OL_DURATION:=3}" "${BENCH_OL_ROUNDS:=1}"
@@ -244,12 +246,12 @@ nginx_worker() { # MASTER_PID: its (single) worker, once it exists (bounded: 5 s
   return 1
 }
 
-start_gateway() { # NAME CONFIG PORT UPSTREAM_URL [VAR=value ...]
-  local name=$1 cfg=$2 port=$3 up=$4
+start_gateway() { # NAME CONFIG PORT UPSTREAM_URL [VAR=value ...]; GW_CPU_LIST=... overrides the pinning
+  local name=$1 cfg=$2 port=$3 up=$4 cpus=${GW_CPU_LIST:-$SUT_CPU}
   shift 4
   env BENCH_GW_PORT="$port" BENCH_UPSTREAM_URL="$up" BENCH_AZURE_KEY="$AZURE_KEY" \
     BENCH_CLIENT_KEY="$CLIENT_KEY" BENCH_ADMIN_TOKEN="$ADMIN_TOKEN" "$@" \
-    taskset -c "$SUT_CPU" "$GW_BIN" --config "$BENCH_DIR/conf/$cfg" \
+    taskset -c "$cpus" "$GW_BIN" --config "$BENCH_DIR/conf/$cfg" \
     >"$SCRATCH/logs/$name.out" 2>"$SCRATCH/logs/$name.err" &
   LAST_PID=$!
   PIDS+=("$LAST_PID:TERM")
@@ -349,15 +351,17 @@ main() {
   if [ "$(nproc)" -ge 2 ]; then
     LOAD_CPU=0
     SUT_CPU=1
+    ALL_CPUS="0-$(($(nproc) - 1))"
   else
     LOAD_CPU=0
     SUT_CPU=0
+    ALL_CPUS=0
     log "warning: one CPU only; load generator and servers share it"
   fi
 
   local ports
   read -r UP_PORT PROXY_PORT PACED_PORT PACED_PROXY_PORT REDIS_PORT GW_PORT GWM_PORT GWR_PORT GWA_PORT ADMIN_PORT \
-    GWS_PORT GWB_PORT GWK_PORT <<<"$(free_ports 13)"
+    GWS_PORT GWB_PORT GWK_PORT GWT_PORT <<<"$(free_ports 14)"
   ACCESS_LOG="$SCRATCH/access.log"
 
   # --- upstreams -------------------------------------------------------------------------------
@@ -395,6 +399,10 @@ main() {
   local up_url="http://127.0.0.1:$UP_PORT"
   start_gateway gateway gateway-bare.yaml "$GW_PORT" "$up_url"
   GW_PID=$LAST_PID
+  # The default configuration: `threads: 0` = one worker per CPU the machine reports. It gets every
+  # CPU (it would not be the default otherwise), so it shares CPU 0 with the load generator.
+  GW_CPU_LIST="$ALL_CPUS" start_gateway gateway-threads0 gateway-bare.yaml "$GWT_PORT" "$up_url" BENCH_GW_THREADS=0
+  GWT_PID=$LAST_PID
   start_gateway gateway-keys-memory gateway-keys.yaml "$GWM_PORT" "$up_url" BENCH_LIMIT_STORE=memory
   GWM_PID=$LAST_PID
   GWR_PID=
@@ -412,11 +420,18 @@ main() {
     BENCH_ADMIN_PORT="$ADMIN_PORT"
   GWA_PID=$LAST_PID
   http_up "http://127.0.0.1:$PACED_PORT/" || die "the paced SSE upstream did not start"
+  # The threads: 0 gateway's worker count, from the thread counts (/proc/PID/status Threads): the
+  # threads: 1 gateway from the same file has one worker plus the same helper threads.
+  local th1 th0
+  th1=$(proc_kib "$GW_PID" Threads)
+  th0=$(proc_kib "$GWT_PID" Threads)
+  GWT_WORKERS=$([ -n "$th1" ] && [ -n "$th0" ] && echo $((th0 - th1 + 1)) || echo '?')
 
   local azure_chat="/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
   T_URL[direct]="http://127.0.0.1:$UP_PORT$azure_chat"
   T_URL[nginx]="http://127.0.0.1:$PROXY_PORT/v1/chat/completions"
   T_URL[gateway]="http://127.0.0.1:$GW_PORT/v1/chat/completions"
+  T_URL[gateway-threads0]="http://127.0.0.1:$GWT_PORT/v1/chat/completions"
   T_URL[gateway-keys-memory]="http://127.0.0.1:$GWM_PORT/v1/chat/completions"
   T_URL[gateway-keys-redis]="http://127.0.0.1:$GWR_PORT/v1/chat/completions"
   T_URL[gateway-all-on]="http://127.0.0.1:$GWA_PORT/v1/chat/completions"
@@ -424,16 +439,19 @@ main() {
   T_SSE_URL[direct]=${T_URL[direct]}
   T_SSE_URL[nginx]=${T_URL[nginx]}
   T_SSE_URL[gateway]=${T_URL[gateway]}
+  T_SSE_URL[gateway-threads0]=${T_URL[gateway-threads0]}
   T_PROXY[nginx]=$PROXY_WORKER
   T_PROXY[gateway]=$GW_PID
+  T_PROXY[gateway-threads0]=$GWT_PID
   T_PROXY[gateway-keys-memory]=$GWM_PID
   T_PROXY[gateway-keys-redis]=$GWR_PID
   T_PROXY[gateway-all-on]=$GWA_PID
   T_AUX[gateway-keys-redis]=$REDIS_PID
-  local chat_targets=(direct nginx gateway gateway-keys-memory)
+  local chat_targets=(direct nginx gateway gateway-threads0 gateway-keys-memory)
   [ -n "$GWR_PID" ] && chat_targets+=(gateway-keys-redis)
   chat_targets+=(gateway-all-on)
-  local sse_targets=(direct nginx gateway)
+  SSE_TARGETS=(direct nginx gateway gateway-threads0)
+  local sse_targets=("${SSE_TARGETS[@]}")
 
   # --- correctness before speed ------------------------------------------------------------------
   sanity_checks "${chat_targets[@]}"
@@ -478,7 +496,7 @@ main() {
     ol_rate="$BENCH_OL_RATE" ol_conns="$BENCH_OL_CONNS" ol_duration="$BENCH_OL_DURATION" ol_rounds="$BENCH_OL_ROUNDS" \
     streams="$BENCH_STREAMS" stream_chunks="$BENCH_STREAM_CHUNKS" stream_interval_ms="$BENCH_STREAM_INTERVAL_MS" \
     stream_ramp_ms="$BENCH_STREAM_RAMP_MS" body_conns="$BENCH_BODY_CONNS" body_duration="$BENCH_BODY_DURATION" \
-    load_cpu="$LOAD_CPU" sut_cpu="$SUT_CPU" \
+    load_cpu="$LOAD_CPU" sut_cpu="$SUT_CPU" all_cpus="$ALL_CPUS" gw_threads0_workers="$GWT_WORKERS" \
     soak_seconds="$BENCH_SOAK_SECONDS" soak_rate="$BENCH_SOAK_RATE"
   node "$BENCH_DIR/tools/report.mjs" "$meta" "$RAW" >"$REPORT.tmp"
   mv "$REPORT.tmp" "$REPORT"
@@ -500,7 +518,7 @@ sanity_checks() { # every target answers the chat body with the upstream's bytes
       check "$t answers 200 with the upstream body byte for byte" false "status $code, body $(head -c 300 "$SCRATCH/sanity-$t.json" 2>/dev/null)"
     fi
   done
-  for t in direct nginx gateway; do
+  for t in "${SSE_TARGETS[@]}"; do
     code=$(curl -s -o "$SCRATCH/sanity-sse-$t.txt" -w '%{http_code}' --max-time 5 -X POST \
       -H 'content-type: application/json' -H 'x-bench-stream: 1' -H "authorization: Bearer $CLIENT_KEY" \
       --data-binary "@$STREAM_BODY" "${T_URL[$t]}" || true)

@@ -52,6 +52,7 @@ const LABEL = {
   direct: 'upstream direct',
   nginx: 'nginx reverse proxy',
   gateway: 'llm-gateway (bare)',
+  'gateway-threads0': 'llm-gateway (bare, threads: 0 default)',
   'gateway-keys-memory': 'llm-gateway + key + limiter (memory)',
   'gateway-keys-redis': 'llm-gateway + key + limiter (redis)',
   'gateway-all-on': 'llm-gateway, all on (key, limiter, access log, metrics)',
@@ -134,6 +135,11 @@ function ratioLines(stats) {
     : null;
   const c = n && d ? `nginx / direct: throughput ${fmtRatio(ratio(n.rps, d.rps))}, p50 ${fmtRatio(ratio(n.p50, d.p50))}, p99 ${fmtRatio(ratio(n.p99, d.p99))}` : null;
   for (const l of [a, b, c]) if (l) p(`- ${l}`);
+  const t0 = stats.get('gateway-threads0');
+  if (t0)
+    p(
+      `- threads: 0 (default; ${meta.gw_threads0_workers} workers on CPUs ${meta.all_cpus}, sharing CPU ${meta.load_cpu} with wrk) / threads: 1: throughput ${fmtRatio(ratio(t0.rps, g.rps))}, p99 ${fmtRatio(ratio(t0.p99, g.p99))}, CPU per request ${fmtRatio(ratio(t0.cpuUs, g.cpuUs))}${n ? `; threads: 0 / nginx (1 worker, CPU ${meta.sut_cpu} only): throughput ${fmtRatio(ratio(t0.rps, n.rps))}, p99 ${fmtRatio(ratio(t0.p99, n.p99))}, CPU per request ${fmtRatio(ratio(t0.cpuUs, n.cpuUs))}` : ''}`,
+    );
   p();
 }
 
@@ -175,6 +181,12 @@ const sd = streamDirect?.result ?? null;
 const sn = streamNginx?.result ?? null;
 const sg = streamGw?.result ?? null;
 const addedTtfbP99 = sd && sg && sd.ttfb_ms.p99 !== null && sg.ttfb_ms.p99 !== null ? sg.ttfb_ms.p99 - sd.ttfb_ms.p99 : null;
+const addedEventP99 =
+  sd && sg && sd.event_latency_ms.p99 !== null && sg.event_latency_ms.p99 !== null ? sg.event_latency_ms.p99 - sd.event_latency_ms.p99 : null;
+// Proxy CPU per relayed event over the whole streaming run (connection setup included), µs.
+const cpuPerEvent = (x) => (x && x.result && x.cpu_ticks !== null && x.cpu_ticks !== undefined ? ((x.cpu_ticks / x.clk_tck) * 1e6) / Math.max(1, x.result.event_latency_ms.n) : null);
+const streamCpuN = cpuPerEvent(streamNginx);
+const streamCpuG = cpuPerEvent(streamGw);
 const rssOpen = sg ? sg.rss_all_open_kib ?? null : null;
 // When not all streams were open at the same moment, the peak RSS while streams were open is the
 // (pessimistic) stand-in for the verdict.
@@ -188,20 +200,48 @@ const all = chat.get('gateway-all-on');
 const soak = records.find((r) => r.kind === 'soak');
 const checks = records.filter((r) => r.kind === 'check');
 const verdicts = [];
+const known = (...xs) => xs.every((x) => x !== null && x !== undefined && Number.isFinite(x));
+const fmtCpu = (us) => (us === null || us === undefined ? dash : `${us.toFixed(1)} µs`);
 verdicts.push([
-  'non-streaming throughput ≥ 1.0 × nginx',
+  'non-streaming throughput ≥ 1.0 × nginx (threads: 1 vs 1 worker)',
   g && n ? `${fmtInt(g.rps)} vs ${fmtInt(n.rps)} req/s = ${fmtRatio(ratio(g.rps, n.rps))}` : dash,
-  verdict(g && n && g.rps !== null && n.rps !== null ? g.rps >= n.rps : null),
+  verdict(g && n && known(g.rps, n.rps) ? g.rps >= n.rps : null),
+]);
+verdicts.push([
+  'non-streaming CPU per request ≤ 1.0 × nginx (threads: 1 vs 1 worker)',
+  g && n && known(g.cpuUs, n.cpuUs) ? `${fmtCpu(g.cpuUs)} vs ${fmtCpu(n.cpuUs)} = ${fmtRatio(ratio(g.cpuUs, n.cpuUs))}` : dash,
+  verdict(g && n && known(g.cpuUs, n.cpuUs) ? g.cpuUs <= n.cpuUs : null),
 ]);
 verdicts.push([
   'non-streaming p99 ≤ 1.0 × nginx',
   g && n ? `${fmtUs(g.p99)} vs ${fmtUs(n.p99)} = ${fmtRatio(ratio(g.p99, n.p99))}` : dash,
-  verdict(g && n && g.p99 !== null && n.p99 !== null ? g.p99 <= n.p99 : null),
+  verdict(g && n && known(g.p99, n.p99) ? g.p99 <= n.p99 : null),
+]);
+{
+  const gS = sse.get('gateway');
+  const nS = sse.get('nginx');
+  verdicts.push([
+    'fixed SSE body (21 events) throughput ≥ 1.0 × nginx',
+    gS && nS
+      ? `${fmtInt(gS.rps)} vs ${fmtInt(nS.rps)} req/s = ${fmtRatio(ratio(gS.rps, nS.rps))}; CPU per stream ${fmtCpu(gS.cpuUs)} vs ${fmtCpu(nS.cpuUs)} = ${fmtRatio(ratio(gS.cpuUs, nS.cpuUs))}`
+      : dash,
+    verdict(gS && nS && known(gS.rps, nS.rps) ? gS.rps >= nS.rps : null),
+  ]);
+}
+verdicts.push([
+  `streams: proxy CPU per relayed event ≤ nginx's (${meta.streams} paced streams)`,
+  known(streamCpuG, streamCpuN) ? `${fmtCpu(streamCpuG)} vs ${fmtCpu(streamCpuN)} = ${fmtRatio(ratio(streamCpuG, streamCpuN))}` : dash,
+  verdict(known(streamCpuG, streamCpuN) ? streamCpuG <= streamCpuN : null),
 ]);
 verdicts.push([
   `added time to first byte, p99, ${meta.streams} concurrent streams < 1 ms`,
   addedTtfbP99 === null ? dash : `${fmtMs(sg.ttfb_ms.p99)} vs ${fmtMs(sd.ttfb_ms.p99)} direct = ${fmtSignedMs(addedTtfbP99)}`,
   verdict(addedTtfbP99 === null ? null : addedTtfbP99 < 1 && sg.all_open_reached),
+]);
+verdicts.push([
+  `added delivery latency of every event, p99, ${meta.streams} concurrent streams < 1 ms`,
+  addedEventP99 === null ? dash : `${fmtMs(sg.event_latency_ms.p99)} vs ${fmtMs(sd.event_latency_ms.p99)} direct = ${fmtSignedMs(addedEventP99)}`,
+  verdict(addedEventP99 === null ? null : addedEventP99 < 1 && sg.all_open_reached),
 ]);
 verdicts.push([
   `gateway RSS with ${meta.streams} streams open < 64 MiB`,
@@ -217,6 +257,24 @@ verdicts.push([
   g && all ? `${fmtInt(all.rps)} vs ${fmtInt(g.rps)} req/s = ${fmtRatio(ratio(all.rps, g.rps))}` : dash,
   verdict(g && all && g.rps !== null && all.rps !== null ? all.rps >= 0.9 * g.rps : null),
 ]);
+{
+  const gm = chat.get('gateway-keys-memory');
+  const gr = chat.get('gateway-keys-redis');
+  verdicts.push([
+    'redis limiter: throughput within 20 % of the memory limiter',
+    gm && gr ? `${fmtInt(gr.rps)} vs ${fmtInt(gm.rps)} req/s = ${fmtRatio(ratio(gr.rps, gm.rps))}` : gm ? 'not run (no redis-server)' : dash,
+    verdict(gm && gr && known(gm.rps, gr.rps) ? gr.rps >= 0.8 * gm.rps : null),
+  ]);
+}
+{
+  const t0 = chat.get('gateway-threads0');
+  if (t0)
+    verdicts.push([
+      `default configuration, threads: 0 (${meta.gw_threads0_workers} workers on CPUs ${meta.all_cpus}, sharing CPU ${meta.load_cpu} with wrk): information, no target`,
+      `${fmtInt(t0.rps)} req/s = ${fmtRatio(ratio(t0.rps, g?.rps ?? null))} threads: 1, ${fmtRatio(ratio(t0.rps, n?.rps ?? null))} nginx (1 worker); CPU per request ${fmtCpu(t0.cpuUs)} = ${fmtRatio(ratio(t0.cpuUs, n?.cpuUs ?? null))} nginx`,
+      'info',
+    ]);
+}
 let soakVerdict = null;
 let soakText = 'not run (`--soak`)';
 if (soak) {
@@ -274,7 +332,7 @@ p(
 );
 p();
 p(
-  `Load generator pinned to CPU ${meta.load_cpu}; upstream nginx, proxy under test (nginx: 1 worker; llm-gateway: \`server.threads: 1\`), paced SSE upstream and redis pinned to CPU ${meta.sut_cpu}. Loopback only. Closed loop: \`wrk -t1 -c${meta.conns}\`, ${meta.duration} s per run, ${meta.rounds} round(s), targets alternated each round after a ${meta.warmup} s warm-up each; medians over rounds.`,
+  `Load generator pinned to CPU ${meta.load_cpu}; upstream nginx, proxy under test (nginx: 1 worker; llm-gateway: \`server.threads: 1\`), paced SSE upstream and redis pinned to CPU ${meta.sut_cpu}.${chat.has('gateway-threads0') ? ` Exception: the "threads: 0" gateway (the default configuration, one worker per CPU: ${meta.gw_threads0_workers} workers) may run on CPUs ${meta.all_cpus}, so it shares CPU ${meta.load_cpu} with the load generator; its numbers are information, not a like-for-like comparison with the 1-worker nginx.` : ''} Loopback only. Closed loop: \`wrk -t1 -c${meta.conns}\`, ${meta.duration} s per run, ${meta.rounds} round(s), targets alternated each round after a ${meta.warmup} s warm-up each; medians over rounds.`,
 );
 p();
 p('### Verdicts');
@@ -360,9 +418,7 @@ if (sd || sn || sg) {
     [
       'proxy CPU per relayed event (connection setup included)',
       dash,
-      ...[streamNginx, streamGw].map((x) =>
-        x && x.result ? `${(((x.cpu_ticks / x.clk_tck) * 1e6) / Math.max(1, x.result.event_latency_ms.n)).toFixed(1)} µs` : dash,
-      ),
+      ...[streamCpuN, streamCpuG].map((c) => (c === null ? dash : `${c.toFixed(1)} µs`)),
       '',
       '',
     ],
