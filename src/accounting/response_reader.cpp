@@ -1,5 +1,8 @@
 #include "llm_gateway/accounting/response_reader.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 #include "llm_gateway/ratelimit/limiter.hpp"
 
 #include "llm_gateway/translate/json_scan.hpp"
@@ -8,11 +11,74 @@ namespace llmgw::accounting {
 
 std::optional<std::pair<std::size_t, std::size_t>> find_event_end(std::string_view text,
                                                                   std::size_t from) {
-  const std::size_t lf = text.find("\n\n", from);
-  const std::size_t crlf = text.find("\r\n\r\n", from);
-  if (lf == std::string_view::npos && crlf == std::string_view::npos) return std::nullopt;
-  if (crlf < lf) return std::pair{crlf, crlf + 4};
-  return std::pair{lf, lf + 2};
+  // One pass over the line feeds: a blank line is "\n\n" or "\r\n\r\n", whichever starts
+  // first. Searching the rest of the buffer for each form separately would scan to its end once
+  // per event, quadratic in the events one read holds.
+  const char* const begin = text.data();
+  const char* const end = begin + text.size();
+  for (const char* p = begin + std::min(from, text.size()); p < end; ++p) {
+    p = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+    if (!p) break;
+    const std::size_t i = static_cast<std::size_t>(p - begin);
+    if (p + 1 < end && p[1] == '\n') return std::pair{i, i + 2};
+    if (i > from && p[-1] == '\r' && p + 2 < end && p[1] == '\r' && p[2] == '\n')
+      return std::pair{i - 1, i + 3};
+  }
+  return std::nullopt;
+}
+
+EventKeys scan_event_keys(std::string_view data) {
+  // The keys are looked for where a JSON string starts (after a quote), in one walk over the
+  // quotes, instead of one substring search per key: each search went through every quote of the
+  // event again, and an Azure chunk has about fifty.
+  EventKeys keys;
+  const char* const begin = data.data();
+  const char* const end = begin + data.size();
+  auto after_colon = [end](const char* p) -> const char* {  // p: just past the key's quote
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) ++p;
+    if (p == end || *p != ':') return nullptr;
+    ++p;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) ++p;
+    return p < end ? p : nullptr;
+  };
+  for (const char* q = begin; q < end; ++q) {
+    q = static_cast<const char*>(std::memchr(q, '"', static_cast<std::size_t>(end - q)));
+    if (!q) break;
+    const std::string_view rest(q + 1, static_cast<std::size_t>(end - q - 1));
+    switch (rest.empty() ? '\0' : rest.front()) {
+      case 'u':
+        if (rest.starts_with("usage\"")) {
+          const char* v = after_colon(q + 7);
+          if (v && *v == '{') keys.usage_object = true;
+        }
+        break;
+      case 'f':
+        if (rest.starts_with("finish_reason\"")) {
+          const char* v = after_colon(q + 15);
+          if (v && *v == '"') keys.finish_reason_string = true;
+        }
+        break;
+      case 'c':
+        if (rest.starts_with("content_filter_results\"")) {
+          keys.filter_results = true;
+          if (rest.substr(23).starts_with(':')) {
+            if (keys.choice_results == 0)
+              keys.first_choice_results = static_cast<std::size_t>(q - begin);
+            ++keys.choice_results;
+          }
+        }
+        break;
+      case 'p':
+        if (rest.starts_with("prompt_filter_results\"") ||
+            rest.starts_with("prompt_annotations\"")) {
+          keys.filter_results = true;
+          keys.prompt_results = true;
+        }
+        break;
+      default: break;
+    }
+  }
+  return keys;
 }
 
 std::string_view event_data(std::string_view event, std::string& scratch) {

@@ -30,27 +30,16 @@ struct AccountState final : StageState, BodyRewriter {
   static constexpr std::string_view kChoiceResults = "\"content_filter_results\":";
   std::string last_filter;
 
-  bool repeats_last_filter(std::string_view data) const {
-    if (last_filter.empty()) return false;
-    const std::size_t at = data.find(kChoiceResults);
-    if (at == std::string_view::npos) return false;
-    if (data.find(kChoiceResults, at + 1) != std::string_view::npos) return false;  // n > 1
-    if (has_prompt_results(data)) return false;
-    return data.substr(at).starts_with(last_filter);
+  bool repeats_last_filter(std::string_view data, const accounting::EventKeys& keys) const {
+    if (last_filter.empty() || keys.choice_results != 1 || keys.prompt_results) return false;
+    return data.substr(keys.first_choice_results).starts_with(last_filter);
   }
 
-  static bool has_prompt_results(std::string_view data) {
-    return data.find("\"prompt_filter_results\"") != std::string_view::npos ||
-           data.find("\"prompt_annotations\"") != std::string_view::npos;
-  }
-
-  void remember_filter(std::string_view data) {
+  void remember_filter(std::string_view data, const accounting::EventKeys& keys) {
     last_filter.clear();
     // Only a chunk whose results are a single choice's: prompt results use the same key.
-    if (has_prompt_results(data)) return;
-    const std::size_t at = data.find(kChoiceResults);
-    if (at == std::string_view::npos) return;
-    if (data.find(kChoiceResults, at + 1) != std::string_view::npos) return;
+    if (keys.prompt_results || keys.choice_results != 1) return;
+    const std::size_t at = keys.first_choice_results;
     const std::string_view rest = data.substr(at + kChoiceResults.size());
     const json::ScanResult r = json::scan_prefix(rest);
     if (r.valid) last_filter.assign(data.substr(at, kChoiceResults.size() + r.consumed));
@@ -66,18 +55,15 @@ struct AccountState final : StageState, BodyRewriter {
     const std::string_view data = accounting::event_data(event, scratch);
     if (data.empty() || data == "[DONE]") return false;
     // Most chunks carry neither: look before parsing.
-    const bool has_usage = data.find("\"usage\":{") != std::string_view::npos ||
-                           data.find("\"usage\": {") != std::string_view::npos;
-    const bool has_finish = data.find("\"finish_reason\":\"") != std::string_view::npos ||
-                            data.find("\"finish_reason\": \"") != std::string_view::npos;
-    const bool has_filter = data.find("filter_result") != std::string_view::npos ||
-                            data.find("\"prompt_annotations\"") != std::string_view::npos;
-    const bool read_filter = has_filter && !repeats_last_filter(data);
+    const accounting::EventKeys keys = accounting::scan_event_keys(data);
+    const bool has_usage = keys.usage_object;
+    const bool has_finish = keys.finish_reason_string;
+    const bool read_filter = keys.filter_results && !repeats_last_filter(data, keys);
     if (!has_usage && !has_finish && !read_filter) return false;
     const json::ScanResult top = json::scan(data);  // one scan serves both readers
     if (read_filter) {
       ctx->content_filter.read_document(data, top);
-      remember_filter(data);
+      remember_filter(data, keys);
     }
     if (!has_usage && !has_finish) return false;
     const JsonFacts facts = accounting::read_json_facts(data, top);

@@ -282,6 +282,70 @@ TEST(FindEventEnd, PicksTheEarlierTerminator) {
   EXPECT_EQ(crlf->second, 20u);
 }
 
+// The one-pass search against the definition it replaced (the earlier of the two terminators,
+// each searched for separately), over every string of up to 7 characters from {a, \r, \n} and
+// every starting offset.
+TEST(FindEventEnd, MatchesTheTwoSearchDefinitionOnEveryShortString) {
+  auto reference = [](std::string_view text,
+                      std::size_t from) -> std::optional<std::pair<std::size_t, std::size_t>> {
+    const std::size_t lf = text.find("\n\n", from);
+    const std::size_t crlf = text.find("\r\n\r\n", from);
+    if (lf == std::string_view::npos && crlf == std::string_view::npos) return std::nullopt;
+    if (crlf < lf) return std::pair{crlf, crlf + 4};
+    return std::pair{lf, lf + 2};
+  };
+  const char alphabet[] = {'a', '\r', '\n'};
+  for (std::size_t len = 0; len <= 7; ++len) {
+    std::size_t combos = 1;
+    for (std::size_t i = 0; i < len; ++i) combos *= 3;
+    for (std::size_t c = 0; c < combos; ++c) {
+      std::string text;
+      for (std::size_t i = 0, k = c; i < len; ++i, k /= 3) text += alphabet[k % 3];
+      for (std::size_t from = 0; from <= len; ++from) {
+        ASSERT_EQ(accounting::find_event_end(text, from), reference(text, from))
+            << testing::PrintToString(text) << " from " << from;
+      }
+    }
+  }
+}
+
+TEST(ScanEventKeys, TellsTheKeysAccountingReads) {
+  using accounting::scan_event_keys;
+  const auto plain = scan_event_keys(
+      R"({"choices":[{"content_filter_results":{"hate":{"filtered":false}},"delta":{"content":"x"},)"
+      R"("finish_reason":null}],"usage":null})");
+  EXPECT_FALSE(plain.usage_object);
+  EXPECT_FALSE(plain.finish_reason_string);
+  EXPECT_TRUE(plain.filter_results);
+  EXPECT_FALSE(plain.prompt_results);
+  EXPECT_EQ(plain.choice_results, 1);
+  EXPECT_EQ(plain.first_choice_results, 13u);
+
+  const auto last =
+      scan_event_keys(R"({"choices":[{"finish_reason" : "stop"}],"usage": {"total_tokens":3}})");
+  EXPECT_TRUE(last.usage_object);
+  EXPECT_TRUE(last.finish_reason_string);
+  EXPECT_FALSE(last.filter_results);
+  EXPECT_EQ(last.choice_results, 0);
+
+  const auto prompt =
+      scan_event_keys(R"({"choices":[],"prompt_filter_results":[{"content_filter_results":{}}]})");
+  EXPECT_TRUE(prompt.prompt_results);
+  EXPECT_TRUE(prompt.filter_results);
+  EXPECT_TRUE(scan_event_keys(R"({"prompt_annotations":[]})").prompt_results);
+
+  const auto two = scan_event_keys(
+      R"({"choices":[{"content_filter_results":{}},{"content_filter_results" :{}}]})");
+  EXPECT_EQ(two.choice_results, 1);  // only the exact `"content_filter_results":` form counts
+  EXPECT_TRUE(two.filter_results);
+
+  // Truncated data never reads past its end.
+  EXPECT_FALSE(scan_event_keys(R"({"usage")").usage_object);
+  EXPECT_FALSE(scan_event_keys(R"({"usage":)").usage_object);
+  EXPECT_FALSE(scan_event_keys(R"({"finish_reason":)").finish_reason_string);
+  EXPECT_FALSE(scan_event_keys("\"").usage_object);
+}
+
 // ---------------------------------------------------------------------------------------------
 // event_data
 // ---------------------------------------------------------------------------------------------

@@ -37,6 +37,21 @@ class SseSplitter {
 std::optional<std::pair<std::size_t, std::size_t>> find_event_end(std::string_view text,
                                                                   std::size_t from);
 
+// Which of the keys accounting reads an event's JSON data has, found in one pass without parsing
+// it, so that the (rare) events worth parsing are told from the rest cheaply. A key is only
+// recognised where a JSON string starts; one inside a string value may be reported too, which
+// costs a parse and nothing else.
+struct EventKeys {
+  bool usage_object = false;          // "usage": {...}  (not "usage": null)
+  bool finish_reason_string = false;  // "finish_reason": "..."  (not null)
+  bool filter_results = false;        // content_filter_results, prompt_filter_results or
+                                      // prompt_annotations (what ContentFilterSummary reads)
+  bool prompt_results = false;        // prompt_filter_results or prompt_annotations
+  int choice_results = 0;             // how many "content_filter_results": keys
+  std::size_t first_choice_results = std::string_view::npos;  // where the first one's quote is
+};
+EventKeys scan_event_keys(std::string_view data);
+
 // The data payload of an SSE event (its data: lines joined by '\n'). Uses `scratch` only when
 // the event has several data lines.
 std::string_view event_data(std::string_view event, std::string& scratch);
