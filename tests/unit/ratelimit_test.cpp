@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "llm_gateway/net/redis_reply.hpp"
 #include "llm_gateway/pipeline/context.hpp"
 #include "llm_gateway/pipeline/pipeline.hpp"
 #include "llm_gateway/ratelimit/lease.hpp"
@@ -1575,6 +1576,46 @@ TEST(PendingDeltas, MergesPerSecondDropsSecondsOutOfTheWindowAndEmptiesWhenTaken
   EXPECT_EQ(all[1].sec, 160);
   EXPECT_TRUE(p.empty());
   EXPECT_TRUE(p.take().empty());
+}
+
+net::Reply integer_array(std::initializer_list<long long> values) {
+  net::Reply r;
+  r.type = REDIS_REPLY_ARRAY;
+  for (long long v : values) {
+    net::Reply e;
+    e.type = REDIS_REPLY_INTEGER;
+    e.integer = v;
+    r.elements.push_back(e);
+  }
+  return r;
+}
+
+TEST(DecodeAdmission, TwelveIntegersWithTheGrantAndOldNineElementRepliesAreRefused) {
+  const KeyLimits limits = limits_of(100, 10'000);
+  LeaseGrant g;
+  auto a = net::decode_admission(
+      integer_array({1, 0, 0, 0, 30, 4'000, 60'750, 60'750, 1000, 1'000'250, 10, 3'000}), limits,
+      &g);
+  ASSERT_TRUE(a);
+  EXPECT_TRUE(a->allowed);
+  EXPECT_EQ(a->bucket_sec, 1000);
+  EXPECT_EQ(g.bucket_sec, 1000);
+  EXPECT_EQ(g.now_ms, 1'000'250);
+  EXPECT_EQ(g.requests, 10);
+  EXPECT_EQ(g.tokens, 3'000);
+  EXPECT_EQ(g.request_sum, 30);
+  EXPECT_EQ(g.token_sum, 4'000);
+  EXPECT_EQ(g.request_reset_ms, 60'750);
+  // Sums a confused server sends are clamped where the lease's arithmetic stays defined.
+  a = net::decode_admission(
+      integer_array({1, 0, 0, 0, std::numeric_limits<long long>::min(),
+                     std::numeric_limits<long long>::max(), -5, 0, 0, 0, 1, 1}),
+      limits, &g);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(g.request_sum, 0);
+  EXPECT_EQ(g.token_sum, 1LL << 50);
+  EXPECT_EQ(g.request_reset_ms, 0);
+  EXPECT_FALSE(net::decode_admission(integer_array({1, 0, 0, 0, 1, 0, 0, 0, 1000}), limits));
 }
 
 }  // namespace
