@@ -131,7 +131,20 @@ int main(int argc, char** argv) {
   llmgw::PipelineServices services;
   // Made once for the process: every snapshot shares them (limits survive a new snapshot).
   if (cfg.rate_limits.store == llmgw::config::LimitStore::redis && !cfg.keys.empty()) {
-    services.counter_store = llmgw::net::make_redis_store(*cfg.rate_limits.redis);
+    llmgw::ratelimit::LeasePolicy lease;
+    switch (cfg.rate_limits.redis_lease) {
+      case llmgw::config::RateLimitSettings::Lease::automatic:
+        lease.mode = llmgw::ratelimit::LeasePolicy::Mode::automatic;
+        break;
+      case llmgw::config::RateLimitSettings::Lease::off:
+        lease.mode = llmgw::ratelimit::LeasePolicy::Mode::off;
+        break;
+      case llmgw::config::RateLimitSettings::Lease::fraction:
+        lease.mode = llmgw::ratelimit::LeasePolicy::Mode::fraction;
+        lease.fraction = cfg.rate_limits.redis_lease_fraction;
+        break;
+    }
+    services.counter_store = llmgw::net::make_redis_store(*cfg.rate_limits.redis, lease);
   } else {
     services.counter_store =
         std::make_shared<llmgw::ratelimit::MemoryStore>(llmgw::ratelimit::system_now_ms());

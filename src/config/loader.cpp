@@ -67,6 +67,11 @@ std::vector<std::string> settings_needing_restart(const Config& running, const C
   };
   if (running.rate_limits.store != next.rate_limits.store || redis(running) != redis(next))
     out.emplace_back("rate_limits.store");
+  // The Redis store is made once per process, with its lease policy.
+  if (running.rate_limits.store == LimitStore::redis &&
+      (running.rate_limits.redis_lease != next.rate_limits.redis_lease ||
+       running.rate_limits.redis_lease_fraction != next.rate_limits.redis_lease_fraction))
+    out.emplace_back("rate_limits.redis_lease");
   if (running.logging.access_log != next.logging.access_log) out.emplace_back("logging.access_log");
   return out;
 }
@@ -819,9 +824,9 @@ bool holds_pem_certificate(const std::string& path) {
 }
 
 void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
-  if (!r.check_map(
-          n, "rate_limits",
-          {"store", "redis_url", "redis_ca_file", "on_store_error", "default_completion_tokens"}))
+  if (!r.check_map(n, "rate_limits",
+                   {"store", "redis_url", "redis_ca_file", "on_store_error",
+                    "default_completion_tokens", "redis_lease"}))
     return;
   if (auto v = n["store"]) {
     if (auto s = r.string(v, "rate_limits.store")) {
@@ -899,6 +904,27 @@ void load_rate_limits(Reader& r, const YAML::Node& n, RateLimitSettings& rl) {
   if (auto v = n["default_completion_tokens"]) {
     if (auto x = r.number(v, "rate_limits.default_completion_tokens", 0, 10000000))
       rl.default_completion_tokens = *x;
+  }
+  if (auto v = n["redis_lease"]) {
+    if (auto s = r.string(v, "rate_limits.redis_lease")) {
+      double share = 0;
+      const auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), share);
+      if (*s == "auto") {
+        rl.redis_lease = RateLimitSettings::Lease::automatic;
+      } else if (*s == "off") {
+        rl.redis_lease = RateLimitSettings::Lease::off;
+      } else if (!s->empty() && ec == std::errc() && p == s->data() + s->size() && share > 0 &&
+                 share <= 0.5) {
+        // Above half, two replicas could not even hold a lease each.
+        rl.redis_lease = RateLimitSettings::Lease::fraction;
+        rl.redis_lease_fraction = share;
+      } else {
+        r.error(v,
+                "rate_limits.redis_lease must be auto, off or a fraction of the limits above 0 "
+                "and at most 0.5 (e.g. 0.05), not '" +
+                    *s + "'");
+      }
+    }
   }
 }
 

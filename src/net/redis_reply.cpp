@@ -54,8 +54,9 @@ Reply convert_reply(const redisReply* r) {
 }
 
 std::optional<ratelimit::Admission> decode_admission(const Reply& r,
-                                                     const ratelimit::KeyLimits& limits) {
-  if (r.type != REDIS_REPLY_ARRAY || r.elements.size() != 9) return std::nullopt;
+                                                     const ratelimit::KeyLimits& limits,
+                                                     ratelimit::LeaseGrant* grant) {
+  if (r.type != REDIS_REPLY_ARRAY || r.elements.size() != 12) return std::nullopt;
   const auto& e = r.elements;
   ratelimit::Admission a;
   a.allowed = e[0].integer == 1;
@@ -73,6 +74,19 @@ std::optional<ratelimit::Admission> decode_admission(const Reply& r,
     a.tokens =
         ratelimit::LimitState{*limits.tpm, remaining(*limits.tpm, e[5].integer), e[7].integer};
   a.bucket_sec = e[8].integer;
+  if (grant) {
+    // Sums derive the remaining counts of the requests spent from a lease: kept where the
+    // arithmetic on them cannot overflow whatever a confused server sent.
+    constexpr long long kMaxSum = 1LL << 50;
+    grant->bucket_sec = e[8].integer;
+    grant->now_ms = e[9].integer;
+    grant->requests = e[10].integer;
+    grant->tokens = e[11].integer;
+    grant->request_sum = std::clamp<long long>(e[4].integer, 0, kMaxSum);
+    grant->token_sum = std::clamp<long long>(e[5].integer, 0, kMaxSum);
+    grant->request_reset_ms = std::clamp<long long>(e[6].integer, 0, kMaxSum);
+    grant->token_reset_ms = std::clamp<long long>(e[7].integer, 0, kMaxSum);
+  }
   return a;
 }
 

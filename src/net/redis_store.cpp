@@ -15,9 +15,12 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <deque>
+#include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 
 #include "llm_gateway/net/io.hpp"
 #include "llm_gateway/net/redis.hpp"
@@ -366,11 +369,36 @@ class RedisClient {
 
 // The sliding window of ratelimit/limiter.hpp, for both limits of a key, atomically. Time comes
 // from Redis (TIME), so the replicas' clocks do not matter.
+//
+// First the deltas the replica collected (token corrections, and the unspent rest of leases it
+// gives back) are applied: ARGV[6..] holds triples {second, requests, tokens}; a second that left
+// the window, or a field Redis no longer has (lost in a restart), is skipped, and no delta takes
+// a field below zero, so no delta can ever create quota that was not counted. Then, for cost >= 0,
+// one request of `cost` tokens is admitted as before, and with it a lease: up to ARGV[4]
+// requests in all and ARGV[5] tokens on top of the cost, as much of that as the windows have room
+// for, counted in the current second. cost = -1 only applies the deltas.
 constexpr std::string_view kAdmitScript = R"lua(
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now = math.floor(now_ms / 1000)
 local W = 61
+local function adjust(key, field, d)
+  if d == 0 then return end
+  local v = redis.call('HGET', key, field)
+  if not v then return end
+  v = tonumber(v)
+  if v + d < 0 then d = -v end
+  if d ~= 0 then redis.call('HINCRBY', key, field, d) end
+end
+for i = 6, #ARGV - 2, 3 do
+  if tonumber(ARGV[i]) > now - W then
+    adjust(KEYS[1], ARGV[i], tonumber(ARGV[i + 1]))
+    adjust(KEYS[2], ARGV[i], tonumber(ARGV[i + 2]))
+  end
+end
+local rpm, tpm, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if cost < 0 then return 1 end
+local lease_req, lease_tok = tonumber(ARGV[4]), tonumber(ARGV[5])
 local function window(key)
   local flat = redis.call('HGETALL', key)
   local live, stale, sum = {}, {}, 0
@@ -382,11 +410,11 @@ local function window(key)
   table.sort(live, function(a, b) return a[1] < b[1] end)
   return sum, live
 end
-local function wait(sum, live, limit, cost)
-  if sum + cost <= limit then return 0 end
+local function wait(sum, live, limit, need)
+  if sum + need <= limit then return 0 end
   for _, b in ipairs(live) do
     sum = sum - b[2]
-    if sum + cost <= limit then return (b[1] + W) * 1000 - now_ms end
+    if sum + need <= limit then return (b[1] + W) * 1000 - now_ms end
   end
   return W * 1000
 end
@@ -397,7 +425,6 @@ local function reset(live, added)
   if newest < 0 then return 0 end
   return (newest + W) * 1000 - now_ms
 end
-local rpm, tpm, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local rsum, rlive, tsum, tlive = 0, {}, 0, {}
 local rwait, twait, too_large = 0, 0, 0
 if rpm > 0 then rsum, rlive = window(KEYS[1]); rwait = wait(rsum, rlive, rpm, 1) end
@@ -407,25 +434,22 @@ if tpm > 0 then
 end
 local allowed = 0
 if rwait == 0 and twait == 0 and too_large == 0 then allowed = 1 end
-local radded, tadded = false, false
+local radded, tadded, rgrant, tgrant = false, false, 0, 0
 if allowed == 1 then
   if rpm > 0 then
-    redis.call('HINCRBY', KEYS[1], now, 1); redis.call('PEXPIRE', KEYS[1], (W + 1) * 1000)
-    rsum = rsum + 1; radded = true
+    rgrant = math.max(1, math.min(lease_req, rpm - rsum))
+    redis.call('HINCRBY', KEYS[1], now, rgrant); redis.call('PEXPIRE', KEYS[1], (W + 1) * 1000)
+    rsum = rsum + rgrant; radded = true
   end
-  if tpm > 0 and cost > 0 then
-    redis.call('HINCRBY', KEYS[2], now, cost); redis.call('PEXPIRE', KEYS[2], (W + 1) * 1000)
-    tsum = tsum + cost; tadded = true
+  if tpm > 0 then
+    tgrant = cost + math.max(0, math.min(lease_tok, tpm - tsum - cost))
+    if tgrant > 0 then
+      redis.call('HINCRBY', KEYS[2], now, tgrant); redis.call('PEXPIRE', KEYS[2], (W + 1) * 1000)
+      tsum = tsum + tgrant; tadded = true
+    end
   end
 end
-return {allowed, rwait, twait, too_large, rsum, tsum, reset(rlive, radded), reset(tlive, tadded), now}
-)lua";
-
-constexpr std::string_view kCorrectScript = R"lua(
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-end
-return 1
+return {allowed, rwait, twait, too_large, rsum, tsum, reset(rlive, radded), reset(tlive, tadded), now, now_ms, rgrant, tgrant}
 )lua";
 
 // Redis names a loaded script by the SHA-1 of its text.
@@ -459,22 +483,45 @@ asio::awaitable<std::optional<Reply>> eval_script(RedisClient& client, std::stri
   co_return r;
 }
 
+// Counters in Redis, and the leases taken from them (ratelimit/lease.hpp says why a lease keeps
+// the window exact and what it costs). A key whose limits are leased asks Redis once per lease:
+// requests are admitted from the lease in memory, on the caller's thread, and only when it is
+// spent or over does one request of this process go to Redis for the next one (the others wait
+// for that call rather than each making their own). Token corrections and the unspent rest of
+// ended leases are collected per key and go with the key's next call, or with the flush timer
+// (every kFlushEvery) at the latest. A key that is not leased makes one call per admission, as
+// many in flight as it has requests.
 class RedisStore final : public ratelimit::CounterStore {
  public:
-  explicit RedisStore(const config::RedisTarget& target)
+  RedisStore(const config::RedisTarget& target, ratelimit::LeasePolicy policy)
       : work_(asio::make_work_guard(ioc_)),
         client_(ioc_, target),
+        policy_(policy),
         admit_sha_(sha1_hex(kAdmitScript)),
-        correct_sha_(sha1_hex(kCorrectScript)),
-        thread_([this] { ioc_.run(); }) {}
+        flush_timer_(ioc_),
+        thread_([this] { ioc_.run(); }) {
+    asio::co_spawn(ioc_, flush_loop(), asio::detached);
+  }
 
   ~RedisStore() override {
+    // Deltas not sent yet are dropped: unspent leases then simply expire with their second's
+    // bucket (at most 61 s), and corrections are lost as a failed call's would be.
+    asio::post(ioc_, [this] { flush_timer_.cancel(); });
     work_.reset();
     ioc_.stop();
     thread_.join();
   }
 
   std::string_view name() const override { return "redis"; }
+
+  std::optional<ratelimit::Admission> try_admit_now(const std::string& key_name,
+                                                    const ratelimit::KeyLimits& limits,
+                                                    std::int64_t token_cost) override {
+    if (!ratelimit::lease_size(limits, policy_).leased()) return std::nullopt;
+    KeyState& k = state(key_name);
+    std::lock_guard lock(k.mutex);
+    return k.lease.try_spend(limits, token_cost, Clock::now());
+  }
 
   asio::awaitable<std::optional<ratelimit::Admission>> admit(const std::string& key_name,
                                                              const ratelimit::KeyLimits& limits,
@@ -486,17 +533,65 @@ class RedisStore final : public ratelimit::CounterStore {
 
   void correct_tokens(const std::string& key_name, std::int64_t bucket_sec,
                       std::int64_t delta) override {
-    asio::co_spawn(ioc_, correct_on_client(key_name, bucket_sec, delta), asio::detached);
+    KeyState& k = state(key_name);
+    std::lock_guard lock(k.mutex);
+    k.pending.add({bucket_sec, 0, delta});
   }
 
  private:
+  using Clock = ratelimit::LocalLease::Clock;
+  static constexpr auto kFlushEvery = std::chrono::milliseconds(200);
   static constexpr std::string_view kRequests = "req";
   static constexpr std::string_view kTokens = "tok";
+
+  struct KeyState {
+    std::mutex mutex;  // guards lease and pending; held for a few hundred ns, never across I/O
+    ratelimit::LocalLease lease;
+    ratelimit::PendingDeltas pending;
+    // The client thread's alone:
+    bool calling = false;                         // a lease call of this key is in flight
+    std::optional<asio::steady_timer> call_done;  // its waiters wait on it; cancelled to wake them
+    std::optional<ratelimit::Admission> last_answer;  // the last lease call's (nullopt: failed)
+    ratelimit::KeyLimits last_limits;
+  };
+
   // (Arguments are built before co_await: g++ 12 rejects string literals in braced lists inside
   // a co_await expression.)
   static std::string redis_key(const std::string& name, std::string_view kind) {
     // The hash tag keeps both windows of a key on one shard of a cluster.
     return "llmgw:rl:{" + name + "}:" + std::string(kind);
+  }
+
+  // The admission script's arguments; cost -1 only applies the deltas.
+  static std::vector<std::string> script_args(const std::string& key_name,
+                                              const ratelimit::KeyLimits& limits, std::int64_t cost,
+                                              ratelimit::LeaseSize size,
+                                              const std::vector<ratelimit::CounterDelta>& deltas) {
+    std::vector<std::string> args{redis_key(key_name, kRequests),
+                                  redis_key(key_name, kTokens),
+                                  std::to_string(limits.rpm.value_or(0)),
+                                  std::to_string(limits.tpm.value_or(0)),
+                                  std::to_string(cost),
+                                  std::to_string(size.requests),
+                                  std::to_string(size.tokens)};
+    for (const auto& d : deltas) {
+      args.push_back(std::to_string(d.sec));
+      args.push_back(std::to_string(d.requests));
+      args.push_back(std::to_string(d.tokens));
+    }
+    return args;
+  }
+
+  // Per key name, never erased (references stay valid): state outlives configuration snapshots.
+  KeyState& state(const std::string& key_name) {
+    {
+      std::shared_lock lock(keys_mutex_);
+      if (auto it = keys_.find(key_name); it != keys_.end()) return *it->second;
+    }
+    std::unique_lock lock(keys_mutex_);
+    auto& slot = keys_[key_name];
+    if (!slot) slot = std::make_unique<KeyState>();
+    return *slot;
   }
 
   void note_health(bool ok, const std::string& detail) {
@@ -510,37 +605,127 @@ class RedisStore final : public ratelimit::CounterStore {
     }
   }
 
+  static bool same_limits(const ratelimit::KeyLimits& a, const ratelimit::KeyLimits& b) {
+    return a.rpm == b.rpm && a.tpm == b.tpm;
+  }
+
   asio::awaitable<std::optional<ratelimit::Admission>> admit_on_client(std::string key_name,
                                                                        ratelimit::KeyLimits limits,
                                                                        std::int64_t token_cost) {
-    std::vector<std::string> args{redis_key(key_name, kRequests), redis_key(key_name, kTokens),
-                                  std::to_string(limits.rpm.value_or(0)),
-                                  std::to_string(limits.tpm.value_or(0)),
-                                  std::to_string(token_cost)};
+    const ratelimit::LeaseSize size = ratelimit::lease_size(limits, policy_);
+    KeyState& k = state(key_name);
+    if (!size.leased()) co_return co_await ask(key_name, k, limits, token_cost, size);
+    if (!k.call_done) {
+      k.call_done.emplace(ioc_);
+      k.call_done->expires_at(asio::steady_timer::time_point::max());
+    }
+    for (;;) {
+      {
+        std::lock_guard lock(k.mutex);
+        if (auto a = k.lease.try_spend(limits, token_cost, Clock::now())) co_return a;
+      }
+      if (!k.calling) break;
+      // One lease call per key in flight: wait for it instead of making another.
+      co_await k.call_done->async_wait(nothrow_awaitable);
+      // A call that failed, or found no room for one more request, answers every request that
+      // waited for it: each would get the same answer from Redis now. (A tokens refusal does
+      // not: a cheaper request may fit, and the wait depends on the cost.)
+      if (same_limits(k.last_limits, limits)) {
+        if (!k.last_answer) co_return std::nullopt;
+        if (!k.last_answer->allowed && limits.rpm &&
+            k.last_answer->rejected_by == ratelimit::LimitKind::requests)
+          co_return k.last_answer;
+      }
+    }
+    k.calling = true;
+    auto answer = co_await ask(key_name, k, limits, token_cost, size);
+    k.last_answer = answer;
+    k.last_limits = limits;
+    k.calling = false;
+    k.call_done->cancel();
+    co_return answer;
+  }
+
+  // One script call: the key's pending deltas (and the rest of its lease, which ends here) go
+  // with it; a leased key's grant becomes its new lease, the triggering request spent from it.
+  asio::awaitable<std::optional<ratelimit::Admission>> ask(const std::string& key_name, KeyState& k,
+                                                           ratelimit::KeyLimits limits,
+                                                           std::int64_t token_cost,
+                                                           ratelimit::LeaseSize size) {
+    std::vector<ratelimit::CounterDelta> deltas;
+    {
+      std::lock_guard lock(k.mutex);
+      if (auto rest = k.lease.end()) k.pending.add(*rest);
+      deltas = k.pending.take();
+    }
+    // Taken before the call is even queued: Redis' clock cannot be past the grant's time then.
+    const auto sent_at = Clock::now();
+    auto args = script_args(key_name, limits, token_cost, size, deltas);
     auto r = co_await eval_script(client_, kAdmitScript, admit_sha_, std::move(args), 2);
+    // (The deltas are not sent again after a failure: the script may have run, and giving a
+    // lease's rest back twice could free quota another replica counted.)
+    ratelimit::LeaseGrant grant;
     std::optional<ratelimit::Admission> a;
-    if (r) a = decode_admission(*r, limits);
+    if (r) a = decode_admission(*r, limits, &grant);
     if (!a) {
       note_health(false, !r ? client_.last_error() : r->is_error() ? r->str : "unexpected reply");
       co_return std::nullopt;
     }
     note_health(true, {});
-    co_return a;
+    if (!a->allowed || !size.leased()) co_return a;
+    // Never more than was asked for, whatever the server said.
+    grant.requests = std::clamp<std::int64_t>(grant.requests, 1, size.requests);
+    grant.tokens = std::clamp<std::int64_t>(grant.tokens, token_cost,
+                                            ratelimit::saturating_add(token_cost, size.tokens));
+    std::lock_guard lock(k.mutex);
+    k.lease.install(grant, limits, sent_at);
+    co_return k.lease.spend_granted(token_cost, Clock::now());
   }
 
-  asio::awaitable<void> correct_on_client(std::string key_name, std::int64_t bucket_sec,
-                                          std::int64_t delta) {
-    std::vector<std::string> args{redis_key(key_name, kTokens), std::to_string(bucket_sec),
-                                  std::to_string(delta)};
-    auto r = co_await eval_script(client_, kCorrectScript, correct_sha_, std::move(args), 1);
+  // Sends what keys collected and gives back the rest of leases that have ended, so that no
+  // correction waits long for its key's next call and no ended lease holds quota for long.
+  asio::awaitable<void> flush_loop() {
+    for (;;) {
+      flush_timer_.expires_after(kFlushEvery);
+      auto [ec] = co_await flush_timer_.async_wait(nothrow_awaitable);
+      if (ec) co_return;
+      std::vector<std::pair<std::string, KeyState*>> all;
+      {
+        std::shared_lock lock(keys_mutex_);
+        for (const auto& [key_name, st] : keys_) all.emplace_back(key_name, st.get());
+      }
+      for (auto& [key_name, k] : all) {
+        if (k->calling) continue;  // the call in flight took them; the next one takes the rest
+        std::vector<ratelimit::CounterDelta> deltas;
+        {
+          std::lock_guard lock(k->mutex);
+          if (k->lease.held() && k->lease.expired(Clock::now())) {
+            if (auto rest = k->lease.end()) k->pending.add(*rest);
+          }
+          deltas = k->pending.take();
+        }
+        if (!deltas.empty())
+          asio::co_spawn(ioc_, flush(std::move(key_name), std::move(deltas)), asio::detached);
+      }
+    }
+  }
+
+  asio::awaitable<void> flush(std::string key_name, std::vector<ratelimit::CounterDelta> deltas) {
+    const ratelimit::KeyLimits none;
+    const ratelimit::LeaseSize no_lease{0, 0};
+    auto args = script_args(key_name, none, -1, no_lease, deltas);
+    auto r = co_await eval_script(client_, kAdmitScript, admit_sha_, std::move(args), 2);
     if (!r || r->is_error()) note_health(false, !r ? client_.last_error() : r->str);
   }
 
   asio::io_context ioc_{1};
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   RedisClient client_;
+  ratelimit::LeasePolicy policy_;
   std::string admit_sha_;
-  std::string correct_sha_;
+  std::shared_mutex keys_mutex_;
+  std::unordered_map<std::string, std::unique_ptr<KeyState>> keys_;
+  asio::steady_timer flush_timer_;
   bool down_ = false;  // only touched on the client's thread
   std::thread thread_;
 };
@@ -644,8 +829,9 @@ class RedisCooldownShare {
 
 }  // namespace
 
-std::shared_ptr<ratelimit::CounterStore> make_redis_store(const config::RedisTarget& target) {
-  return std::make_shared<RedisStore>(target);
+std::shared_ptr<ratelimit::CounterStore> make_redis_store(const config::RedisTarget& target,
+                                                          ratelimit::LeasePolicy lease) {
+  return std::make_shared<RedisStore>(target, lease);
 }
 
 std::shared_ptr<void> share_cooldowns_through_redis(const config::RedisTarget& target,

@@ -113,8 +113,13 @@ Verdict RateLimitStage::on_request(RequestContext& ctx) {
   if (key.tpm) limits.tpm = static_cast<std::int64_t>(*key.tpm);
   state.limits = limits;
   state.cost = key.tpm ? estimate_tokens(ctx, cfg_.rate_limits.default_completion_tokens) : 0;
-  // The memory store answers at once; only a shared store (Redis) makes the request wait.
-  if (!store_->synchronous()) return Verdict::wait;
+  // The memory store answers at once; a shared store (Redis) too when a lease it holds covers
+  // the request, and otherwise makes the request wait.
+  if (!store_->synchronous()) {
+    if (auto leased = store_->try_admit_now(key.name, limits, state.cost))
+      return decide(ctx, state, std::move(leased));
+    return Verdict::wait;
+  }
   return decide(ctx, state, store_->admit_sync(key.name, limits, state.cost));
 }
 

@@ -51,8 +51,12 @@ void use(const Reply& reply) {
   // What RedisStore does with a reply: is it an error, is it NOSCRIPT, is it an admission.
   if (reply.is_error()) (void)reply.str.starts_with("NOSCRIPT");
   for (const auto& limits : kLimits) {
-    const auto a = llmgw::net::decode_admission(reply, limits);
+    llmgw::ratelimit::LeaseGrant grant;
+    const auto a = llmgw::net::decode_admission(reply, limits, &grant);
     if (!a) continue;
+    // The lease's arithmetic (remaining = limit - sum + unspent) relies on these bounds.
+    require(grant.request_sum >= 0 && grant.request_sum <= (1LL << 50), "request sum clamped");
+    require(grant.token_sum >= 0 && grant.token_sum <= (1LL << 50), "token sum clamped");
     require(!a->allowed || a->retry_after_ms == 0, "an admitted request has no retry delay");
     require(a->allowed || a->retry_after_ms >= 1, "a rejected request waits at least 1 ms");
     // The rate-limit stage puts these into x-ratelimit-* headers.

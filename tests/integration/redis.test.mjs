@@ -1,6 +1,7 @@
 // Rate limits in Redis (rate_limits.store: redis): the counters are shared by every gateway
 // process, and an outage of Redis is handled by on_store_error (allow | deny) and healed by the
-// gateway itself (reconnect backoff 100 ms doubling up to 5 s). The test runs its own redis-server.
+// gateway itself (reconnect backoff 100 ms doubling up to 5 s); busy keys are leased (below). The
+// test runs its own redis-server.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -36,7 +37,7 @@ describe('rate limits in Redis', { skip: REDIS_SKIP }, () => {
 
   const newKey = () => `sk-redis-${crypto.randomBytes(10).toString('hex')}`;
   /** A config with one key; names are unique per test so Redis counters never mix. */
-  const config = ({ name, rpm, tpm, onStoreError = 'allow', redisUrl = redis.url }) => `
+  const config = ({ name, rpm, tpm, onStoreError = 'allow', redisUrl = redis.url, lease }) => `
 server:
   listen: "127.0.0.1:0"
 upstreams:
@@ -52,7 +53,7 @@ keys:
 rate_limits:
   store: redis
   redis_url: "${redisUrl}"
-  on_store_error: ${onStoreError}
+  on_store_error: ${onStoreError}${lease ? `\n  redis_lease: ${lease}` : ''}
   default_completion_tokens: 1000
 `;
   const hi = [{ role: 'user', content: 'hello' }]; // 9 characters -> 3 tokens
@@ -252,5 +253,159 @@ rate_limits:
     for (let i = 0; i < 7; i++) assert.equal((await chat(allow, key)).status, 200);
     await deny.waitForLog((o) => o.msg === 'rate limit store unavailable');
     await allow.waitForLog((o) => o.msg === 'rate limit store unavailable');
+  });
+
+  // --- Leases (rate_limits.redis_lease): each gateway takes a slice of the rpm/tpm in one script
+  // call and spends it in memory. Across gateways the total admitted never passes the limit, a
+  // refusal comes only when at least limit - (R-1) x (lease-1) were admitted, Redis sees about
+  // one script call per lease instead of one per request, and a lease taken before Redis died is
+  // still spent.
+
+  // Runs of the rate-limit script, from INFO commandstats: each calls TIME exactly once (the
+  // shared cooldowns' script, which every gateway on Redis runs every 200 ms, never does).
+  const scriptCalls = (r) => Number(/^cmdstat_time:calls=(\d+)/m.exec(r.cli('INFO', 'commandstats'))?.[1] ?? 0);
+  const assertRefusedByRpm = (r, rpm) => {
+    assertGatewayError(r, 429, 'rate_limit_exceeded', { type: 'requests' });
+    assert.equal(r.headers['x-gateway-rate-limited'], 'requests');
+    assert.equal(r.headers['x-ratelimit-limit-requests'], String(rpm));
+    const ms = Number(r.headers['retry-after-ms']);
+    // Everything admitted is in this minute's window: the wait is for its oldest second to leave.
+    assert.ok(ms > 0 && ms <= 60_000, `retry-after-ms ${ms}`);
+    assert.equal(Number(r.headers['retry-after']), Math.ceil(ms / 1000));
+  };
+
+  test('two gateways, rpm 100, leases of 10: never over 100, refused only after at least 91, and in the end exactly 100', T, async (t) => {
+    const RPM = 100;
+    const LEASE = 10;
+    const R = 2;
+    const key = newKey();
+    const name = `lease-shared-${uid()}`;
+    const env = { REDIS_TEST_KEY: key };
+    const yaml = config({ name, rpm: RPM, lease: 0.1 });
+    const gws = [await startGateway(yaml, { env, t }), await startGateway(yaml, { env, t })];
+
+    // A burst of 150 at once, half through each gateway: many requests wait on one lease call.
+    const burst = await Promise.all(Array.from({ length: 150 }, (_, i) => chat(gws[i % 2], key)));
+    const statuses = burst.map((r) => r.status);
+    const admitted = statuses.filter((s) => s === 200).length;
+    assert.equal(admitted + statuses.filter((s) => s === 429).length, 150, `statuses ${statuses}`);
+    t.diagnostic(`burst of 150: ${admitted} admitted`);
+    assert.ok(admitted <= RPM, `never over the limit: ${admitted}`);
+    assert.ok(admitted >= RPM - (R - 1) * (LEASE - 1), `the stated bound: ${admitted} >= ${RPM - (R - 1) * (LEASE - 1)}`);
+    for (const r of burst.filter((x) => x.status === 429)) assertRefusedByRpm(r, RPM);
+    for (const r of burst.filter((x) => x.status === 200)) {
+      assert.equal(r.headers['x-ratelimit-limit-requests'], String(RPM));
+      assert.ok(Number(r.headers['x-ratelimit-remaining-requests']) < RPM);
+    }
+
+    // The rest a gateway held goes back to Redis when its lease ends (at the end of the second it
+    // was taken in): asking on, the other gateway gets it, and the total reaches the limit exactly.
+    // (eventually() retries on an exception, so the answers are checked after it.)
+    let total = admitted;
+    const refused = [];
+    await eventually(
+      async () => {
+        const round = await Promise.all(gws.map((gw) => chat(gw, key)));
+        for (const r of round) {
+          if (r.status === 200) total++;
+          else refused.push(r);
+        }
+        return total >= RPM;
+      },
+      { timeoutMs: 10_000, intervalMs: 50, what: `the total admitted reaching ${RPM}` },
+    );
+    assert.equal(total, RPM, 'never over the limit');
+    for (const r of refused) assertRefusedByRpm(r, RPM);
+    // Both gateways refuse now, and keep refusing: no lease is left anywhere.
+    for (let i = 0; i < 10; i++) {
+      for (const gw of gws) assertRefusedByRpm(await chat(gw, key), RPM);
+    }
+    assert.equal(total, RPM);
+  });
+
+  test('Redis runs about one script call per lease: 200 requests (auto lease, rpm 6000: 60 a lease)', T, async (t) => {
+    // A Redis of its own, so that its counts are this test's alone.
+    const own = await startRedis();
+    t.after(() => own.stop());
+    const run = async (lease, concurrency) => {
+      const key = newKey();
+      const gw = await startGateway(config({ name: `lease-calls-${uid()}`, rpm: 6000, tpm: 6_000_000, lease, redisUrl: own.url }), {
+        env: { REDIS_TEST_KEY: key },
+        t,
+      });
+      assert.equal((await chat(gw, key)).status, 200, 'warm-up (loads the script)');
+      const before = scriptCalls(own);
+      const started = Date.now();
+      let next = 0;
+      const worker = async () => {
+        while (next < 200) {
+          next++;
+          const r = await chat(gw, key);
+          assert.equal(r.status, 200, r.text);
+        }
+      };
+      await Promise.all(Array.from({ length: concurrency }, worker));
+      const elapsedMs = Date.now() - started;
+      // (Counted at once: the flush timer may still send the last corrections and the rest of
+      // the last lease, one or two calls more.)
+      const calls = scriptCalls(own) - before;
+      return { calls, elapsedMs };
+    };
+    const leased = await run(undefined, 1); // default: auto
+    const leasedConcurrent = await run('auto', 10);
+    const off = await run('off', 1);
+    t.diagnostic(`script calls for 200 requests: auto ${leased.calls} (${leased.elapsedMs} ms), auto with 10 at once ${leasedConcurrent.calls} (${leasedConcurrent.elapsedMs} ms), off ${off.calls} (${off.elapsedMs} ms)`);
+    // One call per lease: 60 requests and 60,000 tokens on top of the first request's 1026, so
+    // 58 requests of 1026 tokens. A lease also ends with its second, and the flush timer (every
+    // 200 ms) sends the collected token corrections: a bound from the time the requests took.
+    for (const m of [leased, leasedConcurrent]) {
+      const bound = Math.ceil(200 / 58) + Math.ceil(m.elapsedMs / 1000) + 1 + Math.ceil(m.elapsedMs / 200) + 1;
+      assert.ok(m.calls <= bound, `${m.calls} script calls for 200 requests (bound ${bound})`);
+    }
+    assert.ok(off.calls >= 200, `without leases every request is a call: ${off.calls}`);
+  });
+
+  test('a lease taken before Redis died is still spent; then deny answers 503', T, async (t) => {
+    const own = await startRedis();
+    t.after(() => own.stop());
+    const key = newKey();
+    const gw = await startGateway(config({ name: `lease-dies-${uid()}`, rpm: 1000, lease: 0.1, onStoreError: 'deny', redisUrl: own.url }), {
+      env: { REDIS_TEST_KEY: key },
+      t,
+    });
+    assert.equal((await chat(gw, key)).status, 200, 'connects and loads the script');
+    // A lease lives until the end of the Redis second it was taken in: take it early in a second,
+    // so that the requests after the kill (a few milliseconds later) still fall within it.
+    await eventually(() => Number(own.cli('TIME').split('\n')[1]) < 200_000, {
+      timeoutMs: 3000,
+      intervalMs: 5,
+      what: 'the first 200 ms of a Redis second',
+    });
+    const first = await chat(gw, key);
+    assert.equal(first.status, 200, first.text);
+    await own.stop('SIGKILL');
+    const afterKill = await chat(gw, key);
+    assert.equal(afterKill.status, 200, `spent from the lease: ${afterKill.text}`);
+    assert.equal(afterKill.headers['x-ratelimit-limit-requests'], '1000');
+    assert.equal(
+      Number(afterKill.headers['x-ratelimit-remaining-requests']),
+      Number(first.headers['x-ratelimit-remaining-requests']) - 1,
+      'counted down from the lease',
+    );
+    // Once the lease is over (within a second) there is no store: deny.
+    let spent = 1;
+    let refused;
+    await eventually(
+      async () => {
+        const r = await chat(gw, key);
+        if (r.status === 200) spent++;
+        else refused = r;
+        return r.status !== 200;
+      },
+      { timeoutMs: 5000, intervalMs: 10, what: 'a refusal once the lease is over' },
+    );
+    assertGatewayError(refused, 503, 'rate_limit_store_unavailable');
+    assert.ok(spent <= 100 - 2, `at most the lease's rest is spent without Redis: ${spent}`);
+    await gw.waitForLog((o) => o.msg === 'rate limit store unavailable');
   });
 });

@@ -1231,5 +1231,33 @@ TEST_F(RedisUrl, TlsSettingsNeedARestart) {
   EXPECT_EQ(settings_needing_restart(*tls, *tls_pw), store);
 }
 
+// rate_limits.redis_lease: auto (default), off, or a fraction of the limits in (0, 0.5].
+TEST_F(RedisUrl, RedisLeaseAutoOffOrAFraction) {
+  const auto lease_of = [](const std::string& extra) {
+    return test::load_ok(yaml("  redis_url: redis://127.0.0.1:6379/0\n" + extra));
+  };
+  auto dflt = lease_of("");
+  auto automatic = lease_of("  redis_lease: auto\n");
+  auto off = lease_of("  redis_lease: off\n");
+  auto tenth = lease_of("  redis_lease: 0.1\n");
+  auto half = lease_of("  redis_lease: \"0.5\"\n");
+  ASSERT_TRUE(dflt && automatic && off && tenth && half);
+  EXPECT_EQ(dflt->rate_limits.redis_lease, RateLimitSettings::Lease::automatic);
+  EXPECT_EQ(automatic->rate_limits.redis_lease, RateLimitSettings::Lease::automatic);
+  EXPECT_EQ(off->rate_limits.redis_lease, RateLimitSettings::Lease::off);
+  EXPECT_EQ(tenth->rate_limits.redis_lease, RateLimitSettings::Lease::fraction);
+  EXPECT_DOUBLE_EQ(tenth->rate_limits.redis_lease_fraction, 0.1);
+  EXPECT_DOUBLE_EQ(half->rate_limits.redis_lease_fraction, 0.5);
+  for (const std::string bad : {"0", "0.51", "1", "-0.1", "10%", "on", "0.1x", "\"\""}) {
+    expect_one_problem(yaml("  redis_url: redis://127.0.0.1:6379/0\n  redis_lease: " + bad + "\n"),
+                       10, 16, "rate_limits.redis_lease must be auto, off or a fraction");
+  }
+  // The store is made once per process: a change waits for a restart.
+  const std::vector<std::string> lease{"rate_limits.redis_lease"};
+  EXPECT_EQ(settings_needing_restart(*dflt, *tenth), lease);
+  EXPECT_EQ(settings_needing_restart(*off, *dflt), lease);
+  EXPECT_TRUE(settings_needing_restart(*dflt, *automatic).empty());
+}
+
 }  // namespace
 }  // namespace llmgw::config

@@ -23,8 +23,10 @@
 #include <utility>
 #include <vector>
 
+#include "llm_gateway/net/redis_reply.hpp"
 #include "llm_gateway/pipeline/context.hpp"
 #include "llm_gateway/pipeline/pipeline.hpp"
+#include "llm_gateway/ratelimit/lease.hpp"
 #include "llm_gateway/ratelimit/limiter.hpp"
 #include "llm_gateway/ratelimit/store.hpp"
 #include "llm_gateway/stages/auth_stage.hpp"
@@ -1390,6 +1392,230 @@ TEST(RateLimitStage, DefaultSnapshotUsesASystemClockMemoryStore) {
   EXPECT_LE(ms, 61'000);
   const std::string secs = calls[2]->reply_header("retry-after").value_or("");
   EXPECT_TRUE(secs == "60" || secs == "61") << secs;
+}
+
+// --- Leases of a shared (Redis) quota: sizes, local spending, deltas ---
+
+using ratelimit::CounterDelta;
+using ratelimit::LeaseGrant;
+using ratelimit::LeasePolicy;
+using ratelimit::LeaseSize;
+using ratelimit::LocalLease;
+using ratelimit::PendingDeltas;
+
+LeasePolicy fraction_policy(double share) {
+  return {LeasePolicy::Mode::fraction, share};
+}
+
+KeyLimits limits_of(std::optional<std::int64_t> rpm, std::optional<std::int64_t> tpm) {
+  KeyLimits l;
+  l.rpm = rpm;
+  l.tpm = tpm;
+  return l;
+}
+
+TEST(LeaseSize, OffNeverLeases) {
+  const LeaseSize s = ratelimit::lease_size(limits_of(1'000'000'000, 1'000'000'000'000),
+                                            {LeasePolicy::Mode::off, 0});
+  EXPECT_FALSE(s.leased());
+  EXPECT_EQ(s.requests, 1);
+  EXPECT_EQ(s.tokens, 0);
+}
+
+TEST(LeaseSize, AutoLeasesOnePercentFrom6000RpmAndSmallerLimitsStayExact) {
+  const LeasePolicy automatic;
+  // Small limits keep one call per request: every existing answer stays exact.
+  for (std::int64_t rpm : {1, 2, 5, 100, 1000, 5999}) {
+    EXPECT_FALSE(ratelimit::lease_size(limits_of(rpm, std::nullopt), automatic).leased()) << rpm;
+    EXPECT_FALSE(ratelimit::lease_size(limits_of(rpm, 1'000'000'000'000), automatic).leased())
+        << rpm;
+  }
+  LeaseSize s = ratelimit::lease_size(limits_of(6000, 1'000'000), automatic);
+  EXPECT_TRUE(s.leased());
+  EXPECT_EQ(s.requests, 60);
+  EXPECT_EQ(s.tokens, 10'000);
+  // The benchmark's key (rpm 1e9, tpm 1e12): big slices, capped.
+  s = ratelimit::lease_size(limits_of(1'000'000'000, 1'000'000'000'000), automatic);
+  EXPECT_EQ(s.requests, ratelimit::kMaxRequestLease);
+  EXPECT_EQ(s.tokens, ratelimit::kMaxTokenLease);
+  // Without rpm the tpm decides.
+  EXPECT_FALSE(ratelimit::lease_size(limits_of(std::nullopt, 5'999'999), automatic).leased());
+  s = ratelimit::lease_size(limits_of(std::nullopt, 6'000'000), automatic);
+  EXPECT_TRUE(s.leased());
+  EXPECT_EQ(s.tokens, 60'000);
+  EXPECT_FALSE(ratelimit::lease_size(limits_of(std::nullopt, std::nullopt), automatic).leased());
+}
+
+TEST(LeaseSize, AFractionOfEachLimitAndNoLeaseOfASingleRequest) {
+  LeaseSize s = ratelimit::lease_size(limits_of(100, std::nullopt), fraction_policy(0.1));
+  EXPECT_TRUE(s.leased());
+  EXPECT_EQ(s.requests, 10);
+  EXPECT_EQ(s.tokens, 0);
+  s = ratelimit::lease_size(limits_of(100, 20'000), fraction_policy(0.1));
+  EXPECT_EQ(s.requests, 10);
+  EXPECT_EQ(s.tokens, 2'000);
+  // rpm 2 (or anything whose share is below 2 requests): exact, whatever the tpm.
+  EXPECT_FALSE(ratelimit::lease_size(limits_of(2, 1'000'000), fraction_policy(0.5)).leased());
+  EXPECT_FALSE(ratelimit::lease_size(limits_of(19, std::nullopt), fraction_policy(0.1)).leased());
+  EXPECT_EQ(ratelimit::lease_size(limits_of(20, std::nullopt), fraction_policy(0.1)).requests, 2);
+  // A tpm-only key whose share rounds to no token is not leased either.
+  EXPECT_FALSE(ratelimit::lease_size(limits_of(std::nullopt, 5), fraction_policy(0.1)).leased());
+}
+
+// A grant as the script makes it: rpm 100, lease of 10 counted at second 1000, Redis' clock at
+// 1000.250 s, the window then holding 30 requests in all (20 from elsewhere, our 10).
+LeaseGrant grant_at_1000_250() {
+  LeaseGrant g;
+  g.bucket_sec = 1000;
+  g.now_ms = 1'000'250;
+  g.requests = 10;
+  g.tokens = 0;
+  g.request_sum = 30;
+  g.request_reset_ms = 60'750;
+  return g;
+}
+
+TEST(LocalLease, SpendsTheGrantWithExactRemainingForThisReplicaThenAsksAgain) {
+  const auto t0 = LocalLease::Clock::time_point{} + std::chrono::hours(1);
+  const KeyLimits limits = limits_of(100, std::nullopt);
+  LocalLease lease;
+  EXPECT_FALSE(lease.try_spend(limits, 0, t0)) << "no lease yet";
+  lease.install(grant_at_1000_250(), limits, t0);
+  Admission first = lease.spend_granted(0, t0);
+  EXPECT_TRUE(first.allowed);
+  EXPECT_EQ(first.bucket_sec, 1000);
+  ASSERT_TRUE(first.requests);
+  EXPECT_EQ(first.requests->limit, 100);
+  EXPECT_EQ(first.requests->remaining, 100 - 21) << "30 counted, 9 of them still ours";
+  EXPECT_EQ(first.requests->reset_ms, 60'750);
+  EXPECT_FALSE(first.tokens);
+  for (int i = 2; i <= 10; ++i) {
+    auto a = lease.try_spend(limits, 0, t0 + std::chrono::milliseconds(100));
+    ASSERT_TRUE(a) << i;
+    EXPECT_EQ(a->requests->remaining, 100 - 20 - i);
+    EXPECT_EQ(a->requests->reset_ms, 60'650);
+    EXPECT_EQ(a->bucket_sec, 1000);
+  }
+  EXPECT_FALSE(lease.try_spend(limits, 0, t0 + std::chrono::milliseconds(100))) << "spent";
+  EXPECT_FALSE(lease.end()) << "nothing left to give back";
+}
+
+TEST(LocalLease, EndsWithRedisSecondMeasuredFromWhenTheCallWasSent) {
+  const auto sent = LocalLease::Clock::time_point{} + std::chrono::hours(1);
+  const KeyLimits limits = limits_of(100, std::nullopt);
+  LocalLease lease;
+  lease.install(grant_at_1000_250(), limits, sent);  // 750 ms of second 1000 left
+  (void)lease.spend_granted(0, sent);
+  EXPECT_TRUE(lease.try_spend(limits, 0, sent + std::chrono::milliseconds(749)));
+  EXPECT_FALSE(lease.expired(sent + std::chrono::milliseconds(749)));
+  EXPECT_TRUE(lease.expired(sent + std::chrono::milliseconds(750)));
+  EXPECT_FALSE(lease.try_spend(limits, 0, sent + std::chrono::milliseconds(750)));
+  // The rest goes back to the second it was counted in.
+  auto rest = lease.end();
+  ASSERT_TRUE(rest);
+  EXPECT_EQ(rest->sec, 1000);
+  EXPECT_EQ(rest->requests, -8);
+  EXPECT_EQ(rest->tokens, 0);
+  EXPECT_FALSE(lease.held());
+  EXPECT_FALSE(lease.end()) << "given back once";
+}
+
+TEST(LocalLease, ALeaseForOtherLimitsIsNotSpent) {
+  const auto t0 = LocalLease::Clock::time_point{} + std::chrono::hours(1);
+  LocalLease lease;
+  lease.install(grant_at_1000_250(), limits_of(100, std::nullopt), t0);
+  (void)lease.spend_granted(0, t0);
+  EXPECT_FALSE(lease.try_spend(limits_of(50, std::nullopt), 0, t0)) << "rpm changed by a reload";
+  EXPECT_FALSE(lease.try_spend(limits_of(100, 1000), 0, t0)) << "a tpm added";
+  EXPECT_TRUE(lease.try_spend(limits_of(100, std::nullopt), 0, t0));
+}
+
+TEST(LocalLease, TokensAreSpentByCostAndARequestThatDoesNotFitAsksRedis) {
+  const auto t0 = LocalLease::Clock::time_point{} + std::chrono::hours(1);
+  const KeyLimits limits = limits_of(1000, 100'000);
+  LeaseGrant g;
+  g.bucket_sec = 50;
+  g.now_ms = 50'000;  // the first millisecond: a whole second to spend it
+  g.requests = 10;
+  g.tokens = 1'500 + 4'000;  // the trigger's 1500 and 4000 more
+  g.request_sum = 10;
+  g.token_sum = 5'500;
+  g.request_reset_ms = g.token_reset_ms = 61'000;
+  LocalLease lease;
+  lease.install(g, limits, t0);
+  Admission a = lease.spend_granted(1'500, t0);
+  ASSERT_TRUE(a.tokens);
+  EXPECT_EQ(a.tokens->remaining, 100'000 - 1'500);
+  EXPECT_EQ(lease.tokens_left(), 4'000);
+  auto b = lease.try_spend(limits, 3'000, t0);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->tokens->remaining, 100'000 - 4'500);
+  EXPECT_FALSE(lease.try_spend(limits, 1'001, t0)) << "1000 tokens left";
+  EXPECT_TRUE(lease.try_spend(limits, 1'000, t0));
+  EXPECT_EQ(lease.requests_left(), 7);
+  auto rest = lease.end();
+  ASSERT_TRUE(rest);
+  EXPECT_EQ(rest->requests, -7);
+  EXPECT_EQ(rest->tokens, 0);
+}
+
+TEST(PendingDeltas, MergesPerSecondDropsSecondsOutOfTheWindowAndEmptiesWhenTaken) {
+  PendingDeltas p;
+  p.add({100, 0, 0});
+  EXPECT_TRUE(p.empty()) << "a zero delta is nothing to send";
+  p.add({100, 0, 250});
+  p.add({99, -3, -40});
+  p.add({100, -2, -50});
+  EXPECT_EQ(p.size(), 2u);
+  p.add({100 + ratelimit::kWindowBuckets - 1, 0, 7});  // 99 is now out of the window, 100 not
+  auto all = p.take();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].sec, 100);
+  EXPECT_EQ(all[0].requests, -2);
+  EXPECT_EQ(all[0].tokens, 200);
+  EXPECT_EQ(all[1].sec, 160);
+  EXPECT_TRUE(p.empty());
+  EXPECT_TRUE(p.take().empty());
+}
+
+net::Reply integer_array(std::initializer_list<long long> values) {
+  net::Reply r;
+  r.type = REDIS_REPLY_ARRAY;
+  for (long long v : values) {
+    net::Reply e;
+    e.type = REDIS_REPLY_INTEGER;
+    e.integer = v;
+    r.elements.push_back(e);
+  }
+  return r;
+}
+
+TEST(DecodeAdmission, TwelveIntegersWithTheGrantAndOldNineElementRepliesAreRefused) {
+  const KeyLimits limits = limits_of(100, 10'000);
+  LeaseGrant g;
+  auto a = net::decode_admission(
+      integer_array({1, 0, 0, 0, 30, 4'000, 60'750, 60'750, 1000, 1'000'250, 10, 3'000}), limits,
+      &g);
+  ASSERT_TRUE(a);
+  EXPECT_TRUE(a->allowed);
+  EXPECT_EQ(a->bucket_sec, 1000);
+  EXPECT_EQ(g.bucket_sec, 1000);
+  EXPECT_EQ(g.now_ms, 1'000'250);
+  EXPECT_EQ(g.requests, 10);
+  EXPECT_EQ(g.tokens, 3'000);
+  EXPECT_EQ(g.request_sum, 30);
+  EXPECT_EQ(g.token_sum, 4'000);
+  EXPECT_EQ(g.request_reset_ms, 60'750);
+  // Sums a confused server sends are clamped where the lease's arithmetic stays defined.
+  a = net::decode_admission(
+      integer_array({1, 0, 0, 0, std::numeric_limits<long long>::min(),
+                     std::numeric_limits<long long>::max(), -5, 0, 0, 0, 1, 1}),
+      limits, &g);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(g.request_sum, 0);
+  EXPECT_EQ(g.token_sum, 1LL << 50);
+  EXPECT_EQ(g.request_reset_ms, 0);
+  EXPECT_FALSE(net::decode_admission(integer_array({1, 0, 0, 0, 1, 0, 0, 0, 1000}), limits));
 }
 
 }  // namespace

@@ -198,6 +198,12 @@ struct RateLimitSettings {
   std::optional<RedisTarget> redis;
   StoreErrorPolicy on_store_error = StoreErrorPolicy::allow;
   std::uint64_t default_completion_tokens = 1024;
+  // rate_limits.redis_lease: how much of a key's limits one replica takes from Redis at a time
+  // (ratelimit/lease.hpp). auto: 1% for keys of at least 6000 rpm; off: every admission asks
+  // Redis; a fraction in (0, 0.5]: that share of every limit.
+  enum class Lease { automatic, off, fraction };
+  Lease redis_lease = Lease::automatic;
+  double redis_lease_fraction = 0;  // Lease::fraction only
 };
 
 struct ReloadSettings {

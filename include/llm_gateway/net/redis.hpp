@@ -4,16 +4,20 @@
 #include <memory>
 
 #include "llm_gateway/config/config.hpp"
+#include "llm_gateway/ratelimit/lease.hpp"
 #include "llm_gateway/ratelimit/store.hpp"
 #include "llm_gateway/routing/backends.hpp"
 
 namespace llmgw::net {
 
-// Counters shared by every replica: one Lua script call per admission (EVALSHA, reloaded on
-// NOSCRIPT), the token correction a second call off the request path. The client runs on its own
-// thread; callers on the I/O threads await it without blocking. It reconnects by itself with
-// backoff from 100 ms up to 5 s; while Redis is unreachable admit() answers nullopt at once.
-std::shared_ptr<ratelimit::CounterStore> make_redis_store(const config::RedisTarget& target);
+// Counters shared by every replica, in one Lua script (EVALSHA, reloaded on NOSCRIPT). A key
+// leased by `lease` (ratelimit/lease.hpp) asks Redis once per lease and is otherwise admitted in
+// memory (try_admit_now); other keys make one call per admission. Token corrections are
+// collected and sent in batches. The client runs on its own thread; callers on the I/O threads
+// await it without blocking. It reconnects by itself with backoff from 100 ms up to 5 s; while
+// Redis is unreachable admit() answers nullopt at once (a lease already held is still spent).
+std::shared_ptr<ratelimit::CounterStore> make_redis_store(const config::RedisTarget& target,
+                                                          ratelimit::LeasePolicy lease);
 
 // Shares 429 cooldowns with every replica on the same Redis: a cooldown this replica starts is
 // written there (one key per backend, PX expiry), and the running ones are read back every

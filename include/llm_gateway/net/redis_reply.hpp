@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "llm_gateway/ratelimit/lease.hpp"
 #include "llm_gateway/ratelimit/limiter.hpp"
 
 namespace llmgw::net {
@@ -25,7 +26,7 @@ struct Reply {
 
 Reply convert_reply(const redisReply* r);
 
-// The store's replies are short (the admission script answers 9 integers).
+// The store's replies are short (the admission script answers 12 integers).
 inline constexpr long long kMaxReplyElements = 1024;
 
 // A hiredis reader (free it with redisReaderFree) that builds replies as redisReaderCreate's
@@ -36,9 +37,12 @@ inline constexpr long long kMaxReplyElements = 1024;
 redisReader* create_reply_reader();
 
 // The admission script's answer {allowed, request wait, token wait, too large, request sum,
-// token sum, request reset, token reset, now} for a key with `limits`; nullopt when the reply is
-// not a 9-element array.
+// token sum, request reset, token reset, now (s), now (ms), requests granted, tokens granted}
+// for a key with `limits`; nullopt when the reply is not a 12-element array. `grant` (optional)
+// receives what the script granted and the sums it was counted in, as Redis said them (the
+// sums clamped to [0, 2^50]; the store clamps the grant to what it asked for).
 std::optional<ratelimit::Admission> decode_admission(const Reply& r,
-                                                     const ratelimit::KeyLimits& limits);
+                                                     const ratelimit::KeyLimits& limits,
+                                                     ratelimit::LeaseGrant* grant = nullptr);
 
 }  // namespace llmgw::net

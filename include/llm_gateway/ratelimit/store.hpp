@@ -30,7 +30,8 @@ class CounterStore {
                                                                  std::int64_t token_cost) = 0;
 
   // Replaces a token reservation by the real usage: adds `delta` to the bucket it was made in.
-  // Runs off the request path; failures are only counted.
+  // Runs off the request path; failures are only counted. (The Redis store collects them and
+  // sends them in batches.)
   virtual void correct_tokens(const std::string& key_name, std::int64_t bucket_sec,
                               std::int64_t delta) = 0;
 
@@ -40,6 +41,14 @@ class CounterStore {
   virtual std::optional<Admission> admit_sync(const std::string& /*key_name*/,
                                               const KeyLimits& /*limits*/,
                                               std::int64_t /*token_cost*/) {
+    return std::nullopt;
+  }
+
+  // A shared store that holds part of a key's quota locally (a Redis lease) answers from it at
+  // once when it can, without a coroutine or a round trip; nullopt: ask admit().
+  virtual std::optional<Admission> try_admit_now(const std::string& /*key_name*/,
+                                                 const KeyLimits& /*limits*/,
+                                                 std::int64_t /*token_cost*/) {
     return std::nullopt;
   }
 };
