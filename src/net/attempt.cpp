@@ -5,13 +5,17 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <array>
 #include <boost/asio/ssl/error.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <cerrno>
+#include <tuple>
+#include <type_traits>
 
 namespace llmgw::net {
 
@@ -33,6 +37,73 @@ void strip_hop_by_hop(http::fields& h) {
     if (is_hop_by_hop(name, h)) drop.emplace_back(name);
   }
   for (const auto& name : drop) h.erase(name);
+}
+
+constexpr std::string_view kCrLf = "\r\n";
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+// The head as Beast's serializer writes it: status line, the fields as they are, a blank line.
+void render_head(const http::response_header<>& res, std::string& out) {
+  out.clear();
+  out += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  const unsigned status = res.result_int();
+  out += static_cast<char>('0' + status / 100 % 10);
+  out += static_cast<char>('0' + status / 10 % 10);
+  out += static_cast<char>('0' + status % 10);
+  out += ' ';
+  const std::string_view reason = res.reason();
+  out += reason.empty() ? std::string_view(http::obsolete_reason(res.result())) : reason;
+  out += kCrLf;
+  for (const auto& f : res) {
+    out += f.name_string();
+    out += ": ";
+    out += f.value();
+    out += kCrLf;
+  }
+  out += kCrLf;
+}
+
+// "<size in hex>\r\n", the line that opens a chunk.
+std::string_view chunk_size_line(std::size_t size, std::array<char, 20>& buf) {
+  char* end = buf.data() + buf.size();
+  char* p = end;
+  *--p = '\n';
+  *--p = '\r';
+  do {
+    *--p = "0123456789abcdef"[size & 0xf];
+    size >>= 4;
+  } while (size != 0);
+  return {p, static_cast<std::size_t>(end - p)};
+}
+
+// One sendmsg of the whole gather list, never blocking: the bytes the socket took (0 when its
+// buffer is full). A real failure (the client went away) is returned in `ec`.
+std::size_t send_now(int fd, const std::vector<asio::const_buffer>& buffers,
+                     boost::system::error_code& ec) {
+  constexpr std::size_t kMaxIov = 64;
+  if (buffers.size() > kMaxIov) return 0;  // rare: left to the reactor's write
+  std::array<iovec, kMaxIov> iov;
+  for (std::size_t i = 0; i < buffers.size(); ++i)
+    iov[i] = {const_cast<void*>(buffers[i].data()), buffers[i].size()};
+  msghdr msg{};
+  msg.msg_iov = iov.data();
+  msg.msg_iovlen = buffers.size();
+  for (;;) {
+    const ssize_t n = ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) ec.assign(errno, boost::system::system_category());
+    return 0;
+  }
+}
+
+// Drops the first `n` bytes of a gather list; what is left to write.
+std::span<asio::const_buffer> consume_front(std::vector<asio::const_buffer>& buffers,
+                                            std::size_t n) {
+  std::size_t i = 0;
+  while (i < buffers.size() && n >= buffers[i].size()) n -= buffers[i++].size();
+  if (i < buffers.size()) buffers[i] += n;
+  return std::span<asio::const_buffer>(buffers).subspan(i);
 }
 
 void arm_timer(const std::shared_ptr<ExchangeGuard>& g) {
@@ -256,19 +327,67 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
   res.keep_alive(keep_alive_);
   if (!res.has_content_length() && !res.chunked() && has_body) keep_alive_ = false;
 
-  serializer_.emplace(res);
+  render_head(res, head_);
+  head_pending_ = true;
+  chunked_out_ = res.chunked() && has_body && ctx_.method != http::verb::head;
+  // The head waits for the first body bytes when they are already here (a typical non-stream
+  // answer): both then go out in one write.
   if (parser_->is_done() || conn_.buffer.size() == 0) {
-    guard_.write_since = Clock::now();
-    auto [hec, hn] = co_await http::async_write_header(down_, *serializer_, nothrow_awaitable);
-    guard_.write_since.reset();
-    if (hec) {
-      result_.outcome = Outcome::broken;
-      ctx_.client_aborted = true;
-      co_return false;
-    }
-    ctx_.bytes_out += hn;
-    ctx_.client_first_byte = Clock::now();
+    const bool ok = co_await write_to_client({}, false);
+    co_return ok;
   }
+  co_return true;
+}
+
+template <class Stream, class Down>
+asio::awaitable<bool> Attempt<Stream, Down>::write_to_client(
+    std::span<const std::string_view> pieces, bool final) {
+  gather_.clear();
+  if (head_pending_) gather_.emplace_back(head_.data(), head_.size());
+  std::size_t body_bytes = 0;
+  for (const std::string_view piece : pieces) body_bytes += piece.size();
+  if (chunked_out_ && body_bytes > 0) {
+    const auto line = chunk_size_line(body_bytes, chunk_line_);
+    gather_.emplace_back(line.data(), line.size());
+  }
+  for (const std::string_view piece : pieces)
+    if (!piece.empty()) gather_.emplace_back(piece.data(), piece.size());
+  if (chunked_out_ && body_bytes > 0) gather_.emplace_back(kCrLf.data(), kCrLf.size());
+  if (chunked_out_ && final) gather_.emplace_back(kLastChunk.data(), kLastChunk.size());
+  if (gather_.empty()) co_return true;
+
+  std::size_t total = 0;
+  for (const auto& b : gather_) total += b.size();
+  std::size_t sent = 0;
+  boost::system::error_code ec;
+  if constexpr (std::is_same_v<Down, beast::tcp_stream>) {
+    sent = send_now(down_.socket().native_handle(), gather_, ec);
+  }
+  if (!ec && sent < total) {
+    // The socket buffer is full (a slow reader) or the client is TLS: the rest goes through the
+    // reactor, watched by the guard's write-stall clock.
+    std::span<asio::const_buffer> rest = consume_front(gather_, sent);
+    guard_.write_since = Clock::now();
+    std::size_t n = 0;
+    if constexpr (std::is_same_v<Down, beast::tcp_stream>) {
+      std::tie(ec, n) = co_await asio::async_write(down_, rest, nothrow_awaitable);
+    } else {
+      // TLS writes only the first buffer of a sequence per record: one buffer, one record.
+      flat_.clear();
+      for (const auto& b : rest) flat_.append(static_cast<const char*>(b.data()), b.size());
+      std::tie(ec, n) = co_await asio::async_write(down_, asio::buffer(flat_), nothrow_awaitable);
+    }
+    guard_.write_since.reset();
+    sent += n;
+  }
+  ctx_.bytes_out += sent;
+  if (ec) {
+    result_.outcome = Outcome::broken;
+    ctx_.client_aborted = true;
+    co_return false;
+  }
+  head_pending_ = false;
+  if (!ctx_.client_first_byte) ctx_.client_first_byte = Clock::now();
   co_return true;
 }
 
@@ -277,14 +396,14 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
 template <class Stream, class Down>
 asio::awaitable<void> Attempt<Stream, Down>::relay() {
   auto& res = parser_->get();
-  auto& sr = *serializer_;
-  std::array<char, kRelayBufferBytes> piece;
+  if (!conn_.relay_buffer) conn_.relay_buffer = std::make_unique<char[]>(kRelayBufferBytes);
+  char* const piece = conn_.relay_buffer.get();
   std::vector<std::string_view> out;  // what goes to the client for one piece
   for (bool done = parser_->is_done();; done = parser_->is_done()) {
     out.clear();
     if (!done) {
-      res.body().data = piece.data();
-      res.body().size = piece.size();
+      res.body().data = piece;
+      res.body().size = kRelayBufferBytes;
       auto [rec0, rn] =
           co_await http::async_read_some(up_, conn_.buffer, *parser_, nothrow_awaitable);
       auto rec = upstream_error(rec0);
@@ -306,7 +425,7 @@ asio::awaitable<void> Attempt<Stream, Down>::relay() {
         co_return;
       }
       done = parser_->is_done();
-      const std::string_view got(piece.data(), piece.size() - res.body().size);
+      const std::string_view got(piece, kRelayBufferBytes - res.body().size);
       if (got.empty() && !done) continue;  // parsed framing only (a chunk header)
       if (!got.empty()) pipeline_.on_response_body(ctx_, got);
       if (ctx_.body_rewriter) {
@@ -316,25 +435,8 @@ asio::awaitable<void> Attempt<Stream, Down>::relay() {
       }
     }
     if (done) pipeline_.on_response_end(ctx_);  // before the last bytes reach the client
-    // Each piece is written as soon as it is read. An empty buffer would read as the end of the
-    // body to the serializer, so the end is signalled with the last piece or with none.
-    for (std::size_t i = 0; i < out.size() || (i == 0 && done); ++i) {
-      const bool final_write = done && i + 1 >= out.size();
-      res.body().data = i < out.size() ? const_cast<char*>(out[i].data()) : nullptr;
-      res.body().size = i < out.size() ? out[i].size() : 0;
-      res.body().more = !final_write;
-      guard_.write_since = Clock::now();
-      auto [bec, bn] = co_await http::async_write(down_, sr, nothrow_awaitable);
-      guard_.write_since.reset();
-      if (bec == http::error::need_buffer) bec = {};
-      if (bec) {
-        result_.outcome = Outcome::broken;
-        ctx_.client_aborted = true;
-        co_return;
-      }
-      ctx_.bytes_out += bn;
-      if (!ctx_.client_first_byte) ctx_.client_first_byte = Clock::now();
-    }
+    const bool ok = co_await write_to_client(out, done);
+    if (!ok) co_return;
     if (done) break;
   }
   result_.outcome = Outcome::relayed;

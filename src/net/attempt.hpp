@@ -2,14 +2,17 @@
 // Internal to src/net: an upstream connection, the connect steps, the guard that times an
 // exchange and watches the client, and one attempt's steps. upstream.cpp owns connections and
 // pools, attempt.cpp the steps of one attempt, router.cpp the loop over attempts.
+#include <array>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/serializer.hpp>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "llm_gateway/net/io.hpp"
 #include "llm_gateway/routing/attempt_plan.hpp"
@@ -30,6 +33,9 @@ struct UpstreamConnection {
   std::optional<TlsStream> tls;
   std::optional<TunnelTlsStream> tls_in_tls;  // an https upstream behind an https:// proxy
   beast::flat_buffer buffer;  // kept across responses: may hold bytes read past a message
+  // Where the response body is parsed into, kept with the connection so that a request's
+  // coroutine frames stay small (Asio recycles only small frames; a 16 KiB one is a malloc).
+  std::unique_ptr<char[]> relay_buffer;
   Clock::time_point idle_since{};
 
   beast::tcp_stream& lowest() {
@@ -132,6 +138,11 @@ class Attempt {
   boost::system::error_code upstream_error(boost::system::error_code ec) const;
   bool fail(Outcome outcome, GatewayError error, std::string message);
   bool idempotent() const;
+  // Writes to the client whatever is pending: the response head (until it went out), then
+  // `pieces` framed as the client's response needs (chunks, or as they are), then the end of a
+  // chunked body when `final`. One gathered write; on a plain connection tried at once, so that
+  // an event that fits the socket buffer costs one system call and no trip through the reactor.
+  asio::awaitable<bool> write_to_client(std::span<const std::string_view> pieces, bool final);
 
   Stream& up_;
   UpstreamConnection& conn_;
@@ -147,7 +158,12 @@ class Attempt {
   bool written_ = false;          // the whole request went out
   bool nothing_received_ = true;  // not a byte of a response arrived
   std::optional<http::response_parser<http::buffer_body>> parser_;
-  std::optional<http::response_serializer<http::buffer_body>> serializer_;
+  std::string head_;  // the response head as the client gets it, until it is written
+  bool head_pending_ = false;
+  bool chunked_out_ = false;  // the client's body is chunked (re-framed piece by piece)
+  std::vector<asio::const_buffer> gather_;
+  std::array<char, 20> chunk_line_{};
+  std::string flat_;  // a TLS client's gathered bytes in one buffer
   bool upstream_keep_alive_ = false;
   bool keep_alive_ = false;
 };
