@@ -1,5 +1,7 @@
 #include "llm_gateway/stages/account_stage.hpp"
 
+#include <charconv>
+
 #include "llm_gateway/translate/json_scan.hpp"
 
 namespace llmgw {
@@ -19,6 +21,10 @@ struct AccountState final : StageState, BodyRewriter {
   bool strip_usage_chunk = false;
   accounting::SseSplitter splitter;
   std::string body;  // json mode
+  // A JSON body that arrived whole in one piece is read where it lies (the relay calls
+  // on_response_end before it reads again), not copied: the common non-stream answer.
+  std::optional<std::uint64_t> content_length;
+  std::string_view whole_piece;
   bool truncated = false;
   std::string scratch;
   std::string held;  // rewrite mode: an event cut by a piece boundary
@@ -143,6 +149,11 @@ void AccountStage::on_response_headers(RequestContext& ctx, unsigned status,
     }
   } else if (type.find("json") != std::string_view::npos) {
     st.mode = AccountState::Mode::json;
+    std::uint64_t length = 0;
+    const std::string_view text = headers[http::field::content_length];
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), length);
+    if (ec == std::errc() && end == text.data() + text.size() && !text.empty())
+      st.content_length = length;
   }
 }
 
@@ -155,6 +166,14 @@ void AccountStage::on_response_body(RequestContext& ctx, std::string_view piece)
       st->splitter.feed(piece, [st](std::string_view event) { st->observe_event(event); });
       return;
     case AccountState::Mode::json:
+      if (st->body.empty() && st->whole_piece.empty() && st->content_length == piece.size()) {
+        st->whole_piece = piece;
+        return;
+      }
+      if (!st->whole_piece.empty()) {  // more than the announced length: read it all as copied
+        st->body.assign(st->whole_piece);
+        st->whole_piece = {};
+      }
       if (!st->truncated && st->body.size() + piece.size() > kMaxJsonBody) st->truncated = true;
       st->body.append(piece);
       if (st->truncated && st->body.size() > 2 * kTailBytes)
@@ -168,12 +187,14 @@ void AccountStage::on_response_end(RequestContext& ctx) {
   auto* st = ctx.find_state<AccountState>(this);
   if (!st || st->mode != AccountState::Mode::json) return;
   if (!st->truncated) {
-    const json::ScanResult top = json::scan(st->body);  // one scan serves every reader
-    st->merge(accounting::read_json_facts(st->body, top));
+    const std::string_view body = st->whole_piece.empty() ? st->body : st->whole_piece;
+    st->whole_piece = {};
+    const json::ScanResult top = json::scan(body);  // one scan serves every reader
+    st->merge(accounting::read_json_facts(body, top));
     if (ctx.status == 400) {
-      ctx.content_filter.read_error(st->body);
-    } else if (ctx.status == 200 && st->body.find("filter_result") != std::string::npos) {
-      ctx.content_filter.read_document(st->body, top);
+      ctx.content_filter.read_error(body);
+    } else if (ctx.status == 200 && body.find("filter_result") != std::string_view::npos) {
+      ctx.content_filter.read_document(body, top);
     }
   } else if (auto u = usage_from_tail(st->body)) {
     ctx.usage = u;

@@ -35,7 +35,6 @@ class Scanner {
     skip_ws();
     if (pos_ < s_.size() && s_[pos_] == '{') {
       r.is_object = true;
-      r.members.reserve(16);
       top_members_ = &r.members;
     } else if (pos_ < s_.size() && s_[pos_] == '[') {
       r.is_array = true;
@@ -224,8 +223,8 @@ class Scanner {
   std::string_view s_;
   std::size_t pos_ = 0;
   std::string error_;
-  std::vector<Member>* top_members_ = nullptr;
-  std::vector<Span>* top_elements_ = nullptr;
+  MemberList* top_members_ = nullptr;
+  SpanList* top_elements_ = nullptr;
 };
 
 void append_utf8(std::string& out, std::uint32_t cp) {

@@ -908,6 +908,37 @@ TEST(AccountStage, NoRewriterOnAnErrorStatusOrAJsonAnswer) {
   EXPECT_EQ(json.ctx.body_rewriter, nullptr);
 }
 
+// A JSON answer is read where it lies when it arrives whole in one piece of its announced
+// length, and copied otherwise; both give the same usage. The relay reuses its buffer for the
+// next read, so the test does too: a view kept past its piece would read the overwritten bytes.
+TEST(AccountStage, JsonAnswerWholeOrInPiecesGivesTheSameUsage) {
+  const std::string body =
+      R"({"choices":[{"finish_reason":"stop","index":0,"message":{"content":"hi"}}],)"
+      R"("usage":{"prompt_tokens":7,"completion_tokens":5,"total_tokens":12}})";
+  for (std::size_t cut = 0; cut <= body.size(); ++cut) {
+    AccountStage stage;
+    RequestContext ctx;
+    ctx.upstream_status = 200;
+    ctx.status = 200;
+    http::fields h;
+    h.set(http::field::content_type, "application/json");
+    h.set(http::field::content_length, std::to_string(body.size()));
+    stage.on_response_headers(ctx, 200, h);
+    std::string relay_buffer;  // one buffer, overwritten by each read
+    for (const std::string_view piece :
+         {std::string_view(body).substr(0, cut), std::string_view(body).substr(cut)}) {
+      if (piece.empty()) continue;
+      relay_buffer.assign(piece);
+      stage.on_response_body(ctx, relay_buffer);
+    }
+    stage.on_response_end(ctx);
+    relay_buffer.assign(relay_buffer.size(), 'x');  // the next read
+    ASSERT_TRUE(ctx.usage) << "cut at " << cut;
+    EXPECT_EQ(ctx.usage->total_tokens, 12) << "cut at " << cut;
+    EXPECT_EQ(ctx.finish_reason, "stop") << "cut at " << cut;
+  }
+}
+
 TEST(AccountStage, LocalReplyIsNotAccounted) {
   AccountStage stage;
   RequestContext ctx;  // no upstream_status: the gateway answered itself
