@@ -13,6 +13,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/container/small_vector.hpp>
 #include <cerrno>
 #include <tuple>
 #include <type_traits>
@@ -29,14 +30,19 @@ constexpr auto kGuardTick = std::chrono::seconds(10);
 // Strips hop-by-hop fields from a response header (is_hop_by_hop, shared with translate()), but
 // Transfer-Encoding and Content-Length stay: the serializer frames the body from them.
 void strip_hop_by_hop(http::fields& h) {
-  std::vector<std::string> drop;
+  // Names are collected first (erasing while iterating would invalidate the iteration); a
+  // response rarely has any, so the list is inline.
+  boost::container::small_vector<std::string_view, 8> drop;
   for (const auto& f : h) {
     const std::string_view name = f.name_string();
     if (beast::iequals(name, "transfer-encoding") || beast::iequals(name, "content-length"))
       continue;
-    if (is_hop_by_hop(name, h)) drop.emplace_back(name);
+    if (is_hop_by_hop(name, h)) drop.push_back(name);
   }
-  for (const auto& name : drop) h.erase(name);
+  if (drop.empty()) return;
+  // Copied before any erase: the views point into the fields being erased.
+  const std::vector<std::string> names(drop.begin(), drop.end());
+  for (const auto& name : names) h.erase(name);
 }
 
 constexpr std::string_view kCrLf = "\r\n";
@@ -435,7 +441,7 @@ asio::awaitable<void> Attempt<Stream, Down>::relay() {
   auto& res = parser_->get();
   if (!conn_.relay_buffer) conn_.relay_buffer = std::make_unique<char[]>(kRelayBufferBytes);
   char* const piece = conn_.relay_buffer.get();
-  std::vector<std::string_view> out;  // what goes to the client for one piece
+  std::vector<std::string_view>& out = conn_.pieces_scratch;  // to the client for one piece
   for (bool done = parser_->is_done();; done = parser_->is_done()) {
     out.clear();
     if (!done) {

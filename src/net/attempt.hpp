@@ -36,6 +36,11 @@ struct UpstreamConnection {
   // Where the response body is parsed into, kept with the connection so that a request's
   // coroutine frames stay small (Asio recycles only small frames; a 16 KiB one is a malloc).
   std::unique_ptr<char[]> relay_buffer;
+  // Scratch space of the requests sent on this connection (heads, gather lists), kept so that a
+  // request reuses the capacity the last one grew instead of allocating it again.
+  std::string head_scratch;
+  std::vector<asio::const_buffer> gather_scratch;
+  std::vector<std::string_view> pieces_scratch;
   Clock::time_point idle_since{};
 
   beast::tcp_stream& lowest() {
@@ -122,7 +127,9 @@ class Attempt {
         ctx_(ctx),
         down_(down),
         reply_(reply),
-        guard_(guard) {}
+        guard_(guard),
+        head_(conn.head_scratch),
+        gather_(conn.gather_scratch) {}
 
   // Each returns false once the attempt failed (result() says how).
   asio::awaitable<bool> send();
@@ -158,10 +165,10 @@ class Attempt {
   bool written_ = false;          // the whole request went out
   bool nothing_received_ = true;  // not a byte of a response arrived
   std::optional<http::response_parser<http::buffer_body>> parser_;
-  std::string head_;  // the response head as the client gets it, until it is written
+  std::string& head_;  // the request head, then the response head until it is written
   bool head_pending_ = false;
   bool chunked_out_ = false;  // the client's body is chunked (re-framed piece by piece)
-  std::vector<asio::const_buffer> gather_;
+  std::vector<asio::const_buffer>& gather_;
   std::array<char, 20> chunk_line_{};
   std::string flat_;  // a TLS client's gathered bytes in one buffer
   bool upstream_keep_alive_ = false;
