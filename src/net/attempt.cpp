@@ -439,7 +439,8 @@ asio::awaitable<bool> Attempt<Stream, Down>::write_to_client(
 template <class Stream, class Down>
 asio::awaitable<void> Attempt<Stream, Down>::relay() {
   auto& res = parser_->get();
-  if (!conn_.relay_buffer) conn_.relay_buffer = std::make_unique<char[]>(kRelayBufferBytes);
+  if (!conn_.relay_buffer)
+    conn_.relay_buffer = std::make_unique_for_overwrite<char[]>(kRelayBufferBytes);
   char* const piece = conn_.relay_buffer.get();
   std::vector<std::string_view>& out = conn_.pieces_scratch;  // to the client for one piece
   for (bool done = parser_->is_done();; done = parser_->is_done()) {

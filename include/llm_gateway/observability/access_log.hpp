@@ -4,6 +4,7 @@
 // (via reopen()) reopens the file after logrotate moved it. The queue is bounded: when the disk
 // cannot keep up (or is full), lines are dropped and counted, never held without limit.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -33,6 +34,10 @@ class AccessLogWriter {
   std::uint64_t dropped() const { return dropped_.load(); }
 
   static constexpr std::size_t kMaxQueuedBytes = 64 * 1024 * 1024;
+  // A line reaches the file at most this long after its request ended (or sooner, once this
+  // many bytes are waiting).
+  static constexpr std::chrono::milliseconds kFlushDelay{20};
+  static constexpr std::size_t kFlushBytes = 256 * 1024;
 
  private:
   void run();
