@@ -48,6 +48,17 @@ void strip_hop_by_hop(http::fields& h) {
 constexpr std::string_view kCrLf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
+// Each field as it is ("name: value\r\n"), then the blank line that ends a head.
+void append_fields(const http::fields& fields, std::string& out) {
+  for (const auto& f : fields) {
+    out += f.name_string();
+    out += ": ";
+    out += f.value();
+    out += kCrLf;
+  }
+  out += kCrLf;
+}
+
 // The head as Beast's serializer writes it: status line, the fields as they are, a blank line.
 void render_head(const http::response_header<>& res, std::string& out) {
   out.clear();
@@ -60,13 +71,7 @@ void render_head(const http::response_header<>& res, std::string& out) {
   const std::string_view reason = res.reason();
   out += reason.empty() ? std::string_view(http::obsolete_reason(res.result())) : reason;
   out += kCrLf;
-  for (const auto& f : res) {
-    out += f.name_string();
-    out += ": ";
-    out += f.value();
-    out += kCrLf;
-  }
-  out += kCrLf;
+  append_fields(res, out);
 }
 
 // The request head as Beast's serializer writes it.
@@ -76,13 +81,7 @@ void render_request_head(const http::request_header<>& req, std::string& out) {
   out += ' ';
   out += req.target();
   out += req.version() == 10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n";
-  for (const auto& f : req) {
-    out += f.name_string();
-    out += ": ";
-    out += f.value();
-    out += kCrLf;
-  }
-  out += kCrLf;
+  append_fields(req, out);
 }
 
 // "<size in hex>\r\n", the line that opens a chunk.
@@ -372,7 +371,7 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
 
   render_head(res, head_);
   head_pending_ = true;
-  chunked_out_ = res.chunked() && has_body && ctx_.method != http::verb::head;
+  chunked_out_ = res.chunked() && has_body;  // (a HEAD answer has none: the parser skips it)
   // The head waits for the first body bytes when they are already here (a typical non-stream
   // answer): both then go out in one write.
   if (parser_->is_done() || conn_.buffer.size() == 0) {
