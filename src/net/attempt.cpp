@@ -299,7 +299,7 @@ asio::awaitable<bool> Attempt<Stream, Down>::read_head() {
     parser_->body_limit(boost::none);  // streams may be long; the deadline bounds them
     if (ctx_.method == http::verb::head) parser_->skip(true);
     auto [rec0, rn] =
-        co_await http::async_read_header(up_, conn_.buffer, *parser_, nothrow_awaitable);
+        co_await http::async_read_header(reader_, conn_.buffer, *parser_, nothrow_awaitable);
     const auto rec = upstream_error(rec0);
     if (parser_->got_some() || conn_.buffer.size() != 0) nothing_received_ = false;
     if (rec) {
@@ -448,7 +448,7 @@ asio::awaitable<void> Attempt<Stream, Down>::relay() {
       res.body().data = piece;
       res.body().size = kRelayBufferBytes;
       auto [rec0, rn] =
-          co_await http::async_read_some(up_, conn_.buffer, *parser_, nothrow_awaitable);
+          co_await http::async_read_some(reader_, conn_.buffer, *parser_, nothrow_awaitable);
       auto rec = upstream_error(rec0);
       if (rec == http::error::need_buffer) rec = {};
       if (rec == ssl::error::stream_truncated && parser_->is_done()) rec = {};

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "drain_aware_read.hpp"
 #include "llm_gateway/net/io.hpp"
 #include "llm_gateway/routing/attempt_plan.hpp"
 
@@ -68,6 +69,17 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl:
                                                 ssl::context* proxy_tls_ctx,
                                                 UpstreamConnection& conn);
 
+template <class Stream>
+struct UpstreamReaderOf {
+  using type = Stream&;
+};
+template <>
+struct UpstreamReaderOf<beast::tcp_stream> {
+  using type = DrainAwareReader<beast::tcp_stream>;
+};
+template <class Stream>
+using UpstreamReader = typename UpstreamReaderOf<Stream>::type;
+
 // Guards a request's upstream exchange with one timer and one socket wait, instead of a timer
 // operation per read and write: the attempt's deadline (the upstream's timeout_ms), a client that
 // stops reading (write stall), and a client that goes away (its socket turns readable with EOF) —
@@ -120,6 +132,7 @@ class Attempt {
           const Pipeline& pipeline, RequestContext& ctx, Down& down, const DownstreamReply& reply,
           ExchangeGuard& guard)
       : up_(up),
+        reader_(up),
         conn_(conn),
         reused_(reused),
         req_(req),
@@ -152,6 +165,9 @@ class Attempt {
   asio::awaitable<bool> write_to_client(std::span<const std::string_view> pieces, bool final);
 
   Stream& up_;
+  // What the response is read through: on a plain connection, drain-aware reads (a relayed event
+  // costs one recv, not a failed speculative one first); on TLS, the TLS stream.
+  UpstreamReader<Stream> reader_;
   UpstreamConnection& conn_;
   const bool reused_;
   http::request<http::buffer_body>& req_;

@@ -23,6 +23,7 @@
 #include <thread>
 #include <utility>
 
+#include "drain_aware_read.hpp"
 #include "llm_gateway/config/loader.hpp"
 #include "llm_gateway/net/gateway.hpp"
 #include "llm_gateway/net/io.hpp"
@@ -149,6 +150,9 @@ struct Worker {
   UpstreamPool pool;
   std::mt19937_64 rng;
   std::list<SessionEntry*> sessions;
+  // Watches the upstream connections this worker reads drain-aware (started with the worker's
+  // loop, stopped before its io_context goes; outlives the coroutine frames that leave it).
+  DrainWatch drain_watch;
   // Declared last so it is destroyed first: destroying it destroys the coroutine frames still
   // suspended on it, and their destructors touch the members above.
   asio::io_context ioc;
@@ -311,7 +315,10 @@ class Gateway {
     // upstream connections, then the workers (and with them any suspended sessions).
     main_acceptors_.clear();
     admin_acceptor_.reset();
-    for (auto& w : workers_) w->pool.clear();
+    for (auto& w : workers_) {
+      w->pool.clear();
+      w->drain_watch.stop();
+    }
     workers_.clear();
     log::line(log::Level::info, "stopped");
     return 0;
@@ -371,14 +378,17 @@ class Gateway {
                {"config", cfg.source},
                {"threads", std::to_string(workers_.size())}});
 
+    for (auto& w : workers_) w->drain_watch.start(w->ioc.get_executor());
     std::vector<std::thread> threads;
     for (std::size_t i = 1; i < workers_.size(); ++i) {
       threads.emplace_back([w = workers_[i].get()] {
+        DrainWatch::Installed watch(w->drain_watch);
         auto guard = asio::make_work_guard(w->ioc);
         w->ioc.run();
       });
     }
     {
+      DrainWatch::Installed watch(first.drain_watch);
       auto guard = asio::make_work_guard(first.ioc);
       first.ioc.run();
     }
