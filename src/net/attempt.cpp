@@ -260,7 +260,7 @@ bool Attempt<Stream, Down>::idempotent() const {
 template <class Stream, class Down>
 asio::awaitable<bool> Attempt<Stream, Down>::send() {
   boost::system::error_code wec0;
-  if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+  if constexpr (std::is_same_v<Stream, UpstreamTcpStream>) {
     if (!req_.chunked()) {
       // Head and body in one sendmsg, tried at once: a request that fits the socket buffer (all
       // but the largest) costs one system call and no trip through the reactor.
@@ -277,7 +277,7 @@ asio::awaitable<bool> Attempt<Stream, Down>::send() {
       }
     }
   }
-  if (!std::is_same_v<Stream, beast::tcp_stream> || req_.chunked()) {
+  if (!std::is_same_v<Stream, UpstreamTcpStream> || req_.chunked()) {
     auto [ec, n] = co_await http::async_write(up_, req_, nothrow_awaitable);
     wec0 = ec;
   }
@@ -299,7 +299,7 @@ asio::awaitable<bool> Attempt<Stream, Down>::read_head() {
     parser_->body_limit(boost::none);  // streams may be long; the deadline bounds them
     if (ctx_.method == http::verb::head) parser_->skip(true);
     auto [rec0, rn] =
-        co_await http::async_read_header(reader_, conn_.buffer, *parser_, nothrow_awaitable);
+        co_await http::async_read_header(up_, conn_.buffer, *parser_, nothrow_awaitable);
     const auto rec = upstream_error(rec0);
     if (parser_->got_some() || conn_.buffer.size() != 0) nothing_received_ = false;
     if (rec) {
@@ -448,7 +448,7 @@ asio::awaitable<void> Attempt<Stream, Down>::relay() {
       res.body().data = piece;
       res.body().size = kRelayBufferBytes;
       auto [rec0, rn] =
-          co_await http::async_read_some(reader_, conn_.buffer, *parser_, nothrow_awaitable);
+          co_await http::async_read_some(up_, conn_.buffer, *parser_, nothrow_awaitable);
       auto rec = upstream_error(rec0);
       if (rec == http::error::need_buffer) rec = {};
       if (rec == ssl::error::stream_truncated && parser_->is_done()) rec = {};
@@ -488,11 +488,11 @@ asio::awaitable<void> Attempt<Stream, Down>::relay() {
   result_.downstream_reusable = keep_alive_;
 }
 
-template class Attempt<beast::tcp_stream, beast::tcp_stream>;
-template class Attempt<TlsStream, beast::tcp_stream>;
+template class Attempt<UpstreamTcpStream, beast::tcp_stream>;
+template class Attempt<UpstreamTlsStream, beast::tcp_stream>;
 template class Attempt<TunnelTlsStream, beast::tcp_stream>;
-template class Attempt<beast::tcp_stream, TlsStream>;
-template class Attempt<TlsStream, TlsStream>;
+template class Attempt<UpstreamTcpStream, TlsStream>;
+template class Attempt<UpstreamTlsStream, TlsStream>;
 template class Attempt<TunnelTlsStream, TlsStream>;
 
 }  // namespace llmgw::net

@@ -21,17 +21,21 @@
 namespace llmgw::net {
 namespace http = beast::http;
 namespace ssl = asio::ssl;
+// An upstream connection's TCP layer reads drain-aware during an attempt (drain_aware_read.hpp).
+using UpstreamTcpStream = DrainAwareTcpStream;
+// TLS with the upstream (or with an https:// egress proxy).
+using UpstreamTlsStream = ssl::stream<UpstreamTcpStream>;
 // TLS with the upstream inside TLS with an https:// egress proxy (its CONNECT tunnel).
-using TunnelTlsStream = ssl::stream<TlsStream>;
+using TunnelTlsStream = ssl::stream<UpstreamTlsStream>;
 
 // Beast reads max(512, free capacity) bytes at a time: without room reserved up front every
 // response would be read 512 bytes per system call.
 inline constexpr std::size_t kUpstreamReadBuffer = 16 * 1024;
 
 struct UpstreamConnection {
-  std::optional<beast::tcp_stream> plain;
+  std::optional<UpstreamTcpStream> plain;
   // TLS with the upstream; or, for a plain-http upstream behind an https:// proxy, with the proxy.
-  std::optional<TlsStream> tls;
+  std::optional<UpstreamTlsStream> tls;
   std::optional<TunnelTlsStream> tls_in_tls;  // an https upstream behind an https:// proxy
   beast::flat_buffer buffer;  // kept across responses: may hold bytes read past a message
   // Where the response body is parsed into, kept with the connection so that a request's
@@ -44,7 +48,7 @@ struct UpstreamConnection {
   std::vector<std::string_view> pieces_scratch;
   Clock::time_point idle_since{};
 
-  beast::tcp_stream& lowest() {
+  UpstreamTcpStream& lowest() {
     if (tls_in_tls) return beast::get_lowest_layer(*tls_in_tls);
     return tls ? beast::get_lowest_layer(*tls) : *plain;
   }
@@ -68,17 +72,6 @@ std::string_view error_kind(const Failure& f);
 asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl::context* tls_ctx,
                                                 ssl::context* proxy_tls_ctx,
                                                 UpstreamConnection& conn);
-
-template <class Stream>
-struct UpstreamReaderOf {
-  using type = Stream&;
-};
-template <>
-struct UpstreamReaderOf<beast::tcp_stream> {
-  using type = DrainAwareReader<beast::tcp_stream>;
-};
-template <class Stream>
-using UpstreamReader = typename UpstreamReaderOf<Stream>::type;
 
 // Guards a request's upstream exchange with one timer and one socket wait, instead of a timer
 // operation per read and write: the attempt's deadline (the upstream's timeout_ms), a client that
@@ -132,7 +125,7 @@ class Attempt {
           const Pipeline& pipeline, RequestContext& ctx, Down& down, const DownstreamReply& reply,
           ExchangeGuard& guard)
       : up_(up),
-        reader_(up),
+        reading_(beast::get_lowest_layer(up)),
         conn_(conn),
         reused_(reused),
         req_(req),
@@ -165,9 +158,9 @@ class Attempt {
   asio::awaitable<bool> write_to_client(std::span<const std::string_view> pieces, bool final);
 
   Stream& up_;
-  // What the response is read through: on a plain connection, drain-aware reads (a relayed event
-  // costs one recv, not a failed speculative one first); on TLS, the TLS stream.
-  UpstreamReader<Stream> reader_;
+  // The connection's TCP layer reads drain-aware while the attempt lasts: a relayed event costs
+  // one recv, not a failed speculative one first.
+  UpstreamTcpStream::Reading reading_;
   UpstreamConnection& conn_;
   const bool reused_;
   http::request<http::buffer_body>& req_;
@@ -191,11 +184,11 @@ class Attempt {
   bool keep_alive_ = false;
 };
 
-extern template class Attempt<beast::tcp_stream, beast::tcp_stream>;
-extern template class Attempt<TlsStream, beast::tcp_stream>;
+extern template class Attempt<UpstreamTcpStream, beast::tcp_stream>;
+extern template class Attempt<UpstreamTlsStream, beast::tcp_stream>;
 extern template class Attempt<TunnelTlsStream, beast::tcp_stream>;
-extern template class Attempt<beast::tcp_stream, TlsStream>;
-extern template class Attempt<TlsStream, TlsStream>;
+extern template class Attempt<UpstreamTcpStream, TlsStream>;
+extern template class Attempt<UpstreamTlsStream, TlsStream>;
 extern template class Attempt<TunnelTlsStream, TlsStream>;
 
 }  // namespace llmgw::net

@@ -1,6 +1,7 @@
 #pragma once
-// Internal to src/net: a read on a plain TCP socket that tells Asio's reactor when it drained the
-// socket, so that the next read waits for readiness instead of first trying a recv that fails.
+// Internal to src/net: a read on a TCP socket that tells Asio's reactor when it drained the socket,
+// so that the next read waits for readiness instead of first trying a recv that fails. Upstream
+// connections read this way during an attempt, plain ones and the TCP layer under TLS alike.
 //
 // Why: Asio 1.81 starts every async_read_some with a speculative recv() unless the last read on
 // the descriptor returned 0 bytes. A relayed SSE event is one upstream read; by the time the
@@ -32,6 +33,7 @@
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/version.hpp>
 #include <optional>
 #include <type_traits>
@@ -223,62 +225,71 @@ class DrainWatch {
   std::vector<Node*> polled_;
 };
 
-// A Beast AsyncReadStream over a plain upstream connection whose reads are drain-aware; writes
-// and everything else go to the connection itself. Only for streams without per-operation
-// timeouts (the exchange's guard times the relay, not the stream).
-template <class Stream>
-class DrainAwareReader {
+// The TCP layer of an upstream connection (plain, or under TLS): a beast::tcp_stream whose reads
+// are drain-aware while a Reading scope is open on it, i.e. during an attempt's exchange, when
+// the exchange's guard keeps the time (drain-aware reads bypass Beast's per-operation timeouts,
+// which connecting and handshaking use) and the I/O thread's DrainWatch watches the socket.
+// Outside such a scope, and on a thread without a DrainWatch, it reads as beast::tcp_stream does.
+class DrainAwareTcpStream : public boost::beast::tcp_stream {
  public:
-  using executor_type = typename Stream::executor_type;
-  explicit DrainAwareReader(Stream& stream)
-      : stream_(stream),
-        // Without drain-aware reads no hang-up can be missed: nothing to watch.
-        watch_(LLMGW_DRAIN_AWARE_READ ? DrainWatch::current() : nullptr)
+  explicit DrainAwareTcpStream(boost::beast::tcp_stream&& connected)
+      : boost::beast::tcp_stream(std::move(connected)) {}
+  DrainAwareTcpStream(DrainAwareTcpStream&&) = default;
+  DrainAwareTcpStream& operator=(DrainAwareTcpStream&&) = default;
+
+  class Reading {
+   public:
+    explicit Reading(DrainAwareTcpStream& stream)
+        : stream_(stream), watch_(LLMGW_DRAIN_AWARE_READ ? DrainWatch::current() : nullptr) {
 #if LLMGW_DRAIN_AWARE_READ
-        ,
-        // Looked up once per reader: the service registry's lookup takes a lock.
-        reactor_(&boost::asio::use_service<boost::asio::detail::reactor>(
-            boost::asio::query(stream.get_executor(), boost::asio::execution::context)))
-#endif
-  {
-    if (watch_) {
+      // Only where a watch can see the hang-up a short read cannot.
+      if (!watch_) return;
+      // Looked up once per scope: the service registry's lookup takes a lock.
+      stream_.reactor_ = &boost::asio::use_service<boost::asio::detail::reactor>(
+          boost::asio::query(stream.get_executor(), boost::asio::execution::context));
       node_.socket = &stream_.socket();
       watch_->add(node_);
+#endif
     }
-  }
-  ~DrainAwareReader() {
-    if (watch_) watch_->remove(node_);
-  }
-  DrainAwareReader(const DrainAwareReader&) = delete;
-  DrainAwareReader& operator=(const DrainAwareReader&) = delete;
+    ~Reading() {
+      if (!watch_) return;
+#if LLMGW_DRAIN_AWARE_READ
+      stream_.reactor_ = nullptr;
+#endif
+      watch_->remove(node_);
+    }
+    Reading(const Reading&) = delete;
+    Reading& operator=(const Reading&) = delete;
 
-  executor_type get_executor() {
-    return stream_.get_executor();
-  }
+   private:
+    DrainAwareTcpStream& stream_;
+    DrainWatch* watch_;
+    DrainWatch::Node node_;
+  };
 
-  // Completes as the socket's own async_read_some does: (error_code, bytes).
+  // Completes as beast::tcp_stream's async_read_some does: (error_code, bytes).
   template <class MutableBuffers, class Token>
   auto async_read_some(const MutableBuffers& buffers, Token&& token) {
-    // Beast's flat_buffer hands one buffer; of a sequence of several, the first is read into.
-    boost::asio::mutable_buffer first = *boost::asio::buffer_sequence_begin(buffers);
-#if LLMGW_DRAIN_AWARE_READ
     return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-        drain_detail::Initiate{&stream_.socket(), reactor_}, token, first);
-#else
-    return stream_.socket().async_read_some(first, std::forward<Token>(token));
+        [this](auto&& handler, const MutableBuffers& bufs) {
+#if LLMGW_DRAIN_AWARE_READ
+          if (reactor_) {
+            // Beast's flat_buffer and the TLS stream's input buffer are one buffer each; of a
+            // sequence of several, the first is read into (a read_some may read less).
+            drain_detail::Initiate{&socket(), reactor_}(
+                std::forward<decltype(handler)>(handler),
+                boost::asio::mutable_buffer(*boost::asio::buffer_sequence_begin(bufs)));
+            return;
+          }
 #endif
-  }
-  template <class ConstBuffers, class Token>
-  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
-    return stream_.async_write_some(buffers, std::forward<Token>(token));
+          boost::beast::tcp_stream::async_read_some(bufs, std::forward<decltype(handler)>(handler));
+        },
+        token, buffers);
   }
 
  private:
-  Stream& stream_;
-  DrainWatch* watch_;
-  DrainWatch::Node node_;
 #if LLMGW_DRAIN_AWARE_READ
-  boost::asio::detail::reactor* reactor_;
+  boost::asio::detail::reactor* reactor_ = nullptr;  // set while drain-aware
 #endif
 };
 

@@ -289,7 +289,7 @@ asio::awaitable<std::optional<Failure>> connect(const config::Upstream& up, ssl:
     co_return std::nullopt;
   }
   if (!proxy_tls_ctx) co_return Failure{GatewayError::upstream_proxy_error, "no TLS context"};
-  TlsStream to_proxy(std::move(*stream), *proxy_tls_ctx);
+  UpstreamTlsStream to_proxy(std::move(*stream), *proxy_tls_ctx);
   failure = co_await handshake_tls(to_proxy, proxy.host, proxy.host_is_ip, proxy_name, true);
   if (failure) co_return failure;
   if (!tls_ctx) {

@@ -75,9 +75,10 @@ class DrainAwareReadTest : public ::testing::Test {
   DrainWatch watch;  // as each I/O thread of the gateway has one
   bool watch_started = (watch.start(ctx.get_executor()), true);
   DrainWatch::Installed installed{watch};
-  beast::tcp_stream stream{ctx};
+  DrainAwareTcpStream stream{beast::tcp_stream(ctx)};
   tcp::socket peer{ctx};
-  DrainAwareReader<beast::tcp_stream> reader{stream};
+  DrainAwareTcpStream::Reading reading{stream};  // as during an attempt's exchange
+  DrainAwareTcpStream& reader = stream;
   std::string buffer;
   std::optional<Completion> done;
 };
