@@ -200,6 +200,14 @@ class DrainWatch {
   void stop();
   void add(Node& n);
   void remove(Node& n);
+#if LLMGW_DRAIN_AWARE_READ
+  // The reactor of the watched context while the watch runs (null otherwise: then nothing could
+  // see a hang-up, so nothing reads drain-aware). Looked up once here, not per attempt: the
+  // service registry's lookup takes a lock.
+  boost::asio::detail::reactor* reactor() const {
+    return reactor_;
+  }
+#endif
 
   // The watch of the calling I/O thread (null outside one): set for a scope by Installed.
   static DrainWatch* current();
@@ -219,6 +227,9 @@ class DrainWatch {
   void sweep();
 
   std::optional<boost::asio::steady_timer> timer_;
+#if LLMGW_DRAIN_AWARE_READ
+  boost::asio::detail::reactor* reactor_ = nullptr;
+#endif
   bool armed_ = false;
   Node* head_ = nullptr;
   std::vector<::pollfd> fds_;
@@ -242,11 +253,12 @@ class DrainAwareTcpStream : public boost::beast::tcp_stream {
     explicit Reading(DrainAwareTcpStream& stream)
         : stream_(stream), watch_(LLMGW_DRAIN_AWARE_READ ? DrainWatch::current() : nullptr) {
 #if LLMGW_DRAIN_AWARE_READ
-      // Only where a watch can see the hang-up a short read cannot.
-      if (!watch_) return;
-      // Looked up once per scope: the service registry's lookup takes a lock.
-      stream_.reactor_ = &boost::asio::use_service<boost::asio::detail::reactor>(
-          boost::asio::query(stream.get_executor(), boost::asio::execution::context));
+      // Only where a running watch can see the hang-up a short read cannot.
+      stream_.reactor_ = watch_ ? watch_->reactor() : nullptr;
+      if (!stream_.reactor_) {
+        watch_ = nullptr;
+        return;
+      }
       node_.socket = &stream_.socket();
       watch_->add(node_);
 #endif

@@ -24,11 +24,18 @@ DrainWatch::Installed::~Installed() {
 
 void DrainWatch::start(const boost::asio::any_io_executor& ex) {
   timer_.emplace(ex);
+#if LLMGW_DRAIN_AWARE_READ
+  reactor_ = &boost::asio::use_service<boost::asio::detail::reactor>(
+      boost::asio::query(ex, boost::asio::execution::context));
+#endif
   if (head_) arm();
 }
 
 void DrainWatch::stop() {
   timer_.reset();  // a pending wait completes as cancelled and finds nothing to do
+#if LLMGW_DRAIN_AWARE_READ
+  reactor_ = nullptr;
+#endif
   armed_ = false;
 }
 
