@@ -36,8 +36,9 @@ std::string_view value_of(std::string_view text, const json::ScanResult& r, std:
 
 }  // namespace
 
-void ContentFilterSummary::read_results(FilterStage stage, std::string_view object) {
-  json::ScanResult r = json::scan(object);
+void ContentFilterSummary::read_results(FilterStage stage, const json::Document& doc,
+                                        std::string_view object) {
+  json::ScanResult r = doc.scan(object);
   if (!r.is_object) return;
   auto& row = results_[static_cast<std::size_t>(stage)];
   for (const json::Member& m : r.members) {
@@ -53,7 +54,7 @@ void ContentFilterSummary::read_results(FilterStage stage, std::string_view obje
       continue;
     }
     if (m.kind != json::Kind::object) continue;
-    json::ScanResult cat = json::scan(value);
+    json::ScanResult cat = doc.scan(value);
     c.seen = true;
     if (value_of(value, cat, "filtered") == "true") c.filtered = true;
     if (value_of(value, cat, "detected") == "true") c.detected = true;
@@ -68,10 +69,12 @@ void ContentFilterSummary::read_results(FilterStage stage, std::string_view obje
 }
 
 void ContentFilterSummary::read_document(std::string_view text) {
-  read_document(text, json::scan(text));
+  read_document(json::Document(text));
 }
 
-void ContentFilterSummary::read_document(std::string_view text, const json::ScanResult& r) {
+void ContentFilterSummary::read_document(const json::Document& doc) {
+  const std::string_view text = doc.text();
+  const json::ScanResult& r = doc.top();
   if (!r.is_object) return;
   // Prompt annotations: an array of {prompt_index, content_filter_results} (images: an object).
   for (std::string_view key : {"prompt_filter_results", "prompt_annotations"}) {
@@ -79,15 +82,15 @@ void ContentFilterSummary::read_document(std::string_view text, const json::Scan
     if (!m) continue;
     const std::string_view value = r.text_of(text, *m);
     if (m->kind == json::Kind::object) {
-      read_results(FilterStage::prompt, value);
+      read_results(FilterStage::prompt, doc, value);
       continue;
     }
-    json::ScanResult arr = json::scan(value);
+    json::ScanResult arr = doc.scan(value);
     for (const json::Span& el : arr.elements) {
       const std::string_view item = value.substr(el.begin, el.end - el.begin);
-      json::ScanResult ir = json::scan(item);
+      json::ScanResult ir = doc.scan(item);
       if (const json::Member* cfr = ir.find("content_filter_results"))
-        read_results(FilterStage::prompt, ir.text_of(item, *cfr));
+        read_results(FilterStage::prompt, doc, ir.text_of(item, *cfr));
     }
   }
   // Completion annotations: per choice (chat, completions) or per image (data[]).
@@ -96,34 +99,35 @@ void ContentFilterSummary::read_document(std::string_view text, const json::Scan
     if (!m || m->kind != json::Kind::array) continue;
     const std::string_view value = r.text_of(text, *m);
     if (value.find("filter_result") == std::string_view::npos) continue;
-    json::ScanResult arr = json::scan(value);
+    json::ScanResult arr = doc.scan(value);
     for (const json::Span& el : arr.elements) {
       const std::string_view item = value.substr(el.begin, el.end - el.begin);
-      json::ScanResult ir = json::scan(item);
+      json::ScanResult ir = doc.scan(item);
       if (const json::Member* cfr = ir.find("content_filter_results"))
-        read_results(FilterStage::completion, ir.text_of(item, *cfr));
+        read_results(FilterStage::completion, doc, ir.text_of(item, *cfr));
       if (key == "data") {
         if (const json::Member* pfr = ir.find("prompt_filter_results"))
-          read_results(FilterStage::prompt, ir.text_of(item, *pfr));
+          read_results(FilterStage::prompt, doc, ir.text_of(item, *pfr));
       }
     }
   }
 }
 
 void ContentFilterSummary::read_error(std::string_view text) {
-  json::ScanResult r = json::scan(text);
+  const json::Document doc(text);
+  const json::ScanResult& r = doc.top();
   const json::Member* e = r.find("error");
   if (!e || e->kind != json::Kind::object) return;
   const std::string_view err = r.text_of(text, *e);
-  json::ScanResult er = json::scan(err);
+  json::ScanResult er = doc.scan(err);
   for (std::string_view inner_key : {"innererror", "inner_error"}) {
     const json::Member* inner = er.find(inner_key);
     if (!inner || inner->kind != json::Kind::object) continue;
     const std::string_view in = er.text_of(err, *inner);
-    json::ScanResult ir = json::scan(in);
+    json::ScanResult ir = doc.scan(in);
     for (std::string_view k : {"content_filter_result", "content_filter_results"}) {
       if (const json::Member* cfr = ir.find(k))
-        read_results(FilterStage::prompt, ir.text_of(in, *cfr));
+        read_results(FilterStage::prompt, doc, ir.text_of(in, *cfr));
     }
   }
 }

@@ -109,8 +109,8 @@ std::string_view event_data(std::string_view event, std::string& scratch) {
 
 namespace {
 
-std::optional<Usage> read_usage(std::string_view usage_json) {
-  json::ScanResult u = json::scan(usage_json);
+std::optional<Usage> read_usage(const json::Document& doc, std::string_view usage_json) {
+  json::ScanResult u = doc.scan(usage_json);
   if (!u.is_object) return std::nullopt;
   Usage out;
   auto get = [&](std::string_view a, std::string_view b) -> std::int64_t {
@@ -127,12 +127,12 @@ std::optional<Usage> read_usage(std::string_view usage_json) {
   return out;
 }
 
-void read_choices(std::string_view choices_json, JsonFacts& facts) {
-  json::ScanResult arr = json::scan(choices_json);
+void read_choices(const json::Document& doc, std::string_view choices_json, JsonFacts& facts) {
+  json::ScanResult arr = doc.scan(choices_json);
   for (const json::Span& el : arr.elements) {
     if (el.kind != json::Kind::object) continue;
     std::string_view choice = choices_json.substr(el.begin, el.end - el.begin);
-    json::ScanResult c = json::scan(choice);
+    json::ScanResult c = doc.scan(choice);
     if (const json::Member* fr = c.find("finish_reason"); fr && fr->kind == json::Kind::string) {
       if (auto v = json::decode_string(c.text_of(choice, *fr))) facts.finish_reason = *v;
     }
@@ -142,28 +142,30 @@ void read_choices(std::string_view choices_json, JsonFacts& facts) {
 }  // namespace
 
 JsonFacts read_json_facts(std::string_view text) {
-  return read_json_facts(text, json::scan(text));
+  return read_json_facts(json::Document(text));
 }
 
-JsonFacts read_json_facts(std::string_view text, const json::ScanResult& r) {
+JsonFacts read_json_facts(const json::Document& doc) {
+  const std::string_view text = doc.text();
+  const json::ScanResult& r = doc.top();
   JsonFacts facts;
   if (!r.is_object) return facts;
   bool choices_empty = false;
   if (const json::Member* ch = r.find("choices"); ch && ch->kind == json::Kind::array) {
     const std::string_view choices = r.text_of(text, *ch);
-    if (choices.find("finish_reason") != std::string_view::npos) read_choices(choices, facts);
+    if (choices.find("finish_reason") != std::string_view::npos) read_choices(doc, choices, facts);
     choices_empty = choices.find_first_not_of(" \t\r\n", 1) == choices.size() - 1;
   }
   if (const json::Member* u = r.find("usage"); u && u->kind == json::Kind::object) {
-    facts.usage = read_usage(r.text_of(text, *u));
+    facts.usage = read_usage(doc, r.text_of(text, *u));
     facts.usage_only_chunk = choices_empty;
   }
   // Responses API: usage and status live in the "response" object of response.* events.
   if (const json::Member* resp = r.find("response"); resp && resp->kind == json::Kind::object) {
     const std::string_view inner = r.text_of(text, *resp);
-    json::ScanResult ri = json::scan(inner);
+    json::ScanResult ri = doc.scan(inner);
     if (const json::Member* u = ri.find("usage"); u && u->kind == json::Kind::object)
-      facts.usage = read_usage(ri.text_of(inner, *u));
+      facts.usage = read_usage(doc, ri.text_of(inner, *u));
   }
   return facts;
 }

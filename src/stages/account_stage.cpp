@@ -66,13 +66,13 @@ struct AccountState final : StageState, BodyRewriter {
     const bool has_finish = keys.finish_reason_string;
     const bool read_filter = keys.filter_results && !repeats_last_filter(data, keys);
     if (!has_usage && !has_finish && !read_filter) return false;
-    const json::ScanResult top = json::scan(data);  // one scan serves both readers
+    const json::Document doc(data);  // one scan serves both readers
     if (read_filter) {
-      ctx->content_filter.read_document(data, top);
+      ctx->content_filter.read_document(doc);
       remember_filter(data, keys);
     }
     if (!has_usage && !has_finish) return false;
-    const JsonFacts facts = accounting::read_json_facts(data, top);
+    const JsonFacts facts = accounting::read_json_facts(doc);
     merge(facts);
     return strip_usage_chunk && facts.usage_only_chunk;
   }
@@ -189,12 +189,12 @@ void AccountStage::on_response_end(RequestContext& ctx) {
   if (!st->truncated) {
     const std::string_view body = st->whole_piece.empty() ? st->body : st->whole_piece;
     st->whole_piece = {};
-    const json::ScanResult top = json::scan(body);  // one scan serves every reader
-    st->merge(accounting::read_json_facts(body, top));
+    const json::Document doc(body);  // one scan serves every reader
+    st->merge(accounting::read_json_facts(doc));
     if (ctx.status == 400) {
       ctx.content_filter.read_error(body);
     } else if (ctx.status == 200 && body.find("filter_result") != std::string_view::npos) {
-      ctx.content_filter.read_document(body, top);
+      ctx.content_filter.read_document(doc);
     }
   } else if (auto u = usage_from_tail(st->body)) {
     ctx.usage = u;

@@ -1,9 +1,13 @@
 #include "llm_gateway/translate/json_scan.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <charconv>
 #include <cstdint>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace llmgw::json {
 
@@ -17,18 +21,154 @@ const Member* ScanResult::find(std::string_view key) const {
 
 namespace {
 
-// Bytes that end the fast path inside a string: the closing quote, a backslash, control bytes.
-constexpr auto kStringSpecial = [] {
+// Bytes that are structure inside a container the trusted skip walks over: strings (whose
+// contents may hold brackets) and brackets themselves.
+constexpr auto kSkipStructural = [] {
   std::array<bool, 256> t{};
-  for (int c = 0; c < 0x20; ++c) t[static_cast<std::size_t>(c)] = true;
-  t['"'] = true;
-  t['\\'] = true;
+  for (char c : {'"', '{', '}', '[', ']'}) t[static_cast<unsigned char>(c)] = true;
   return t;
 }();
 
+// Bytes that end a number or literal.
+constexpr auto kValueEnd = [] {
+  std::array<bool, 256> t{};
+  for (char c : {',', '}', ']', ' ', '\n', '\r', '\t'}) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
+#if defined(__SSE2__)
+// The mask of the 16 bytes at p that are a quote, a backslash, or (with controls) below 0x20.
+template <bool WithControls>
+int special_mask(const char* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  __m128i hit =
+      _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+  if constexpr (WithControls) {
+    const __m128i max_control = _mm_set1_epi8(0x1F);  // v <= 0x1F unsigned: max(v, 0x1F) == 0x1F
+    hit = _mm_or_si128(hit, _mm_cmpeq_epi8(_mm_max_epu8(v, max_control), max_control));
+  }
+  return _mm_movemask_epi8(hit);
+}
+#endif
+
+// The first byte in [p, end) that is a quote or a backslash (or, WithControls, a control byte),
+// or end. String content is most of a request or response body: this is the scanner's hot loop,
+// 16 bytes at a time where SSE2 exists (every x86-64), one table entry per byte otherwise.
+template <bool WithControls>
+const char* find_string_special(const char* p, const char* const end) {
+#if defined(__SSE2__)
+  while (end - p >= 16) {
+    if (const int mask = special_mask<WithControls>(p)) return p + __builtin_ctz(mask);
+    p += 16;
+  }
+#endif
+  for (; p < end; ++p) {
+    const auto c = static_cast<unsigned char>(*p);
+    if (c == '"' || c == '\\' || (WithControls && c < 0x20)) return p;
+  }
+  return end;
+}
+
+// The first quote or bracket in [p, end), or end. One byte at a time: inside the objects the
+// gateway skips (content-filter results, usage) structure is every few bytes, where a 16-byte
+// SIMD test measured slower than the table.
+const char* find_structural(const char* p, const char* const end) {
+  while (p < end && !kSkipStructural[static_cast<unsigned char>(*p)]) ++p;
+  return p;
+}
+
+// Past the closing quote of a string whose contents start at p, assuming it is valid (a backslash
+// escapes the next byte; nothing else is checked). Never beyond end.
+const char* skip_string_trusted(const char* p, const char* const end) {
+  for (;;) {
+    p = find_string_special<false>(p, end);
+    if (p == end) return end;
+    if (*p == '"') return p + 1;
+    p = end - p > 2 ? p + 2 : end;  // a backslash and the byte it escapes
+  }
+}
+
+// Past the value starting at p (not white space), assuming it is valid JSON: a container is
+// skipped by counting brackets outside strings, nothing inside is validated. Never beyond end,
+// whatever the bytes are.
+const char* skip_value_trusted(const char* p, const char* const end) {
+  const char c = *p;
+  if (c == '"') return skip_string_trusted(p + 1, end);
+  if (c != '{' && c != '[') {
+    while (p < end && !kValueEnd[static_cast<unsigned char>(*p)]) ++p;
+    return p;
+  }
+  std::size_t depth = 0;
+  while ((p = find_structural(p, end)) < end) {
+    const char b = *p;
+    if (b == '"') {
+      p = skip_string_trusted(p + 1, end);
+    } else if (b == '{' || b == '[') {
+      ++depth;
+      ++p;
+    } else {
+      ++p;
+      if (--depth == 0) return p;
+    }
+  }
+  return end;
+}
+
+Kind kind_of_first(char c) {
+  switch (c) {
+    case '{': return Kind::object;
+    case '[': return Kind::array;
+    case '"': return Kind::string;
+    case 't':
+    case 'f': return Kind::boolean;
+    case 'n': return Kind::null;
+    default: return Kind::number;
+  }
+}
+
+}  // namespace
+
+// Nested containers and their entries in the order the scanner meets them; an entry names its
+// container by index, and Document groups them per container when the scan is done.
+struct Document::Recording {
+  static constexpr std::size_t kMaxEntries = 512;
+  static constexpr std::size_t kMaxContainers = 128;
+  boost::container::small_vector<Container, 24> containers;
+  boost::container::small_vector<std::pair<std::uint32_t, Member>, 96> entries;
+  bool overflow = false;
+
+  static constexpr std::uint32_t kNone = ~std::uint32_t{0};
+  std::uint32_t open(std::size_t begin, bool is_object) {
+    if (overflow) return kNone;
+    if (containers.size() == kMaxContainers) {
+      overflow = true;
+      return kNone;
+    }
+    containers.push_back(Container{begin, 0, is_object, 0, 0});
+    return static_cast<std::uint32_t>(containers.size() - 1);
+  }
+  void add(std::uint32_t id, const Member& m) {
+    if (id == kNone || overflow) return;
+    if (entries.size() == kMaxEntries) {
+      overflow = true;
+      return;
+    }
+    entries.emplace_back(id, m);
+  }
+  void close(std::uint32_t id, std::size_t end) {
+    if (id != kNone && !overflow) containers[id].end = end;
+  }
+};
+
+namespace {
+
 class Scanner {
  public:
-  explicit Scanner(std::string_view text) : s_(text) {}
+  // trusted: the text is known to be valid JSON (a value span of a document a validating scan
+  // accepted), so values below the top level are skipped without validation.
+  explicit Scanner(std::string_view text, bool trusted = false) : s_(text), trusted_(trusted) {}
+  // Records the containers below the top level into `rec` (a validating scan only).
+  Scanner(std::string_view text, Document::Recording& rec) : s_(text), rec_(&rec) {}
 
   ScanResult run(bool whole) {
     ScanResult r;
@@ -77,11 +217,11 @@ class Scanner {
   bool string() {
     // Most of a request or response body is string content: this loop is the scanner's hot spot,
     // so it runs on local pointers (the compiler cannot keep members in registers across the
-    // stores) and tests one table entry per byte.
+    // stores) and finds the next special byte 16 at a time.
     const char* p = s_.data() + pos_ + 1;  // after the opening quote
     const char* const end = s_.data() + s_.size();
     for (;;) {
-      while (p < end && !kStringSpecial[static_cast<unsigned char>(*p)]) ++p;
+      p = find_string_special<true>(p, end);
       if (p >= end) break;
       const auto c = static_cast<unsigned char>(*p);
       if (c == '"') {
@@ -140,6 +280,12 @@ class Scanner {
   bool value(int depth, Kind& kind) {
     skip_ws();
     if (pos_ >= s_.size()) return fail("unexpected end of JSON");
+    if (trusted_ && depth > 0) {  // below the top level: only its extent is needed
+      kind = kind_of_first(s_[pos_]);
+      const char* const after = skip_value_trusted(s_.data() + pos_, s_.data() + s_.size());
+      pos_ = static_cast<std::size_t>(after - s_.data());
+      return true;
+    }
     switch (s_[pos_]) {
       case '{': kind = Kind::object; return object(depth + 1);
       case '[': kind = Kind::array; return array(depth + 1);
@@ -157,10 +303,12 @@ class Scanner {
   bool object(int depth) {
     if (depth > kMaxDepth) return fail("JSON nested too deeply");
     const bool top = depth == 1 && top_members_ != nullptr;
+    const std::uint32_t rec_id = rec_ && depth > 1 ? rec_->open(pos_, true) : kNotRecorded;
     ++pos_;
     skip_ws();
     if (pos_ < s_.size() && s_[pos_] == '}') {
       ++pos_;
+      if (rec_id != kNotRecorded) rec_->close(rec_id, pos_);
       return true;
     }
     for (;;) {
@@ -177,6 +325,7 @@ class Scanner {
       Kind k{};
       if (!value(depth, k)) return false;
       if (top) top_members_->push_back(Member{key, vb, pos_, k});
+      if (rec_id != kNotRecorded) rec_->add(rec_id, Member{key, vb, pos_, k});
       skip_ws();
       if (pos_ >= s_.size()) return fail("unterminated object");
       if (s_[pos_] == ',') {
@@ -185,6 +334,7 @@ class Scanner {
       }
       if (s_[pos_] == '}') {
         ++pos_;
+        if (rec_id != kNotRecorded) rec_->close(rec_id, pos_);
         return true;
       }
       return fail("expected ',' or '}'");
@@ -193,10 +343,12 @@ class Scanner {
 
   bool array(int depth) {
     if (depth > kMaxDepth) return fail("JSON nested too deeply");
+    const std::uint32_t rec_id = rec_ && depth > 1 ? rec_->open(pos_, false) : kNotRecorded;
     ++pos_;
     skip_ws();
     if (pos_ < s_.size() && s_[pos_] == ']') {
       ++pos_;
+      if (rec_id != kNotRecorded) rec_->close(rec_id, pos_);
       return true;
     }
     const bool top = depth == 1 && top_elements_ != nullptr;
@@ -206,6 +358,7 @@ class Scanner {
       const std::size_t vb = pos_;
       if (!value(depth, k)) return false;
       if (top) top_elements_->push_back(Span{vb, pos_, k});
+      if (rec_id != kNotRecorded) rec_->add(rec_id, Member{{}, vb, pos_, k});
       skip_ws();
       if (pos_ >= s_.size()) return fail("unterminated array");
       if (s_[pos_] == ',') {
@@ -214,13 +367,18 @@ class Scanner {
       }
       if (s_[pos_] == ']') {
         ++pos_;
+        if (rec_id != kNotRecorded) rec_->close(rec_id, pos_);
         return true;
       }
       return fail("expected ',' or ']'");
     }
   }
 
+  static constexpr std::uint32_t kNotRecorded = Document::Recording::kNone;
+
   std::string_view s_;
+  bool trusted_ = false;
+  Document::Recording* rec_ = nullptr;
   std::size_t pos_ = 0;
   std::string error_;
   MemberList* top_members_ = nullptr;
@@ -272,6 +430,59 @@ ScanResult scan(std::string_view text) {
 
 ScanResult scan_prefix(std::string_view text) {
   return Scanner(text).run(false);
+}
+
+ScanResult scan_valid(std::string_view text) {
+  return Scanner(text, true).run(true);
+}
+
+Document::Document(std::string_view text) : text_(text) {
+  Recording rec;
+  top_ = Scanner(text, rec).run(true);
+  if (!top_.valid || rec.overflow) return;
+  // Group the entries per container (a counting sort: they arrive interleaved, a container's
+  // entries around those of the containers nested in it).
+  containers_.assign(rec.containers.begin(), rec.containers.end());
+  for (const auto& [id, m] : rec.entries) ++containers_[id].count;
+  std::uint32_t next = 0;
+  for (Container& c : containers_) {
+    c.first = next;
+    next += c.count;
+    c.count = 0;
+  }
+  entries_.resize(rec.entries.size());
+  for (const auto& [id, m] : rec.entries) {
+    Container& c = containers_[id];
+    entries_[c.first + c.count++] = m;
+  }
+  recorded_ = true;
+}
+
+ScanResult Document::scan(std::string_view value) const {
+  const char* const base = text_.data();
+  if (!recorded_ || value.data() < base || value.data() + value.size() > base + text_.size())
+    return scan_valid(value);
+  const auto begin = static_cast<std::size_t>(value.data() - base);
+  if (begin == 0 && value.size() == text_.size()) return top_;
+  // Containers are recorded where they open, so in increasing order of begin.
+  const auto it = std::lower_bound(containers_.begin(), containers_.end(), begin,
+                                   [](const Container& c, std::size_t b) { return c.begin < b; });
+  if (it == containers_.end() || it->begin != begin || it->end != begin + value.size())
+    return scan_valid(value);
+  ScanResult r;
+  r.valid = true;
+  r.consumed = value.size();
+  for (std::uint32_t i = it->first; i < it->first + it->count; ++i) {
+    const Member& m = entries_[i];
+    if (it->is_object) {
+      r.members.push_back(Member{m.key, m.value_begin - begin, m.value_end - begin, m.kind});
+    } else {
+      r.elements.push_back(Span{m.value_begin - begin, m.value_end - begin, m.kind});
+    }
+  }
+  r.is_object = it->is_object;
+  r.is_array = !it->is_object;
+  return r;
 }
 
 std::optional<long long> integer_member(std::string_view text, const ScanResult& r,

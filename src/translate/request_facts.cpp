@@ -141,7 +141,7 @@ void inspect_json(std::string_view body, BodyFacts& f) {
     f.stream_options_is_object = so->kind == json::Kind::object;
     if (f.stream_options_is_object) {
       const std::string_view text = body.substr(so->value_begin, so->value_end - so->value_begin);
-      json::ScanResult inner = json::scan(text);
+      json::ScanResult inner = json::scan_valid(text);
       if (const json::Member* iu = inner.find("include_usage")) {
         f.include_usage = inner.text_of(text, *iu) == "true";
         f.include_usage_begin = so->value_begin + iu->value_begin;

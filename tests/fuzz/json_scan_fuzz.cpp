@@ -51,6 +51,60 @@ void check_scan(std::string_view text) {
   require(p.consumed <= text.size(), "consumed inside the text");
 }
 
+bool same_entries(const json::ScanResult& a, const json::ScanResult& b) {
+  if (a.valid != b.valid || a.is_object != b.is_object || a.is_array != b.is_array ||
+      a.members.size() != b.members.size() || a.elements.size() != b.elements.size())
+    return false;
+  for (std::size_t i = 0; i < a.members.size(); ++i) {
+    const json::Member& x = a.members[i];
+    const json::Member& y = b.members[i];
+    if (x.key != y.key || x.value_begin != y.value_begin || x.value_end != y.value_end ||
+        x.kind != y.kind)
+      return false;
+  }
+  for (std::size_t i = 0; i < a.elements.size(); ++i) {
+    const json::Span& x = a.elements[i];
+    const json::Span& y = b.elements[i];
+    if (x.begin != y.begin || x.end != y.end || x.kind != y.kind) return false;
+  }
+  return true;
+}
+
+// Every nested object and array of a valid document: what Document records, what scan_valid
+// skips to, and what a validating scan of the same span reports are the same members.
+void check_nested(const json::Document& doc, std::string_view text, const json::ScanResult& r,
+                  std::size_t& budget) {
+  auto visit = [&](std::size_t begin, std::size_t end, json::Kind kind) {
+    if (budget == 0 || (kind != json::Kind::object && kind != json::Kind::array)) return;
+    --budget;
+    const std::string_view sub = text.substr(begin, end - begin);
+    const json::ScanResult validated = json::scan(sub);
+    require(validated.valid, "a nested value of a valid document is valid");
+    require(same_entries(doc.scan(sub), validated), "Document::scan == scan on a nested value");
+    require(same_entries(json::scan_valid(sub), validated), "scan_valid == scan on a valid value");
+    check_nested(doc, sub, validated, budget);
+  };
+  for (const json::Member& m : r.members) visit(m.value_begin, m.value_end, m.kind);
+  for (const json::Span& e : r.elements) visit(e.begin, e.end, e.kind);
+}
+
+void check_document(std::string_view text) {
+  const json::Document doc(text);
+  const json::ScanResult r = json::scan(text);
+  require(same_entries(doc.top(), r), "Document's top is scan's result");
+  std::size_t budget = 256;
+  if (r.valid) check_nested(doc, text, r, budget);
+
+  // On any bytes (valid or not), the trusted scan stays inside the text.
+  const json::ScanResult t = json::scan_valid(text);
+  for (const json::Member& m : t.members) {
+    require(span_ok(m.value_begin, m.value_end, text.size()), "scan_valid member span inside");
+    require(llmgw::fuzz::within(m.key, text), "scan_valid key is a view of the text");
+  }
+  for (const json::Span& e : t.elements)
+    require(span_ok(e.begin, e.end, text.size()), "scan_valid element span inside");
+}
+
 void check_scan_prefix(std::string_view text) {
   const json::ScanResult p = json::scan_prefix(text);
   if (!p.valid) return;
@@ -100,6 +154,7 @@ void check_body(std::string_view body) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view text = llmgw::fuzz::as_text(data, size);
   check_scan(text);
+  check_document(text);
   check_scan_prefix(text);
   check_encode(text);
   check_body(text);

@@ -16,11 +16,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   namespace accounting = llmgw::accounting;
   const std::string_view body = llmgw::fuzz::as_text(data, size);
 
-  const llmgw::json::ScanResult top = llmgw::json::scan(body);
-  const accounting::JsonFacts facts = accounting::read_json_facts(body, top);
+  const llmgw::json::Document doc(body);
+  const accounting::JsonFacts facts = accounting::read_json_facts(doc);
 
   accounting::ContentFilterSummary summary;
-  summary.read_document(body, top);
+  summary.read_document(doc);
   summary.read_error(body);
   (void)summary.any();
   (void)summary.flagged(accounting::FilterStage::prompt);

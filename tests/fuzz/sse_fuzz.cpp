@@ -77,9 +77,9 @@ void check_splitter(const Input& in) {
   std::string scratch;
   for (std::string_view event : expected) {
     const std::string_view data = accounting::event_data(event, scratch);
-    const llmgw::json::ScanResult top = llmgw::json::scan(data);
-    summary.read_document(data, top);
-    (void)accounting::read_json_facts(data, top);
+    const llmgw::json::Document doc(data);
+    summary.read_document(doc);
+    (void)accounting::read_json_facts(doc);
   }
   (void)summary.flagged(accounting::FilterStage::prompt);
   (void)summary.flagged(accounting::FilterStage::completion);

@@ -288,5 +288,133 @@ TEST(JsonEncodeString, BytesThatAreNotUtf8BecomeReplacementCharacters) {
   EXPECT_TRUE(scan(encoded).valid);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The string fast path (16 bytes at a time): a special byte at every offset of a block
+// ---------------------------------------------------------------------------------------------
+
+TEST(JsonScanStrings, SpecialBytesAreFoundAtEveryOffset) {
+  for (std::size_t n = 0; n < 40; ++n) {
+    const std::string run(n, 'a');
+    EXPECT_TRUE(valid("\"" + run + "\"")) << n;
+    EXPECT_TRUE(valid("\"" + run + "\\\"x\"")) << n;  // an escaped quote does not end it
+    EXPECT_TRUE(valid("\"" + run + "\\u00e9\"")) << n;
+    EXPECT_FALSE(valid("\"" + run + "\x01\"")) << n;  // a control byte
+    EXPECT_FALSE(valid("\"" + run + "\x1f\"")) << n;
+    EXPECT_FALSE(valid("\"" + run + "\\x\"")) << n;              // an invalid escape
+    EXPECT_FALSE(valid("\"" + run)) << n;                        // unterminated
+    EXPECT_TRUE(valid("\"" + run + "\x20\x7f\xc3\xa9\"")) << n;  // space, DEL and UTF-8 pass
+    const std::string doc = "{\"k\":\"" + run + "\",\"m\":1}";
+    ScanResult r = scan(doc);
+    ASSERT_TRUE(r.valid) << n;
+    EXPECT_EQ(value_text(doc, r, "k"), "\"" + run + "\"");
+    EXPECT_EQ(value_text(doc, r, "m"), "1");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// scan_valid and Document: reading nested values of a validated document
+// ---------------------------------------------------------------------------------------------
+
+// A response shaped like Azure's: objects in arrays in objects, strings holding brackets and
+// escaped quotes, numbers and literals at every level.
+constexpr std::string_view kNested = R"({"choices":[{"content_filter_results":{"hate":)"
+                                     R"({"filtered":false,"severity":"safe"},"jailbreak":)"
+                                     R"({"filtered":true,"detected":true}},"finish_reason":"stop",)"
+                                     R"("index":0,"message":{"content":"a } ] \" [ { b",)"
+                                     R"("role":"assistant"}}],"usage":{"prompt_tokens":12,)"
+                                     R"("completion_tokens":3,"details":[1,-2.5e3,true,null,[]]}})";
+
+std::string describe(std::string_view text, const ScanResult& r) {
+  std::string out = r.valid ? "valid" : "invalid";
+  for (const Member& m : r.members)
+    out += " " + std::string(m.key) + "=" + std::string(r.text_of(text, m)) + "/" +
+           std::to_string(static_cast<int>(m.kind));
+  for (const Span& e : r.elements)
+    out += " [" + std::string(text.substr(e.begin, e.end - e.begin)) + "]/" +
+           std::to_string(static_cast<int>(e.kind));
+  return out;
+}
+
+// Visits every object and array below the top of `text`, checking that scan_valid and
+// Document::scan report what a validating scan of the same span reports; returns how many.
+int check_nested(const Document& doc, std::string_view text, const ScanResult& r) {
+  int visited = 0;
+  auto visit = [&](std::size_t begin, std::size_t end, Kind kind) {
+    if (kind != Kind::object && kind != Kind::array) return;
+    const std::string_view sub = text.substr(begin, end - begin);
+    const ScanResult expected = scan(sub);
+    EXPECT_EQ(describe(sub, scan_valid(sub)), describe(sub, expected)) << sub;
+    EXPECT_EQ(describe(sub, doc.scan(sub)), describe(sub, expected)) << sub;
+    visited += 1 + check_nested(doc, sub, expected);
+  };
+  for (const Member& m : r.members) visit(m.value_begin, m.value_end, m.kind);
+  for (const Span& e : r.elements) visit(e.begin, e.end, e.kind);
+  return visited;
+}
+
+TEST(JsonScanValid, ReportsTheSameMembersAsAValidatingScan) {
+  const Document doc(kNested);
+  EXPECT_EQ(describe(kNested, doc.top()), describe(kNested, scan(kNested)));
+  EXPECT_EQ(check_nested(doc, kNested, doc.top()), 9);
+}
+
+TEST(JsonScanValid, DocumentAnswersNestedValuesFromItsRecording) {
+  const Document doc(kNested);
+  const Member* choices = doc.top().find("choices");
+  ASSERT_NE(choices, nullptr);
+  const std::string_view arr = doc.top().text_of(kNested, *choices);
+  const ScanResult a = doc.scan(arr);
+  ASSERT_TRUE(a.is_array);
+  ASSERT_EQ(a.elements.size(), 1u);
+  const std::string_view choice =
+      arr.substr(a.elements[0].begin, a.elements[0].end - a.elements[0].begin);
+  const ScanResult c = doc.scan(choice);
+  EXPECT_EQ(value_text(choice, c, "finish_reason"), "\"stop\"");
+  const Member* cfr = c.find("content_filter_results");
+  ASSERT_NE(cfr, nullptr);
+  const std::string_view results = c.text_of(choice, *cfr);
+  const ScanResult jb = doc.scan(results.substr(results.find("{\"filtered\":true")));
+  // Not a value span of the document (it runs to the end of the results object): the lookup
+  // must not answer from the recording, and the fallback scan sees trailing data.
+  EXPECT_FALSE(jb.valid);
+  const ScanResult whole = doc.scan(kNested);
+  EXPECT_EQ(describe(kNested, whole), describe(kNested, doc.top()));
+}
+
+TEST(JsonScanValid, ADocumentTooLargeToRecordStillAnswers) {
+  // An embeddings-like array: more nested entries than Document records.
+  std::string text = "{\"data\":[{\"embedding\":[";
+  for (int i = 0; i < 3000; ++i) text += (i ? ",0.5" : "0.5");
+  text += "],\"index\":0}],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":5}}";
+  const Document doc(text);
+  ASSERT_TRUE(doc.top().valid);
+  EXPECT_EQ(check_nested(doc, text, doc.top()), 4);
+  const ScanResult usage = doc.scan(doc.top().text_of(text, *doc.top().find("usage")));
+  EXPECT_EQ(
+      integer_member(doc.top().text_of(text, *doc.top().find("usage")), usage, "total_tokens"), 5);
+}
+
+TEST(JsonScanValid, AnInvalidDocumentRecordsNothing) {
+  const std::string_view text = R"({"a":{"b":1},"c":[1,2}})";
+  const Document doc(text);
+  EXPECT_FALSE(doc.top().valid);
+  EXPECT_TRUE(doc.top().members.empty());
+  // A lookup still answers (from scan_valid) for a span that is valid on its own.
+  EXPECT_EQ(value_text(R"({"b":1})", doc.scan(text.substr(5, 7)), "b"), "1");
+}
+
+TEST(JsonScanValid, OnInvalidTextEverySpanStaysInsideIt) {
+  for (std::string_view text :
+       {R"({"a":{"b":"c)", R"({"a":[[[)", R"({"a":"\)", R"({"a":tru)", R"({"a":{"b":"}"},"c")",
+        R"([{"a":"\\"}, "\")", R"({"a":x})", "{\"a\":\"\\", "[", "{"}) {
+    const ScanResult r = scan_valid(text);
+    for (const Member& m : r.members) {
+      EXPECT_LE(m.value_begin, m.value_end) << text;
+      EXPECT_LE(m.value_end, text.size()) << text;
+    }
+    for (const Span& e : r.elements) EXPECT_LE(e.end, text.size()) << text;
+  }
+}
+
 }  // namespace
 }  // namespace llmgw::json

@@ -50,7 +50,7 @@ class ContentFilterSummary {
  public:
   // Reads the annotations of one JSON document (a whole body or one stream event's data).
   void read_document(std::string_view json);
-  void read_document(std::string_view json, const json::ScanResult& top);  // already scanned
+  void read_document(const json::Document& doc);  // the same, already scanned
   // A 400 error body: error.innererror.content_filter_result (or the spec's spellings).
   void read_error(std::string_view json);
 
@@ -63,7 +63,7 @@ class ContentFilterSummary {
   std::vector<std::string_view> flagged(FilterStage stage) const;
 
  private:
-  void read_results(FilterStage stage, std::string_view results_object);
+  void read_results(FilterStage stage, const json::Document& doc, std::string_view results_object);
   std::array<std::array<CategoryResult, kFilterCategories.size()>, 2> results_{};
 };
 

@@ -64,7 +64,7 @@ struct JsonFacts {
 };
 JsonFacts read_json_facts(std::string_view json);
 // The same, on a document already scanned (so one scan serves several readers).
-JsonFacts read_json_facts(std::string_view json, const json::ScanResult& top);
+JsonFacts read_json_facts(const json::Document& doc);
 
 template <class OnEvent>
 void SseSplitter::feed(std::string_view piece, OnEvent&& on_event) {

@@ -5,6 +5,7 @@
 // would be wasteful.
 #include <boost/container/small_vector.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -56,6 +57,47 @@ ScanResult scan(std::string_view text);
 
 // Scans the first JSON value of `text` and ignores what follows it (ScanResult::consumed).
 ScanResult scan_prefix(std::string_view text);
+
+// Like scan, for text already known to be valid JSON: a member's or element's value span of a
+// document that scan (or scan_valid) accepted. Reports the same top-level members and elements but
+// skips every value below them without validating it, so reading nested objects of a validated
+// document costs one pass over each level instead of a full validation each time. On text that
+// is not valid JSON the result is unspecified (but every span stays inside the text).
+ScanResult scan_valid(std::string_view text);
+
+// A document validated once, with the members and elements of the objects and arrays below its
+// top level recorded in the same pass: reading a nested value (a response's choices, each
+// choice's content-filter results, each category) is then a lookup instead of another walk over
+// its bytes — with Azure's content-filter results every byte of a response sat 5–7 levels deep and
+// was walked once per level. A document with more than a few hundred nested members (an
+// embeddings array) records none and answers nested lookups with scan_valid.
+class Document {
+ public:
+  explicit Document(std::string_view text);
+
+  std::string_view text() const { return text_; }
+  const ScanResult& top() const { return top_; }  // what json::scan(text) returns
+
+  // scan_valid(value), for `value` a span of this document's text (a member's or element's value,
+  // at any depth): from the recording when the value is a recorded container.
+  ScanResult scan(std::string_view value) const;
+
+  struct Container {  // an object or array below the top level, in document order
+    std::size_t begin = 0;
+    std::size_t end = 0;
+    bool is_object = false;
+    std::uint32_t first = 0;  // its entries: entries_[first, first + count)
+    std::uint32_t count = 0;
+  };
+  struct Recording;  // what the scanner fills
+
+ private:
+  std::string_view text_;
+  ScanResult top_;
+  bool recorded_ = false;
+  boost::container::small_vector<Container, 24> containers_;
+  boost::container::small_vector<Member, 96> entries_;  // an array's elements have empty keys
+};
 
 // The integer value of a member (JSON number without fraction), or nullopt.
 std::optional<long long> integer_member(std::string_view text, const ScanResult& r,
