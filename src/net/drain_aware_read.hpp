@@ -27,6 +27,7 @@
 // built on Asio's detail layer of Boost 1.81 (Debian bookworm); any other Boost, or a reactor that
 // is not epoll (or a build with LLMGW_NO_DRAIN_AWARE_READ defined), takes the socket's ordinary
 // async_read_some.
+#include <atomic>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/basic_stream_socket.hpp>
@@ -35,6 +36,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/version.hpp>
+#include <cstdint>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -198,8 +200,13 @@ class DrainWatch {
   // Polls on `ex` from now on; stop() (before that executor's context goes) ends it.
   void start(const boost::asio::any_io_executor& ex);
   void stop();
-  void add(Node& n);
+  void add(Node& n);  // counts one exchange read drain-aware
   void remove(Node& n);
+  // Exchanges whose reads were drain-aware on this thread so far (read by a metrics scrape on any
+  // thread; 0 forever when this build or platform falls back to Asio's ordinary reads).
+  std::uint64_t drain_aware_exchanges() const {
+    return drain_aware_exchanges_.load(std::memory_order_relaxed);
+  }
 #if LLMGW_DRAIN_AWARE_READ
   // The reactor of the watched context while the watch runs (null otherwise: then nothing could
   // see a hang-up, so nothing reads drain-aware). Looked up once here, not per attempt: the
@@ -231,6 +238,7 @@ class DrainWatch {
   boost::asio::detail::reactor* reactor_ = nullptr;
 #endif
   bool armed_ = false;
+  std::atomic<std::uint64_t> drain_aware_exchanges_{0};  // written by its own thread only
   Node* head_ = nullptr;
   std::vector<::pollfd> fds_;
   std::vector<Node*> polled_;

@@ -40,6 +40,9 @@ void DrainWatch::stop() {
 }
 
 void DrainWatch::add(Node& n) {
+  // One writer: a plain load and store, no locked read-modify-write on the request path.
+  drain_aware_exchanges_.store(drain_aware_exchanges_.load(std::memory_order_relaxed) + 1,
+                               std::memory_order_relaxed);
   n.prev = nullptr;
   n.next = head_;
   if (head_) head_->prev = &n;

@@ -209,6 +209,9 @@ class Gateway {
         const auto& cfg = *installed_.load()->snapshot->config;
         export_backend_gauges(cfg, *services_.backends, *services_.metrics);
         tokens_->export_metrics(cfg);
+        std::uint64_t drain_aware = 0;
+        for (const auto& w : workers_) drain_aware += w->drain_watch.drain_aware_exchanges();
+        services_.metrics->drain_aware_exchanges(drain_aware);
       });
     }
     const unsigned threads = worker_count(*installed_.load()->snapshot->config);

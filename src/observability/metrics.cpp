@@ -146,6 +146,15 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
                            "deadline passed)")
                        .Register(r)
                        .Add({{"reason", "drain"}});
+  drain_aware_exchanges_ =
+      &prometheus::BuildCounter()
+           .Name("llm_gateway_upstream_drain_aware_exchanges_total")
+           .Help(
+               "Upstream exchanges whose reads were drain-aware (after a short read the next "
+               "read waits for readiness instead of trying recv first); stays 0 where the build "
+               "or platform uses Asio's ordinary reads")
+           .Register(r)
+           .Add({});
   active_streams_ = &prometheus::BuildGauge()
                          .Name("llm_gateway_active_streams")
                          .Help("Streamed responses being relayed")
@@ -214,6 +223,12 @@ Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string&
       .Register(r)
       .Add({{"version", version}})
       .Set(1);
+}
+
+void Metrics::drain_aware_exchanges(std::uint64_t total) {
+  if (total <= drain_aware_exchanges_exported_) return;
+  drain_aware_exchanges_->Increment(static_cast<double>(total - drain_aware_exchanges_exported_));
+  drain_aware_exchanges_exported_ = total;
 }
 
 void Metrics::on_render(std::function<void()> hook) {

@@ -587,6 +587,21 @@ export function jsonLines(lines) {
   return out;
 }
 
+/** The value of one metric series in the Prometheus text of gw's /metrics, or undefined. */
+export async function metricValue(gw, name, labels = {}) {
+  const res = await request(`${gw.url}/metrics`);
+  assert.equal(res.status, 200);
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of res.text.split('\n')) {
+    if (want.length === 0 && line.startsWith(`${name} `)) return Number(line.slice(name.length + 1));
+    if (!line.startsWith(`${name}{`)) continue;
+    const inner = line.slice(name.length + 1, line.indexOf('}'));
+    const have = inner ? inner.split(',') : [];
+    if (have.length === want.length && want.every((w) => have.includes(w))) return Number(line.slice(line.indexOf('}') + 1));
+  }
+  return undefined;
+}
+
 export function uid(prefix = 't') {
   return `${prefix}-${process.pid}-${++idCounter}-${crypto.randomBytes(3).toString('hex')}`;
 }

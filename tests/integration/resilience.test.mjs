@@ -19,6 +19,7 @@ import {
   haveRedisServer,
   startRedis,
   jsonLines,
+  metricValue,
 } from './harness.mjs';
 
 const T = { timeout: 60_000 };
@@ -73,20 +74,6 @@ async function chat(gw, model, { headers = {}, body, agent } = {}) {
 }
 
 const attemptsOf = (line) => line.attempts.map((a) => [a.upstream, a.status ?? a.error]);
-
-/** The value of one metric series in the Prometheus text, or undefined. */
-async function metricValue(gw, name, labels) {
-  const res = await request(`${gw.url}/metrics`);
-  assert.equal(res.status, 200);
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of res.text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const inner = line.slice(name.length + 1, line.indexOf('}'));
-    const have = inner.split(',');
-    if (have.length === want.length && want.every((w) => have.includes(w))) return Number(line.slice(line.indexOf('}') + 1));
-  }
-  return undefined;
-}
 
 test('a 429 with retry-after-ms moves the request to the other region at once; that deployment gets nothing until the cooldown ends', T, async (t) => {
   // east answers its first request with 429 retry-after-ms 800, then 200.

@@ -17,6 +17,7 @@ import {
   assertRelayedWithoutUsage,
   assertUsageStripped,
   countUsageChunks,
+  metricValue,
 } from './harness.mjs';
 
 const T = { timeout: 20_000 };
@@ -115,6 +116,21 @@ routes:
     assert.equal(trailing.choices[0].delta, undefined, 'trailing annotation chunk without delta kept');
     assert.equal(trailing.usage, null, 'trailing annotation chunk ("usage": null) kept');
     assert.ok(events.slice(0, -1).every((e) => !JSON.parse(e.data).usage), 'no usage at the client');
+  });
+
+  test('upstream reads are drain-aware: every exchange is counted in llm_gateway_upstream_drain_aware_exchanges_total', T, async () => {
+    // The relay's reads skip Asio's speculative recv (src/net/drain_aware_read.hpp). Nothing else
+    // shows it from outside (the bytes are the same either way), so a build or platform that fell
+    // back to ordinary reads would pass every other test: this one fails then.
+    const name = 'llm_gateway_upstream_drain_aware_exchanges_total';
+    const before = await metricValue(gw, name);
+    assert.equal(typeof before, 'number', `${name} is exported`);
+    for (let i = 0; i < 3; i++) {
+      const id = uid();
+      const res = await request(`${gw.url}/v1/chat/completions`, { headers: { 'x-test-id': id }, body: chat() });
+      assertRelayedWithoutUsage(res, await find(id));
+    }
+    assert.equal(await metricValue(gw, name), before + 3);
   });
 
   test('client asked for include_usage: body forwarded unchanged, usage chunk relayed byte-equal', T, async () => {

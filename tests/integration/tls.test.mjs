@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 
 import { startMock } from '../mock_upstream/mock_upstream.mjs';
-import { startGateway, request, makeCA, uid, assertRelayed, assertGatewayError } from './harness.mjs';
+import { startGateway, request, makeCA, uid, assertRelayed, assertGatewayError, metricValue } from './harness.mjs';
 
 const T = { timeout: 20_000 };
 const HOOK = { timeout: 30_000 };
@@ -75,11 +75,15 @@ routes:
   test('keep-alive over TLS: two requests share one upstream connection', T, async () => {
     // One keep-alive client connection: it stays on one gateway worker, whose pool is reused.
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const drainAware = () => metricValue(gw, 'llm_gateway_upstream_drain_aware_exchanges_total');
     try {
+      const before = await drainAware();
       const ids = [uid(), uid()];
       for (const id of ids) assert.equal((await chat('tls-ok', id, agent)).status, 200);
       const [a, b] = await Promise.all(ids.map((id) => good.waitForRequest((r) => r.headers['x-test-id'] === id)));
       assert.equal(a.socketId, b.socketId);
+      // Under TLS too, the connection's TCP layer reads drain-aware during each exchange.
+      assert.equal(await drainAware(), before + 2);
     } finally {
       agent.destroy();
     }

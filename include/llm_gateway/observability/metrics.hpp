@@ -8,6 +8,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -107,6 +108,9 @@ class Metrics {
     return *tls_handshake_errors_[admin ? 1 : 0][reason];
   }
   prometheus::Counter& cut_requests() { return *cut_requests_; }
+  // llm_gateway_upstream_drain_aware_exchanges_total, from the workers' running total (called at
+  // render time, under the render lock).
+  void drain_aware_exchanges(std::uint64_t total);
   // Configuration reloads: counted by outcome; on success the time and the new content's hash
   // (llm_gateway_config_hash{hash} = 1 for the configuration in use, its only series).
   void config_reload_failed() { config_reloads_[1]->Increment(); }
@@ -174,6 +178,8 @@ class Metrics {
       tls_handshake_errors_{};
   prometheus::Counter* access_log_dropped_ = nullptr;
   prometheus::Counter* cut_requests_ = nullptr;
+  prometheus::Counter* drain_aware_exchanges_ = nullptr;
+  std::uint64_t drain_aware_exchanges_exported_ = 0;
   std::array<prometheus::Counter*, 2> config_reloads_{};  // success, error
   prometheus::Gauge* config_reload_time_ = nullptr;
   prometheus::Family<prometheus::Gauge>* config_hash_ = nullptr;
