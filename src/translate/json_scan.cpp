@@ -424,6 +424,35 @@ std::optional<std::uint32_t> hex4(std::string_view s, std::size_t at) {
 
 }  // namespace
 
+PlainRun plain_run(std::string_view text, std::size_t from, std::size_t to) {
+  to = std::min(to, text.size());
+  const char* p = text.data() + std::min(from, to);
+  const char* const end = text.data() + to;
+  std::size_t chars = 0;
+#if defined(__SSE2__)
+  while (end - p >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i continuation =
+        _mm_cmpeq_epi8(_mm_and_si128(v, _mm_set1_epi8(static_cast<char>(0xC0))),
+                       _mm_set1_epi8(static_cast<char>(0x80)));
+    const auto cont = static_cast<unsigned>(_mm_movemask_epi8(continuation));
+    if (const auto special = static_cast<unsigned>(special_mask<false>(p))) {
+      const unsigned k = static_cast<unsigned>(__builtin_ctz(special));
+      chars += k - static_cast<unsigned>(__builtin_popcount(cont & ((1u << k) - 1)));
+      return {static_cast<std::size_t>(p + k - text.data()), chars};
+    }
+    chars += 16 - static_cast<unsigned>(__builtin_popcount(cont));
+    p += 16;
+  }
+#endif
+  for (; p < end; ++p) {
+    const auto c = static_cast<unsigned char>(*p);
+    if (c == '"' || c == '\\') break;
+    if ((c & 0xC0) != 0x80) ++chars;
+  }
+  return {static_cast<std::size_t>(p - text.data()), chars};
+}
+
 ScanResult scan(std::string_view text) {
   return Scanner(text).run(true);
 }

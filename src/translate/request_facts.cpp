@@ -216,6 +216,12 @@ std::size_t prompt_characters(std::string_view body, const BodyFacts& facts) {
     bool in_string = false;
     std::size_t string_chars = 0;
     for (std::size_t p = begin; p < end; ++p) {
+      if (in_string) {  // the ordinary bytes up to the next quote or backslash, 16 at a time
+        const json::PlainRun run = json::plain_run(body, p, end);
+        string_chars += run.chars;
+        p = run.end;
+        if (p >= end) break;
+      }
       const auto c = static_cast<unsigned char>(body[p]);
       if (!in_string) {
         if (c == '"') {

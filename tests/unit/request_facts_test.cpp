@@ -5,8 +5,10 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "llm_gateway/translate/endpoint.hpp"
+#include "llm_gateway/translate/json_scan.hpp"
 #include "llm_gateway/translate/request_facts.hpp"
 
 namespace llmgw {
@@ -432,6 +434,65 @@ TEST(PercentDecode, RoundTripsEncode) {
   for (std::string_view s : {"my model/x", "a%b", "100% sure?", "caf\xC3\xA9"}) {
     EXPECT_EQ(percent_decode(percent_encode_segment(s)), s);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// prompt_characters: the 16-bytes-at-a-time count against the byte-by-byte definition
+// ---------------------------------------------------------------------------------------------
+
+// The definition, written independently of the counting loop: every string token of the prompt
+// spans that is not a key (followed by ':'), decoded, counted in code points (lead bytes).
+std::size_t characters_by_definition(std::string_view body, const BodyFacts& facts) {
+  std::size_t chars = 0;
+  for (std::size_t i = 0; i < facts.prompt_span_count; ++i) {
+    const std::string_view span = body.substr(
+        facts.prompt_spans[i].first, facts.prompt_spans[i].second - facts.prompt_spans[i].first);
+    for (std::size_t open = span.find('"'); open != std::string_view::npos;
+         open = span.find('"', open)) {
+      std::size_t close = open + 1;
+      while (span[close] != '"') close += span[close] == '\\' ? 2 : 1;
+      const auto decoded = json::decode_string(span.substr(open, close + 1 - open));
+      const std::size_t next = span.find_first_not_of(" \t\r\n", close + 1);
+      if (decoded && (next == std::string_view::npos || span[next] != ':')) {
+        for (const char c : *decoded) chars += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+      }
+      open = close + 1;
+    }
+  }
+  return chars;
+}
+
+TEST(PromptCharacters, MatchesTheDefinitionWithEverySpecialAtEveryOffset) {
+  // Contents that put a quote, an escape, a multi-byte character or a key at every offset of a
+  // 16-byte block, in messages and in input.
+  const std::vector<std::string> specials = {"\\\"",
+                                             "\\\\",
+                                             "\\n",
+                                             "\\u00e9",
+                                             "\\ud83d\\ude00",
+                                             "\xC3\xA9",
+                                             "\xE4\xB8\xAD",
+                                             "\xF0\x9F\x98\x80",
+                                             "x"};
+  int checked = 0;
+  for (std::size_t n = 0; n < 40; ++n) {
+    for (const std::string& special : specials) {
+      const std::string run(n, 'a');
+      const std::string content = run + special + run + "\xC3\xA9" + run;
+      for (const std::string& body :
+           {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"" + content +
+                "\"},{\"role\":\"assistant\",\"content\":\"" + run + special + "\"}]}",
+            "{\"input\":[\"" + content + "\",\"" + special + run + "\"]}",
+            "{\"input\":\"" + content + "\"}"}) {
+        const BodyFacts f = inspect_body("application/json", body);
+        ASSERT_TRUE(f.invalid_reason.empty()) << body << ": " << f.invalid_reason;
+        EXPECT_EQ(prompt_characters(body, f), characters_by_definition(body, f)) << body;
+        EXPECT_GE(prompt_characters(body, f), 2 * n + 2) << body;  // the runs, the special, é
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 40 * 9 * 3);
 }
 
 }  // namespace

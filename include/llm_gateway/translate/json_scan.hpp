@@ -99,6 +99,15 @@ class Document {
   boost::container::small_vector<Member, 96> entries_;  // an array's elements have empty keys
 };
 
+// Inside a JSON string's contents, from `from` up to `to`: where the next quote or backslash is
+// (`to` if none), and how many UTF-8 code points (bytes that are not continuation bytes) come
+// before it. What counting a prompt's characters spends its time on, 16 bytes at a time.
+struct PlainRun {
+  std::size_t end = 0;
+  std::size_t chars = 0;
+};
+PlainRun plain_run(std::string_view text, std::size_t from, std::size_t to);
+
 // The integer value of a member (JSON number without fraction), or nullopt.
 std::optional<long long> integer_member(std::string_view text, const ScanResult& r,
                                         std::string_view key);
