@@ -543,12 +543,30 @@ export function tcpConnectRefused(port, host = '127.0.0.1', timeoutMs = 3000) {
 }
 
 /** A TCP port that nothing listens on (bound, then released). */
+/**
+ * A loopback port nothing listens on. Taken below the kernel's ephemeral range: a port the kernel
+ * handed out (listen(0)) and this function released could be handed to the next listen(0) of a
+ * test file running in parallel, and then "the dead upstream" answers (seen once in a TSan run:
+ * a 401 from another suite's mock instead of a 502).
+ */
 export async function closedPort() {
-  const srv = net.createServer();
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
+  let low = 32768;
+  try {
+    low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
+  } catch {}
+  const first = Math.max(1024, low - 12000);
+  for (let tries = 0; tries < 100; tries++) {
+    const port = first + crypto.randomInt(Math.max(1, low - first));
+    const srv = net.createServer();
+    const bound = await new Promise((r) => {
+      srv.once('error', () => r(false));
+      srv.listen(port, '127.0.0.1', () => r(true));
+    });
+    if (!bound) continue;
+    await new Promise((r) => srv.close(r));
+    return port;
+  }
+  throw new Error('no free port below the ephemeral range');
 }
 
 /**
