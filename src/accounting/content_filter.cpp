@@ -114,7 +114,11 @@ void ContentFilterSummary::read_document(const json::Document& doc) {
 }
 
 void ContentFilterSummary::read_error(std::string_view text) {
-  const json::Document doc(text);
+  read_error(json::Document(text));
+}
+
+void ContentFilterSummary::read_error(const json::Document& doc) {
+  const std::string_view text = doc.text();
   const json::ScanResult& r = doc.top();
   const json::Member* e = r.find("error");
   if (!e || e->kind != json::Kind::object) return;

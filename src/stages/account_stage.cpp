@@ -192,7 +192,7 @@ void AccountStage::on_response_end(RequestContext& ctx) {
     const json::Document doc(body);  // one scan serves every reader
     st->merge(accounting::read_json_facts(doc));
     if (ctx.status == 400) {
-      ctx.content_filter.read_error(body);
+      ctx.content_filter.read_error(doc);
     } else if (ctx.status == 200 && body.find("filter_result") != std::string_view::npos) {
       ctx.content_filter.read_document(doc);
     }

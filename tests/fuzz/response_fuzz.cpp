@@ -22,6 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   accounting::ContentFilterSummary summary;
   summary.read_document(doc);
   summary.read_error(body);
+  summary.read_error(doc);  // the stage's path: the document it already scanned
   (void)summary.any();
   (void)summary.flagged(accounting::FilterStage::prompt);
   (void)summary.flagged(accounting::FilterStage::completion);

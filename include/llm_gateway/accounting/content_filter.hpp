@@ -53,6 +53,7 @@ class ContentFilterSummary {
   void read_document(const json::Document& doc);  // the same, already scanned
   // A 400 error body: error.innererror.content_filter_result (or the spec's spellings).
   void read_error(std::string_view json);
+  void read_error(const json::Document& doc);  // the same, already scanned
 
   bool any() const;
   bool filtered(FilterStage stage) const;

@@ -82,6 +82,9 @@ class Document {
   // at any depth): from the recording when the value is a recorded container.
   ScanResult scan(std::string_view value) const;
 
+  struct Recording;  // what the scanner fills
+
+ private:
   struct Container {  // an object or array below the top level, in document order
     std::size_t begin = 0;
     std::size_t end = 0;
@@ -89,9 +92,6 @@ class Document {
     std::uint32_t first = 0;  // its entries: entries_[first, first + count)
     std::uint32_t count = 0;
   };
-  struct Recording;  // what the scanner fills
-
- private:
   std::string_view text_;
   ScanResult top_;
   bool recorded_ = false;
