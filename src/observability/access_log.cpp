@@ -46,20 +46,22 @@ void AccessLogWriter::note_dropped(std::uint64_t lines) {
   if (dropped_counter_) dropped_counter_->Increment(static_cast<double>(lines));
 }
 
-void AccessLogWriter::write(std::string line) {
-  line += '\n';
+void AccessLogWriter::write(std::string_view line) {
+  const std::size_t size = line.size() + 1;  // and its newline
   bool was_empty = false;
   bool crossed = false;
   {
     std::lock_guard lock(mutex_);
-    if (queued_bytes_ + line.size() > kMaxQueuedBytes) {
+    if (queue_.size() + size > kMaxQueuedBytes) {
       note_dropped(1);
       return;
     }
     was_empty = queue_.empty();
-    crossed = queued_bytes_ < kFlushBytes && queued_bytes_ + line.size() >= kFlushBytes;
-    queued_bytes_ += line.size();
-    queue_.push_back(std::move(line));
+    crossed = queue_.size() < kFlushBytes && queue_.size() + size >= kFlushBytes;
+    // Lines queue back to back in one buffer, which keeps its capacity from batch to batch: no
+    // allocation per line, and the writer hands the whole batch to one write(2).
+    queue_.append(line);
+    queue_ += '\n';
   }
   // The writer drains the whole queue when it wakes: only the first line of a batch wakes it
   // (and a batch grown to kFlushBytes, which the writer then stops waiting for).
@@ -74,38 +76,30 @@ void AccessLogWriter::reopen() {
   wake_.notify_one();
 }
 
-// Writes a batch with write(2) on the file's descriptor (no stdio buffer that could hold failed
-// bytes back), and returns how many lines did not make it whole. A full disk fails the write: the
-// lines are lost and counted, and the next batch tries again, so logging resumes once there is
-// room.
-std::uint64_t AccessLogWriter::write_batch(const std::vector<std::string>& batch) {
-  std::string joined;
-  std::size_t size = 0;
-  for (const auto& line : batch) size += line.size();
-  joined.reserve(size + 1);
+// Writes a batch (whole lines, each ending in a newline) with write(2) on the file's descriptor
+// (no stdio buffer that could hold failed bytes back), and returns how many lines did not make it
+// whole. A full disk fails the write: the lines are lost and counted, and the next batch tries
+// again, so logging resumes once there is room.
+std::uint64_t AccessLogWriter::write_batch(std::string& batch) {
+  // A line cut by an earlier failure that could not be taken back is ended first.
   const std::size_t prefix = terminate_partial_line_ ? 1 : 0;
-  if (prefix) joined += '\n';
-  for (const auto& line : batch) joined += line;
+  if (prefix) batch.insert(batch.begin(), '\n');
   const int fd = ::fileno(file_);
   std::size_t written = 0;
-  while (written < joined.size()) {
-    const ssize_t n = ::write(fd, joined.data() + written, joined.size() - written);
+  while (written < batch.size()) {
+    const ssize_t n = ::write(fd, batch.data() + written, batch.size() - written);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     written += static_cast<std::size_t>(n);
   }
   if (written >= prefix) terminate_partial_line_ = false;
-  std::uint64_t lost = 0;
-  std::size_t end = prefix;
-  std::size_t whole = std::min(written, prefix);  // bytes of the lines written whole
-  for (const auto& line : batch) {
-    end += line.size();
-    if (end > written) {
-      ++lost;
-    } else {
-      whole = end;
-    }
-  }
+  if (written == batch.size()) return 0;
+  // Bytes up to the last newline written are whole lines; each newline after it ends a lost one.
+  const std::string_view sent(batch.data(), written);
+  const std::size_t last_newline = sent.rfind('\n');
+  const std::size_t whole = last_newline == std::string_view::npos ? 0 : last_newline + 1;
+  const std::uint64_t lost = static_cast<std::uint64_t>(std::count(
+      batch.begin() + static_cast<std::ptrdiff_t>(std::max(whole, prefix)), batch.end(), '\n'));
   if (written > whole) {
     // A line cut by the failure stays in the file: take it back out, so that the next line
     // does not get glued to it (on a pipe, which cannot shrink, a newline ends it instead).
@@ -118,7 +112,7 @@ std::uint64_t AccessLogWriter::write_batch(const std::vector<std::string>& batch
 }
 
 void AccessLogWriter::run() {
-  std::vector<std::string> batch;
+  std::string batch;
   for (;;) {
     bool reopen = false;
     bool stop = false;
@@ -129,10 +123,9 @@ void AccessLogWriter::run() {
       // (and a wake-up of this thread, on the core the I/O thread needs) per few milliseconds
       // instead of one per request. Shutdown and reopen do not wait.
       wake_.wait_for(lock, kFlushDelay, [this] {
-        return stopping_ || reopen_requested_ || queued_bytes_ >= kFlushBytes;
+        return stopping_ || reopen_requested_ || queue_.size() >= kFlushBytes;
       });
       batch.swap(queue_);
-      queued_bytes_ = 0;
       reopen = reopen_requested_;
       reopen_requested_ = false;
       stop = stopping_;
@@ -150,9 +143,11 @@ void AccessLogWriter::run() {
         write_failing_ = false;
       }
     } else if (!file_ && !batch.empty()) {
-      note_dropped(batch.size());
+      note_dropped(static_cast<std::uint64_t>(std::count(batch.begin(), batch.end(), '\n')));
     }
     batch.clear();
+    // After a burst, do not keep a buffer the size of the burst (it returns to the queue).
+    if (batch.capacity() > kKeptBatchCapacity) std::string().swap(batch);
     if (stop) {
       std::lock_guard lock(mutex_);
       if (queue_.empty()) return;

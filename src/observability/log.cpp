@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <limits>
 
 #include "llm_gateway/translate/json_scan.hpp"
 
@@ -21,16 +22,40 @@ std::string rfc3339_now() {
   return rfc3339(std::chrono::system_clock::now());
 }
 
-std::string rfc3339(std::chrono::system_clock::time_point now) {
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
+void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
+  using namespace std::chrono;
+  const auto since_epoch = duration_cast<milliseconds>(t.time_since_epoch());
+  const auto second = floor<seconds>(since_epoch);
+  const auto ms = static_cast<int>((since_epoch - second).count());
+  // The date and time of day change once a second: each thread formats them once per second
+  // (as nginx caches its time strings), and every access-log line in that second copies them.
+  struct SecondText {
+    long long second = std::numeric_limits<long long>::min();
+    char text[64] = {};
+    int size = 0;
+  };
+  thread_local SecondText cached;
+  if (cached.second != second.count()) {
+    const auto t_seconds = static_cast<std::time_t>(second.count());
+    std::tm tm{};
+    gmtime_r(&t_seconds, &tm);
+    cached.size = std::snprintf(cached.text, sizeof cached.text, "%04d-%02d-%02dT%02d:%02d:%02d",
+                                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                                tm.tm_sec);
+    if (cached.size < 0 || cached.size >= static_cast<int>(sizeof cached.text)) cached.size = 0;
+    cached.second = second.count();
+  }
+  const char millis[] = {'.', static_cast<char>('0' + ms / 100),
+                         static_cast<char>('0' + ms / 10 % 10), static_cast<char>('0' + ms % 10),
+                         'Z'};
+  out.append(cached.text, static_cast<std::size_t>(cached.size));
+  out.append(millis, sizeof millis);
+}
+
+std::string rfc3339(std::chrono::system_clock::time_point t) {
+  std::string out;
+  append_rfc3339(out, t);
+  return out;
 }
 
 void line(Level level, std::string_view msg, std::initializer_list<Field> fields) {

@@ -1,6 +1,8 @@
 #include "llm_gateway/stages/observe_stages.hpp"
 
 #include <algorithm>
+#include <charconv>
+#include <iterator>
 #include <limits>
 
 #include "llm_gateway/observability/log.hpp"
@@ -174,26 +176,35 @@ struct BodyCapture final : StageState {
   std::string response;
 };
 
-void field(std::string& out, std::string_view name, std::string_view value) {
+void name(std::string& out, std::string_view field_name) {
   out += ",\"";
-  out += name;
+  out += field_name;
   out += "\":";
-  out += json::encode_string(value);
 }
-void field_or_null(std::string& out, std::string_view name, std::string_view value) {
+void integer(std::string& out, long long value) {
+  char digits[24];
+  const auto r = std::to_chars(std::begin(digits), std::end(digits), value);
+  out.append(digits, r.ptr);
+}
+void field(std::string& out, std::string_view field_name, std::string_view value) {
+  name(out, field_name);
+  json::append_encoded(out, value);
+}
+void field_or_null(std::string& out, std::string_view field_name, std::string_view value) {
   if (value.empty()) {
-    out += ",\"";
-    out += name;
-    out += "\":null";
+    name(out, field_name);
+    out += "null";
   } else {
-    field(out, name, value);
+    field(out, field_name, value);
   }
 }
-void number(std::string& out, std::string_view name, std::optional<long long> value) {
-  out += ",\"";
-  out += name;
-  out += "\":";
-  out += value ? std::to_string(*value) : "null";
+void number(std::string& out, std::string_view field_name, std::optional<long long> value) {
+  name(out, field_name);
+  if (value) {
+    integer(out, *value);
+  } else {
+    out += "null";
+  }
 }
 
 std::string_view trace_id(const http::fields& headers) {
@@ -206,15 +217,15 @@ std::string_view trace_id(const http::fields& headers) {
   return id;
 }
 
-std::string categories(const accounting::ContentFilterSummary& cf, FilterStage stage) {
-  std::string out = "[";
+void categories(std::string& out, const accounting::ContentFilterSummary& cf, FilterStage stage) {
+  out += '[';
   bool first = true;
   for (std::string_view c : cf.flagged(stage)) {
     if (!first) out += ',';
-    out += json::encode_string(c);
+    json::append_encoded(out, c);
     first = false;
   }
-  return out + "]";
+  out += ']';
 }
 
 }  // namespace
@@ -228,14 +239,19 @@ void AccessLogStage::on_response_body(RequestContext& ctx, std::string_view piec
 }
 
 std::string AccessLogStage::render(RequestContext& ctx) const {
+  std::string out;
+  render(ctx, out);
+  return out;
+}
+
+void AccessLogStage::render(RequestContext& ctx, std::string& out) const {
   const auto now = Clock::now();
   const auto wall_received =
       std::chrono::system_clock::now() -
       std::chrono::duration_cast<std::chrono::system_clock::duration>(now - ctx.received);
-  std::string out;
-  out.reserve(1024);
-  out += "{\"ts\":";
-  out += json::encode_string(log::rfc3339(wall_received));
+  out += "{\"ts\":\"";
+  log::append_rfc3339(out, wall_received);
+  out += '"';
   field(out, "request_id", ctx.request_id);
   field(out, "key",
         ctx.key             ? std::string_view(ctx.key->name)
@@ -252,18 +268,18 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
     const AttemptRecord& a = ctx.attempts[i];
     if (i != 0) out += ',';
     out += "{\"upstream\":";
-    out += json::encode_string(a.upstream < cfg_.upstreams.size()
-                                   ? std::string_view(cfg_.upstreams[a.upstream].name)
-                                   : std::string_view());
+    json::append_encoded(out, a.upstream < cfg_.upstreams.size()
+                                  ? std::string_view(cfg_.upstreams[a.upstream].name)
+                                  : std::string_view());
     if (a.status != 0) {
-      out += ",\"status\":" + std::to_string(a.status);
+      out += ",\"status\":";
+      integer(out, a.status);
     } else {
       out += ",\"error\":";
-      out += json::encode_string(a.error_kind);
+      json::append_encoded(out, a.error_kind);
     }
     out += ",\"duration_ms\":";
-    out +=
-        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(a.duration).count());
+    integer(out, std::chrono::duration_cast<std::chrono::milliseconds>(a.duration).count());
     out += '}';
   }
   out += ']';
@@ -298,8 +314,11 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
   out += ",\"content_filter\":";
   if (!ctx.content_filter.flagged(FilterStage::prompt).empty() ||
       !ctx.content_filter.flagged(FilterStage::completion).empty()) {
-    out += "{\"prompt\":" + categories(ctx.content_filter, FilterStage::prompt) +
-           ",\"completion\":" + categories(ctx.content_filter, FilterStage::completion) + "}";
+    out += "{\"prompt\":";
+    categories(out, ctx.content_filter, FilterStage::prompt);
+    out += ",\"completion\":";
+    categories(out, ctx.content_filter, FilterStage::completion);
+    out += '}';
   } else {
     out += "null";
   }
@@ -316,11 +335,16 @@ std::string AccessLogStage::render(RequestContext& ctx) const {
     field(out, "response_body", st ? std::string_view(st->response) : "");
   }
   out += '}';
-  return out;
 }
 
 void AccessLogStage::on_complete(RequestContext& ctx) {
-  writer_->write(render(ctx));
+  // One buffer per thread, reused: rendering a line allocates nothing once it has grown to the
+  // size of a line. A line that carried large bodies does not keep its memory.
+  thread_local std::string line;
+  line.clear();
+  render(ctx, line);
+  writer_->write(line);
+  if (line.capacity() > kKeptLineCapacity) std::string().swap(line);
 }
 
 }  // namespace llmgw

@@ -614,22 +614,48 @@ std::string_view truncate_chars(std::string_view text, std::size_t max_chars) {
   return text;
 }
 
-std::string encode_string(std::string_view value) {
+void append_encoded(std::string& out, std::string_view value) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(value.size() + 2);
   out += '"';
-  for (std::size_t i = 0; i < value.size(); ++i) {
-    const char ch = value[i];
+  const char* const begin = value.data();
+  const char* const end = begin + value.size();
+  const char* p = begin;
+  for (;;) {
+    // The run of bytes that need no escaping is appended whole (16 bytes tested at a time).
+    const char* run_end = p;
+#if defined(__SSE2__)
+    while (end - run_end >= 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(run_end));
+      // Bytes >= 0x80 have the top bit, which movemask takes directly.
+      const int mask = special_mask<true>(run_end) | _mm_movemask_epi8(v);
+      if (mask != 0) {
+        run_end += __builtin_ctz(static_cast<unsigned>(mask));
+        break;
+      }
+      run_end += 16;
+    }
+    if (end - run_end < 16)
+#endif
+      while (run_end < end) {
+        const auto c = static_cast<unsigned char>(*run_end);
+        if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
+        ++run_end;
+      }
+    out.append(p, run_end);
+    p = run_end;
+    if (p == end) break;
+    const char ch = *p;
     const auto c = static_cast<unsigned char>(ch);
     if (c >= 0x80) {
       // Bytes that are not UTF-8 (a Latin-1 header, a cut character) cannot appear in a JSON
       // string: each becomes U+FFFD, so the document stays valid.
+      const auto i = static_cast<std::size_t>(p - begin);
       if (const std::size_t len = utf8_sequence(value, i)) {
-        out.append(value.substr(i, len));
-        i += len - 1;
+        out.append(p, len);
+        p += len;
       } else {
         out += "\xEF\xBF\xBD";
+        ++p;
       }
       continue;
     }
@@ -640,16 +666,19 @@ std::string encode_string(std::string_view value) {
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
       default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 0xF];
-        } else {
-          out += ch;
-        }
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 0xF];
     }
+    ++p;
   }
   out += '"';
+}
+
+std::string encode_string(std::string_view value) {
+  std::string out;
+  out.reserve(value.size() + 2);
+  append_encoded(out, value);
   return out;
 }
 

@@ -288,6 +288,83 @@ TEST(JsonEncodeString, BytesThatAreNotUtf8BecomeReplacementCharacters) {
   EXPECT_TRUE(scan(encoded).valid);
 }
 
+// The encoder byte by byte, as the definition the 16-bytes-at-a-time encoder must agree with.
+std::string reference_encode(std::string_view value) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x80) {
+      // A well-formed UTF-8 sequence (shortest form, no surrogate, at most U+10FFFF) is kept;
+      // any other byte becomes U+FFFD.
+      const std::size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+      std::uint32_t cp = c & (0x7Fu >> len);
+      bool ok = len > 1 && c < 0xF8 && i + len <= value.size();
+      for (std::size_t k = 1; ok && k < len; ++k) {
+        const auto b = static_cast<unsigned char>(value[i + k]);
+        ok = (b & 0xC0) == 0x80;
+        cp = (cp << 6) | (b & 0x3F);
+      }
+      const std::uint32_t shortest = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+      ok = ok && cp >= shortest && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+      if (ok) {
+        out.append(value.substr(i, len));
+        i += len - 1;
+      } else {
+        out += "\xEF\xBF\xBD";
+      }
+      continue;
+    }
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20) {
+      out += "\\u00";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+TEST(JsonEncodeString, EverySpecialAtEveryOffsetMatchesTheByteByByteEncoder) {
+  const std::vector<std::string> specials = {"\"",
+                                             "\\",
+                                             "\n",
+                                             "\r",
+                                             "\t",
+                                             std::string(1, '\0'),
+                                             "\x1f",
+                                             "\x7f",
+                                             "\xC3\xA9",
+                                             "\xE2\x9C\x93",
+                                             "\xF0\x9F\x98\x80",
+                                             "\xE9",
+                                             "\xE2\x9C",
+                                             "\x80",
+                                             "\xC0\xAF"};
+  for (std::size_t n = 0; n < 40; ++n) {
+    for (const std::string& special : specials) {
+      for (const std::string& input :
+           {std::string(n, 'a') + special, std::string(n, 'a') + special + std::string(20, 'b'),
+            special + std::string(n, 'c') + special}) {
+        EXPECT_EQ(encode_string(input), reference_encode(input)) << n;
+        std::string appended = "prefix:";
+        append_encoded(appended, input);
+        EXPECT_EQ(appended, "prefix:" + reference_encode(input)) << n;
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The string fast path (16 bytes at a time): a special byte at every offset of a block
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@
 
 #include <unistd.h>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "llm_gateway/observability/access_log.hpp"
+#include "llm_gateway/observability/log.hpp"
 #include "llm_gateway/observability/metrics.hpp"
 #include "llm_gateway/pipeline/context.hpp"
 #include "llm_gateway/pipeline/pipeline.hpp"
@@ -709,6 +712,41 @@ TEST_F(AccessLogTest, BodiesWhenEnabledAreCutToMaxBytes) {
   EXPECT_EQ(keys_of(last_line_), fields);
   EXPECT_EQ(j["request_body"], body.substr(0, 16));
   EXPECT_EQ(j["response_body"], "0123456789abcdef");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timestamps: the per-second cache gives what formatting each one from scratch gives
+// ---------------------------------------------------------------------------------------------
+
+std::string formatted_from_scratch(std::chrono::system_clock::time_point t) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch());
+  const std::time_t seconds = static_cast<std::time_t>(ms.count() / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char text[64];
+  const std::size_t n = std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+  char millis[8];
+  std::snprintf(millis, sizeof millis, ".%03dZ", static_cast<int>(ms.count() % 1000));
+  return std::string(text, n) + millis;
+}
+
+TEST(Rfc3339, CachedSecondsMatchFreshFormattingAcrossSecondsDaysAndJumps) {
+  using std::chrono::milliseconds;
+  const std::chrono::system_clock::time_point base{milliseconds(1'796'601'599'000)};  // 23:59:59
+  std::vector<std::chrono::system_clock::time_point> times;
+  for (int ms : {0, 1, 9, 10, 99, 100, 999, 1000, 1001, 1999, 2000, 86'400'000})
+    times.push_back(base + milliseconds(ms));
+  times.push_back(base - milliseconds(86'400'000LL * 365));  // back a year: the cache is replaced
+  times.push_back(base);                                     // and forward again
+  times.push_back(std::chrono::system_clock::time_point{});  // the epoch
+  times.push_back(std::chrono::system_clock::now());
+  for (const auto t : times) {
+    std::string appended = "x";
+    log::append_rfc3339(appended, t);
+    EXPECT_EQ(appended, "x" + formatted_from_scratch(t));
+    EXPECT_EQ(log::rfc3339(t), formatted_from_scratch(t));
+  }
+  EXPECT_EQ(log::rfc3339(base + milliseconds(7)), "2026-12-06T23:59:59.007Z");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
-#include <vector>
 
 namespace prometheus {
 class Counter;
@@ -26,7 +26,7 @@ class AccessLogWriter {
   AccessLogWriter(const AccessLogWriter&) = delete;
   AccessLogWriter& operator=(const AccessLogWriter&) = delete;
 
-  void write(std::string line);  // `line` without the trailing newline
+  void write(std::string_view line);  // `line` without the trailing newline
   void reopen();
   bool ok() const { return file_ != nullptr; }
   // Lines lost (queue full, or a failed write) are counted here as well as in dropped().
@@ -38,19 +38,20 @@ class AccessLogWriter {
   // many bytes are waiting).
   static constexpr std::chrono::milliseconds kFlushDelay{20};
   static constexpr std::size_t kFlushBytes = 256 * 1024;
+  // A batch buffer that grew past this in a burst is released once written.
+  static constexpr std::size_t kKeptBatchCapacity = 4 * kFlushBytes;
 
  private:
   void run();
   void open_file();
   void note_dropped(std::uint64_t lines);
-  std::uint64_t write_batch(const std::vector<std::string>& batch);
+  std::uint64_t write_batch(std::string& batch);
 
   std::string target_;
   std::FILE* file_ = nullptr;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::vector<std::string> queue_;
-  std::size_t queued_bytes_ = 0;
+  std::string queue_;  // whole lines, each ending in a newline
   std::atomic<std::uint64_t> dropped_{0};
   prometheus::Counter* dropped_counter_ = nullptr;
   bool write_failing_ = false;           // logged once per episode

@@ -22,5 +22,7 @@ void set_min_level(Level level);
 // RFC 3339 UTC timestamp with milliseconds, e.g. 2026-11-28T23:02:38.123Z.
 std::string rfc3339(std::chrono::system_clock::time_point t);
 std::string rfc3339_now();
+// The same, appended to `out`; the date and time of day are formatted once per second per thread.
+void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t);
 
 }  // namespace llmgw::log

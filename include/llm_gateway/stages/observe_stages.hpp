@@ -37,8 +37,12 @@ class AccessLogStage final : public Stage {
   bool wants_response_body() const override { return cfg_.logging.bodies; }
   void on_complete(RequestContext& ctx) override;
 
-  // The access-log line for a completed request (exposed for tests).
+  // The access-log line for a completed request (exposed for tests), or appended to `out`.
   std::string render(RequestContext& ctx) const;
+  void render(RequestContext& ctx, std::string& out) const;
+
+  // A thread's line buffer that grew past this (logged bodies) is released after the line.
+  static constexpr std::size_t kKeptLineCapacity = 64 * 1024;
 
  private:
   const config::Config& cfg_;

@@ -118,6 +118,8 @@ std::optional<std::string> decode_string(std::string_view token);
 // Encodes `value` as a JSON string token, quotes included. Bytes that are not UTF-8 become
 // U+FFFD, so the result is always valid JSON.
 std::string encode_string(std::string_view value);
+// The same, appended to `out` (no string of its own: the access log renders a line in place).
+void append_encoded(std::string& out, std::string_view value);
 
 // The first `max_chars` characters (UTF-8 code points) of `text`, never cutting one in half.
 std::string_view truncate_chars(std::string_view text, std::size_t max_chars);
