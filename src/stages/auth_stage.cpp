@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 
 #include <boost/beast/core/string.hpp>
+#include <memory>
 
 #include "llm_gateway/routing/glob.hpp"
 
@@ -24,6 +25,28 @@ AuthStage::AuthStage(const config::Config& cfg)
 
 AuthStage::~AuthStage() {
   EVP_MD_free(sha256_);
+}
+
+namespace {
+struct DigestContextFree {
+  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
+};
+}  // namespace
+
+void AuthStage::sha256(std::string_view data, config::Sha256& out) const {
+  const EVP_MD* md = sha256_ ? static_cast<const EVP_MD*>(sha256_) : EVP_sha256();
+  // One digest context per thread, reused: EVP_Digest makes and frees one (and takes a reference
+  // on the algorithm) per call, which cost more than the hash of a key itself.
+  thread_local std::unique_ptr<EVP_MD_CTX, DigestContextFree> ctx(EVP_MD_CTX_new());
+  unsigned int len = 0;
+  if (!ctx || EVP_DigestInit_ex2(ctx.get(), md, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1 || len != out.size()) {
+    // Out of memory inside OpenSSL: the one-shot call, whose failure leaves a digest that
+    // matches no key (zeros are not a key's digest unless SHA-256 is broken).
+    out.fill(0);
+    if (EVP_Digest(data.data(), data.size(), out.data(), &len, md, nullptr) != 1) out.fill(0);
+  }
 }
 
 std::string_view AuthStage::credential(const http::fields& headers) {
@@ -66,9 +89,7 @@ Verdict AuthStage::on_request_headers(RequestContext& ctx) {
     return Verdict::respond;
   }
   config::Sha256 digest{};
-  unsigned int len = 0;
-  EVP_Digest(presented.data(), presented.size(), digest.data(), &len,
-             sha256_ ? static_cast<const EVP_MD*>(sha256_) : EVP_sha256(), nullptr);
+  sha256(presented, digest);
   // Every digest is compared, in constant time, so the time taken says nothing about which
   // (or whether any) key nearly matched.
   const config::ClientKey* found = nullptr;

@@ -20,6 +20,8 @@ class AuthStage final : public Stage {
   static std::string_view credential(const boost::beast::http::fields& headers);
 
  private:
+  void sha256(std::string_view data, config::Sha256& out) const;
+
   const config::Config& cfg_;
   ::evp_md_st* sha256_ = nullptr;  // fetched once: an implicit fetch per request is costly
 };
