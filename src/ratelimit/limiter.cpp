@@ -52,6 +52,20 @@ std::int64_t SlidingWindow::reset_ms(std::int64_t now_ms) const {
   return newest < 0 ? 0 : (newest + kWindowBuckets) * 1000 - now_ms;
 }
 
+LimitState SlidingWindow::state(std::int64_t now_ms, std::int64_t limit) const {
+  const std::int64_t now_sec = now_ms / 1000;
+  std::int64_t total = 0;
+  std::int64_t newest = -1;
+  for (const auto& b : buckets_) {
+    if (b.sec > now_sec - kWindowBuckets && b.sec <= now_sec) {
+      total += b.value;
+      if (b.value != 0) newest = std::max(newest, b.sec);
+    }
+  }
+  return LimitState{limit, std::max<std::int64_t>(0, limit - total),
+                    newest < 0 ? 0 : (newest + kWindowBuckets) * 1000 - now_ms};
+}
+
 Admission admit(SlidingWindow& requests, SlidingWindow& tokens, const KeyLimits& limits,
                 std::int64_t token_cost, std::int64_t now_ms) {
   Admission a;
@@ -76,15 +90,8 @@ Admission admit(SlidingWindow& requests, SlidingWindow& tokens, const KeyLimits&
     if (limits.rpm) requests.add(now_sec, 1);
     if (limits.tpm) tokens.add(now_sec, token_cost);
   }
-  if (limits.rpm) {
-    a.requests =
-        LimitState{*limits.rpm, std::max<std::int64_t>(0, *limits.rpm - requests.sum(now_sec)),
-                   requests.reset_ms(now_ms)};
-  }
-  if (limits.tpm) {
-    a.tokens = LimitState{*limits.tpm, std::max<std::int64_t>(0, *limits.tpm - tokens.sum(now_sec)),
-                          tokens.reset_ms(now_ms)};
-  }
+  if (limits.rpm) a.requests = requests.state(now_ms, *limits.rpm);
+  if (limits.tpm) a.tokens = tokens.state(now_ms, *limits.tpm);
   return a;
 }
 

@@ -43,6 +43,7 @@ using nlohmann::json;
 using ratelimit::Admission;
 using ratelimit::KeyLimits;
 using ratelimit::LimitKind;
+using ratelimit::LimitState;
 using ratelimit::SlidingWindow;
 
 // A time well inside second 1000: bucket 1000 leaves the window at 1'061'000 ms.
@@ -81,6 +82,26 @@ TEST(SlidingWindow, SumCountsTheCurrentSecondAndTheSixtyBefore) {
   EXPECT_EQ(w.sum(1090), 9);
   EXPECT_EQ(w.sum(1091), 5);
   EXPECT_EQ(w.sum(1121), 0);
+}
+
+// state() is sum() and reset_ms() in one pass: the same numbers at every second of a window's
+// life, corrections (negative values) and buckets in the future included.
+TEST(SlidingWindow, StateAgreesWithSumAndResetMs) {
+  SlidingWindow w;
+  w.add(1000, 3);
+  w.add(1007, 40);
+  w.add(1007, -40);  // a correction back to zero: not "newest" any more
+  w.add(1030, 4);
+  w.add(1045, -2);
+  w.add(1060, 5);
+  for (std::int64_t now_ms = 995'000; now_ms <= 1'125'000; now_ms += 250) {
+    for (std::int64_t limit : {0, 5, 10, 1000}) {
+      const LimitState st = w.state(now_ms, limit);
+      EXPECT_EQ(st.limit, limit);
+      EXPECT_EQ(st.remaining, std::max<std::int64_t>(0, limit - w.sum(now_ms / 1000))) << now_ms;
+      EXPECT_EQ(st.reset_ms, w.reset_ms(now_ms)) << now_ms;
+    }
+  }
 }
 
 TEST(SlidingWindow, AddToTheSameSecondAccumulatesAndAReusedSlotStartsOver) {

@@ -47,6 +47,12 @@ constexpr std::int64_t saturating_add(long long a, long long b) {
   return sum > kMaxTokenAmount ? kMaxTokenAmount : sum;
 }
 
+struct LimitState {
+  std::int64_t limit = 0;
+  std::int64_t remaining = 0;
+  std::int64_t reset_ms = 0;
+};
+
 // A sliding window of one-second buckets. Not thread-safe: the memory store guards each key.
 class SlidingWindow {
  public:
@@ -56,6 +62,8 @@ class SlidingWindow {
   std::int64_t wait_ms(std::int64_t now_ms, std::int64_t limit, std::int64_t cost) const;
   // Milliseconds until the window is empty again (OpenAI's "reset" headers).
   std::int64_t reset_ms(std::int64_t now_ms) const;
+  // The limit, what remains of it (sum) and reset_ms, in one pass over the buckets.
+  LimitState state(std::int64_t now_ms, std::int64_t limit) const;
 
  private:
   struct Bucket {
@@ -66,12 +74,6 @@ class SlidingWindow {
 };
 
 enum class LimitKind { requests, tokens, concurrency };
-
-struct LimitState {
-  std::int64_t limit = 0;
-  std::int64_t remaining = 0;
-  std::int64_t reset_ms = 0;
-};
 
 // The answer of a store to one admission.
 struct Admission {
