@@ -613,10 +613,10 @@ class Gateway {
     stream.socket().close(ignored);
   }
 
-  RequestContext make_context(Worker& worker, const Snapshot& snapshot, const std::string& peer,
-                              const http::request_header<>* header,
-                              const config::Sha256* client_cert = nullptr) {
-    RequestContext ctx;
+  // Fills a new request's context (made in place: it holds its stages' states).
+  void init_context(RequestContext& ctx, Worker& worker, const Snapshot& snapshot,
+                    const std::string& peer, const http::request_header<>* header,
+                    const config::Sha256* client_cert = nullptr) {
     ctx.config = snapshot.config.get();
     ctx.received = Clock::now();
     ctx.worker = worker.index;
@@ -631,7 +631,6 @@ class Gateway {
     }
     ctx.request_id = valid_client_request_id(client_id) ? std::string(client_id)
                                                         : generate_request_id(worker.rng);
-    return ctx;
   }
 
   // Answers a request the gateway could not read whole (431, 413 on Content-Length, malformed
@@ -643,8 +642,8 @@ class Gateway {
     const auto snapshot = installed_.load()->snapshot;
     // The header may be complete (413 on Content-Length) or not (431): use what arrived.
     const bool have_header = parser && parser->got_some();
-    RequestContext ctx =
-        make_context(worker, *snapshot, peer, have_header ? &parser->get().base() : nullptr);
+    RequestContext ctx;
+    init_context(ctx, worker, *snapshot, peer, have_header ? &parser->get().base() : nullptr);
     if (have_header) ctx.path = classify_path(ctx.method, ctx.target);
     ctx.reply = error_reply(error, message);
     DownstreamReply reply{11, false};
@@ -730,8 +729,8 @@ class Gateway {
     } in_flight{in_flight_, entry};
 
     const Snapshot& snapshot = *installed.snapshot;
-    RequestContext ctx =
-        make_context(worker, snapshot, peer_of(entry), &parser.get().base(), client_cert);
+    RequestContext ctx;
+    init_context(ctx, worker, snapshot, peer_of(entry), &parser.get().base(), client_cert);
     ctx.bytes_in = header_bytes;
     entry.request = &ctx;
     const bool keep_alive = co_await process(worker, installed, stream, buffer, parser, admin, ctx);

@@ -391,6 +391,9 @@ TEST(MetricsStage, CountsARequestAndTracksInFlight) {
     ctx.usage = accounting::Usage{7, 3, 10};
     snapshot->pipeline.on_response_end(ctx);
     snapshot->pipeline.on_complete(ctx);
+    // Every stage's state was built inside the context, none on the heap.
+    EXPECT_GT(ctx.inline_state_bytes_used(), 0u);
+    EXPECT_EQ(ctx.heap_state_count(), 0u);
     const std::string text = metrics->render();
     EXPECT_EQ(sample(text, "llm_gateway_requests_total",
                      {{"endpoint", "chat_completions"},

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include <algorithm>
 #include <exception>
 #include <nlohmann/json.hpp>
@@ -102,45 +104,101 @@ class PipelineTest : public ::testing::Test {
   Verdict run(const Request& request) {
     request_ = request;  // the context views it, and first_attempt_request reads it later
     const Request& req = request_;
-    ctx_ = RequestContext{};
-    ctx_.config = snapshot_->config.get();
-    ctx_.request_id = "rid-1";
-    ctx_.peer = "127.0.0.1:5555";
-    ctx_.received = Clock::now();
-    ctx_.method = req.method;
-    ctx_.target = req.target;
-    ctx_.path = llmgw::classify_path(ctx_.method, ctx_.target);  // as the session does
-    ctx_.headers = &req.headers;
-    ctx_.body = req.body;
-    ctx_.bytes_in = req.body.size();
-    return run_pipeline(*snapshot_, ctx_);
+    ctx_ = std::make_unique<RequestContext>();  // a fresh one per request, made in place
+    ctx().config = snapshot_->config.get();
+    ctx().request_id = "rid-1";
+    ctx().peer = "127.0.0.1:5555";
+    ctx().received = Clock::now();
+    ctx().method = req.method;
+    ctx().target = req.target;
+    ctx().path = llmgw::classify_path(ctx().method, ctx().target);  // as the session does
+    ctx().headers = &req.headers;
+    ctx().body = req.body;
+    ctx().bytes_in = req.body.size();
+    return run_pipeline(*snapshot_, ctx());
   }
 
   json reply_json() const {
-    EXPECT_TRUE(ctx_.reply);
-    if (!ctx_.reply) return {};
-    return json::parse(ctx_.reply->body);
+    EXPECT_TRUE(ctx().reply);
+    if (!ctx().reply) return {};
+    return json::parse(ctx().reply->body);
   }
 
   // Expects a local error reply with this status and code.
   void expect_error(unsigned status, std::string_view code) const {
-    ASSERT_TRUE(ctx_.reply);
-    EXPECT_EQ(ctx_.reply->status, status);
-    EXPECT_EQ(ctx_.reply->error_code, code);
-    EXPECT_EQ(ctx_.reply->content_type, "application/json");
-    json body = json::parse(ctx_.reply->body);
+    ASSERT_TRUE(ctx().reply);
+    EXPECT_EQ(ctx().reply->status, status);
+    EXPECT_EQ(ctx().reply->error_code, code);
+    EXPECT_EQ(ctx().reply->content_type, "application/json");
+    json body = json::parse(ctx().reply->body);
     EXPECT_EQ(body["error"]["code"], code);
-    EXPECT_FALSE(ctx_.upstream_status);
+    EXPECT_FALSE(ctx().upstream_status);
   }
 
   std::shared_ptr<const Snapshot> snapshot_;
   Request request_;
-  RequestContext ctx_;
+  std::unique_ptr<RequestContext> ctx_;
+  RequestContext& ctx() const { return *ctx_; }
 };
 
 // ---------------------------------------------------------------------------------------------
 // Snapshot
 // ---------------------------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------------------------
+// Stage states inside the request context
+// ---------------------------------------------------------------------------------------------
+
+struct CountedState : StageState {
+  std::vector<std::string>* log = nullptr;
+  std::string name;
+  ~CountedState() override {
+    if (log) log->push_back(name);
+  }
+};
+struct OtherBase {
+  virtual ~OtherBase() = default;
+  int other = 7;
+};
+// A second base class first: the StageState part is not at the start of the object.
+struct TwoBasesState final : OtherBase, CountedState {};
+struct HugeState final : CountedState {
+  std::array<char, RequestContext::kInlineStateBytes> payload{};
+};
+
+TEST(RequestContextStates, BuiltInPlaceFoundByOwnerAndDestroyedNewestFirst) {
+  std::vector<std::string> destroyed;
+  const int owner_a = 0, owner_b = 0, owner_c = 0;
+  {
+    RequestContext ctx;
+    auto& a = ctx.state<CountedState>(&owner_a);
+    a.log = &destroyed;
+    a.name = "a";
+    auto& b = ctx.state<TwoBasesState>(&owner_b);
+    b.log = &destroyed;
+    b.name = "b";
+    auto& huge = ctx.state<HugeState>(&owner_c);  // larger than the whole inline storage
+    huge.log = &destroyed;
+    huge.name = "huge";
+    EXPECT_EQ(&ctx.state<CountedState>(&owner_a), &a);  // created once per owner
+    EXPECT_EQ(ctx.find_state<TwoBasesState>(&owner_b), &b);
+    EXPECT_EQ(ctx.find_state<TwoBasesState>(&owner_b)->other, 7);
+    EXPECT_EQ(ctx.find_state<CountedState>(&destroyed), nullptr);
+    EXPECT_EQ(ctx.heap_state_count(), 1u);  // only the one that does not fit
+    EXPECT_GE(ctx.inline_state_bytes_used(), sizeof(CountedState) + sizeof(TwoBasesState));
+    EXPECT_TRUE(destroyed.empty());
+  }
+  EXPECT_EQ(destroyed, (std::vector<std::string>{"huge", "b", "a"}));
+}
+
+TEST(RequestContextStates, StatesBeyondTheInlineStorageGoOnTheHeap) {
+  RequestContext ctx;
+  std::vector<int> owners(RequestContext::kInlineStateBytes / sizeof(CountedState) + 3);
+  for (int& owner : owners) ctx.state<CountedState>(&owner).name = "x";
+  EXPECT_GT(ctx.heap_state_count(), 0u);
+  EXPECT_LE(ctx.inline_state_bytes_used(), RequestContext::kInlineStateBytes);
+  for (int& owner : owners) EXPECT_EQ(ctx.find_state<CountedState>(&owner)->name, "x");
+}
 
 TEST_F(PipelineTest, SnapshotHoldsConfigAndStagesInOrder) {
   use_config(kWithDefaultYaml);
@@ -175,8 +233,8 @@ TEST_F(PipelineTest, ModelThatIsNotAStringIs400) {
   use_config(kWithDefaultYaml);
   EXPECT_EQ(run(json_request(verb::post, "/v1/chat/completions", R"({"model":4})")),
             Verdict::respond);
-  ASSERT_TRUE(ctx_.reply);
-  EXPECT_EQ(ctx_.reply->status, 400u);
+  ASSERT_TRUE(ctx().reply);
+  EXPECT_EQ(ctx().reply->status, 400u);
   EXPECT_EQ(reply_json()["error"]["param"], "model");
 }
 
@@ -227,9 +285,9 @@ TEST_F(PipelineTest, FilesWithoutModelAndNoStarRouteIs404NoDefaultRoute) {
 TEST_F(PipelineTest, ModelsListIs200WithListedModels) {
   use_config(kWithDefaultYaml);
   EXPECT_EQ(run(get("/v1/models")), Verdict::respond);
-  ASSERT_TRUE(ctx_.reply);
-  EXPECT_EQ(ctx_.reply->status, 200u);
-  EXPECT_EQ(ctx_.reply->content_type, "application/json");
+  ASSERT_TRUE(ctx().reply);
+  EXPECT_EQ(ctx().reply->status, 200u);
+  EXPECT_EQ(ctx().reply->content_type, "application/json");
   json body = reply_json();
   EXPECT_EQ(body["object"], "list");
   ASSERT_TRUE(body["data"].is_array());
@@ -241,22 +299,22 @@ TEST_F(PipelineTest, ModelsListIs200WithListedModels) {
     ids.push_back(m["id"].get<std::string>());
   }
   EXPECT_EQ(ids, (std::vector<std::string>{"gpt-4o", "gpt-4o-mini", "dall-e-3"}));
-  EXPECT_FALSE(ctx_.route);
+  EXPECT_FALSE(ctx().route);
 }
 
 TEST_F(PipelineTest, ModelsListWithoutV1Prefix) {
   use_config(kWithDefaultYaml);
   EXPECT_EQ(run(get("/models")), Verdict::respond);
-  ASSERT_TRUE(ctx_.reply);
-  EXPECT_EQ(ctx_.reply->status, 200u);
+  ASSERT_TRUE(ctx().reply);
+  EXPECT_EQ(ctx().reply->status, 200u);
   EXPECT_EQ(reply_json()["object"], "list");
 }
 
 TEST_F(PipelineTest, ModelsGetKnownIdIs200) {
   use_config(kWithDefaultYaml);
   EXPECT_EQ(run(get("/v1/models/gpt-4o-mini")), Verdict::respond);
-  ASSERT_TRUE(ctx_.reply);
-  EXPECT_EQ(ctx_.reply->status, 200u);
+  ASSERT_TRUE(ctx().reply);
+  EXPECT_EQ(ctx().reply->status, 200u);
   json body = reply_json();
   EXPECT_EQ(body["id"], "gpt-4o-mini");
   EXPECT_EQ(body["object"], "model");
@@ -276,8 +334,8 @@ routes:
   - {match: "org/model x", upstream: a}
 )");
   EXPECT_EQ(run(get("/v1/models/org%2Fmodel%20x")), Verdict::respond);
-  ASSERT_TRUE(ctx_.reply);
-  EXPECT_EQ(ctx_.reply->status, 200u);
+  ASSERT_TRUE(ctx().reply);
+  EXPECT_EQ(ctx().reply->status, 200u);
   EXPECT_EQ(reply_json()["id"], "org/model x");
 }
 
@@ -290,15 +348,15 @@ TEST_F(PipelineTest, ValidChatRequestProceedsWithTranslatedTarget) {
   EXPECT_EQ(run(json_request(verb::post, "/v1/chat/completions",
                              R"({"model":"gpt-4o","messages":[],"stream":true})")),
             Verdict::proceed);
-  EXPECT_FALSE(ctx_.reply);
-  EXPECT_EQ(ctx_.model, "gpt-4o");
-  EXPECT_TRUE(ctx_.body_facts.stream);
-  ASSERT_TRUE(ctx_.route);
-  EXPECT_EQ(ctx_.route->upstream, 0u);
-  EXPECT_EQ(ctx_.route->deployment, "prod-4o");
-  ASSERT_NE(ctx_.upstream, nullptr);
-  EXPECT_EQ(ctx_.upstream->name, "azure");
-  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  EXPECT_FALSE(ctx().reply);
+  EXPECT_EQ(ctx().model, "gpt-4o");
+  EXPECT_TRUE(ctx().body_facts.stream);
+  ASSERT_TRUE(ctx().route);
+  EXPECT_EQ(ctx().route->upstream, 0u);
+  EXPECT_EQ(ctx().route->deployment, "prod-4o");
+  ASSERT_NE(ctx().upstream, nullptr);
+  EXPECT_EQ(ctx().upstream->name, "azure");
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx());
   EXPECT_EQ(upstream_request.method, verb::post);
   EXPECT_EQ(upstream_request.target,
             "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21");
@@ -310,7 +368,7 @@ TEST_F(PipelineTest, OpenAIRoutedRequestProceeds) {
   use_config(kWithDefaultYaml);
   EXPECT_EQ(run(json_request(verb::post, "/v1/images/generations", R"({"model":"dall-e-3"})")),
             Verdict::proceed);
-  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx());
   EXPECT_EQ(upstream_request.target, "/v1/images/generations");
   EXPECT_EQ(upstream_request.headers[http::field::authorization], "Bearer K2");
 }
@@ -321,8 +379,8 @@ TEST_F(PipelineTest, AzureDeploymentPathNamesTheModel) {
       run(json_request(verb::post, "/openai/deployments/gpt-4o-mini/chat/completions?api-version=1",
                        R"({"messages":[]})")),
       Verdict::proceed);
-  EXPECT_EQ(ctx_.model, "gpt-4o-mini");
-  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  EXPECT_EQ(ctx().model, "gpt-4o-mini");
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx());
   EXPECT_EQ(upstream_request.target,
             "/openai/deployments/mini-prod/chat/completions?api-version=2024-10-21");
 }
@@ -330,18 +388,18 @@ TEST_F(PipelineTest, AzureDeploymentPathNamesTheModel) {
 TEST_F(PipelineTest, FilesWithoutModelUseTheStarRoute) {
   use_config(kWithDefaultYaml);
   EXPECT_EQ(run(get("/v1/files")), Verdict::proceed);
-  EXPECT_FALSE(ctx_.model);
-  ASSERT_TRUE(ctx_.route);
-  EXPECT_EQ(ctx_.route->route, 2u);
-  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  EXPECT_FALSE(ctx().model);
+  ASSERT_TRUE(ctx().route);
+  EXPECT_EQ(ctx().route->route, 2u);
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx());
   EXPECT_EQ(upstream_request.target, "/v1/files");
 }
 
 TEST_F(PipelineTest, DeleteModelIsForwardedNotAnsweredLocally) {
   use_config(kWithDefaultYaml);
   EXPECT_EQ(run(json_request(verb::delete_, "/v1/models/ft:gpt-4o:org", "")), Verdict::proceed);
-  EXPECT_FALSE(ctx_.reply);
-  const UpstreamRequest upstream_request = test::first_attempt_request(ctx_);
+  EXPECT_FALSE(ctx().reply);
+  const UpstreamRequest upstream_request = test::first_attempt_request(ctx());
   EXPECT_EQ(upstream_request.method, verb::delete_);
   EXPECT_EQ(upstream_request.target, "/v1/models/ft:gpt-4o:org");
 }

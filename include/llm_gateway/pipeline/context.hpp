@@ -7,12 +7,15 @@
 #include <boost/beast/http/verb.hpp>
 #include <boost/container/small_vector.hpp>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -127,23 +130,77 @@ struct RequestContext {
   int rate_limited = -1;                    // ratelimit::LimitKind when the gateway answered 429
   std::string_view rate_limit_store_error;  // the store's name when it could not answer
 
-  // The state `owner` (a stage) keeps for this request, created on first use.
+  RequestContext() = default;
+  // Stage states may live inside the context (see state()): it stays where it was made.
+  RequestContext(const RequestContext&) = delete;
+  RequestContext& operator=(const RequestContext&) = delete;
+  ~RequestContext() {
+    // Newest first, as members are destroyed.
+    for (auto it = states_.rbegin(); it != states_.rend(); ++it) {
+      if (it->inline_storage) {
+        it->state->~StageState();
+      } else {
+        delete it->state;
+      }
+    }
+  }
+
+  // The state `owner` (a stage) keeps for this request, created on first use. States are built
+  // in storage inside the context while it lasts (no allocation per stage and request), on the
+  // heap after that.
   template <class T>
   T& state(const void* owner) {
+    static_assert(std::is_base_of_v<StageState, T>);
     if (T* existing = find_state<T>(owner)) return *existing;
-    states_.emplace_back(owner, std::make_unique<T>());
-    return static_cast<T&>(*states_.back().second);
+    void* place = take_inline_storage(sizeof(T), alignof(T));
+    T* made = place ? new (place) T() : new T();
+    try {
+      states_.push_back(OwnedState{owner, made, place != nullptr});
+    } catch (...) {
+      if (place) {
+        made->~T();
+      } else {
+        delete made;
+      }
+      throw;
+    }
+    return *made;
   }
   template <class T>
   T* find_state(const void* owner) {
-    for (auto& [o, p] : states_) {
-      if (o == owner) return static_cast<T*>(p.get());
+    for (const OwnedState& s : states_) {
+      if (s.owner == owner) return static_cast<T*>(s.state);
     }
     return nullptr;
   }
 
+  // Bytes of state storage inside the context: room for every built-in stage's state together
+  // (about 500 bytes on x86-64 with libstdc++); a state that does not fit is allocated.
+  static constexpr std::size_t kInlineStateBytes = 1024;
+  std::size_t inline_state_bytes_used() const { return inline_used_; }
+  std::size_t heap_state_count() const {
+    std::size_t n = 0;
+    for (const OwnedState& s : states_) n += s.inline_storage ? 0 : 1;
+    return n;
+  }
+
  private:
-  std::vector<std::pair<const void*, std::unique_ptr<StageState>>> states_;
+  struct OwnedState {
+    const void* owner;
+    StageState* state;
+    bool inline_storage;  // built in inline_states_ (destroyed, not deleted)
+  };
+
+  void* take_inline_storage(std::size_t size, std::size_t align) {
+    const std::size_t start = (inline_used_ + align - 1) / align * align;
+    if (align > alignof(std::max_align_t) || start + size > kInlineStateBytes) return nullptr;
+    inline_used_ = start + size;
+    return inline_states_ + start;
+  }
+
+  boost::container::small_vector<OwnedState, 6> states_;
+  std::size_t inline_used_ = 0;
+  alignas(std::max_align_t) std::byte inline_states_[kInlineStateBytes];
 };
 
 }  // namespace llmgw
