@@ -26,7 +26,8 @@ class AccessLogWriter {
   AccessLogWriter(const AccessLogWriter&) = delete;
   AccessLogWriter& operator=(const AccessLogWriter&) = delete;
 
-  void write(std::string_view line);  // `line` without the trailing newline
+  // One line: `line` holds no newline (the access log's JSON escapes them); the writer adds one.
+  void write(std::string_view line);
   void reopen();
   bool ok() const { return file_ != nullptr; }
   // Lines lost (queue full, or a failed write) are counted here as well as in dropped().
