@@ -621,7 +621,8 @@ void append_encoded(std::string& out, std::string_view value) {
   const char* const end = begin + value.size();
   const char* p = begin;
   for (;;) {
-    // The run of bytes that need no escaping is appended whole (16 bytes tested at a time).
+    // The run of bytes that need no escaping is appended whole (16 bytes tested at a time; the
+    // byte loop finishes the tail, and stops at once on a byte the block test found).
     const char* run_end = p;
 #if defined(__SSE2__)
     while (end - run_end >= 16) {
@@ -634,18 +635,16 @@ void append_encoded(std::string& out, std::string_view value) {
       }
       run_end += 16;
     }
-    if (end - run_end < 16)
 #endif
-      while (run_end < end) {
-        const auto c = static_cast<unsigned char>(*run_end);
-        if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
-        ++run_end;
-      }
+    while (run_end < end) {
+      const auto c = static_cast<unsigned char>(*run_end);
+      if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
+      ++run_end;
+    }
     out.append(p, run_end);
     p = run_end;
     if (p == end) break;
-    const char ch = *p;
-    const auto c = static_cast<unsigned char>(ch);
+    const auto c = static_cast<unsigned char>(*p);
     if (c >= 0x80) {
       // Bytes that are not UTF-8 (a Latin-1 header, a cut character) cannot appear in a JSON
       // string: each becomes U+FFFD, so the document stays valid.
