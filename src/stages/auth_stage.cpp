@@ -44,7 +44,6 @@ void AuthStage::sha256(std::string_view data, config::Sha256& out) const {
       EVP_DigestFinal_ex(ctx.get(), out.data(), &len) != 1 || len != out.size()) {
     // Out of memory inside OpenSSL: the one-shot call, whose failure leaves a digest that
     // matches no key (zeros are not a key's digest unless SHA-256 is broken).
-    out.fill(0);
     if (EVP_Digest(data.data(), data.size(), out.data(), &len, md, nullptr) != 1) out.fill(0);
   }
 }
