@@ -43,13 +43,7 @@ std::int64_t SlidingWindow::wait_ms(std::int64_t now_ms, std::int64_t limit,
 }
 
 std::int64_t SlidingWindow::reset_ms(std::int64_t now_ms) const {
-  const std::int64_t now_sec = now_ms / 1000;
-  std::int64_t newest = -1;
-  for (const auto& b : buckets_) {
-    if (b.sec > now_sec - kWindowBuckets && b.sec <= now_sec && b.value != 0)
-      newest = std::max(newest, b.sec);
-  }
-  return newest < 0 ? 0 : (newest + kWindowBuckets) * 1000 - now_ms;
+  return state(now_ms, 0).reset_ms;
 }
 
 LimitState SlidingWindow::state(std::int64_t now_ms, std::int64_t limit) const {

@@ -84,8 +84,8 @@ TEST(SlidingWindow, SumCountsTheCurrentSecondAndTheSixtyBefore) {
   EXPECT_EQ(w.sum(1121), 0);
 }
 
-// state() is sum() and reset_ms() in one pass: the same numbers at every second of a window's
-// life, corrections (negative values) and buckets in the future included.
+// state() is sum() and the reset time in one pass: the right numbers at every second of a
+// window's life, corrections (negative values) and buckets in the future included.
 TEST(SlidingWindow, StateAgreesWithSumAndResetMs) {
   SlidingWindow w;
   w.add(1000, 3);
@@ -100,6 +100,13 @@ TEST(SlidingWindow, StateAgreesWithSumAndResetMs) {
       EXPECT_EQ(st.limit, limit);
       EXPECT_EQ(st.remaining, std::max<std::int64_t>(0, limit - w.sum(now_ms / 1000))) << now_ms;
       EXPECT_EQ(st.reset_ms, w.reset_ms(now_ms)) << now_ms;
+      // reset_ms() is read from state(): both against the definition — the newest non-zero
+      // bucket of the window (here 1000, 1030, 1045 and 1060) leaves it 61 seconds after it began.
+      std::int64_t newest = -1;
+      for (std::int64_t sec : {1000, 1030, 1045, 1060}) {
+        if (sec > now_ms / 1000 - 61 && sec <= now_ms / 1000) newest = sec;
+      }
+      EXPECT_EQ(st.reset_ms, newest < 0 ? 0 : (newest + 61) * 1000 - now_ms) << now_ms;
     }
   }
 }
