@@ -542,7 +542,6 @@ export function tcpConnectRefused(port, host = '127.0.0.1', timeoutMs = 3000) {
   });
 }
 
-/** A TCP port that nothing listens on (bound, then released). */
 /**
  * A loopback port nothing listens on. Taken below the kernel's ephemeral range: a port the kernel
  * handed out (listen(0)) and this function released could be handed to the next listen(0) of a
