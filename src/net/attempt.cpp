@@ -25,19 +25,21 @@ namespace {
 constexpr auto kDownstreamWriteStall = std::chrono::seconds(60);
 constexpr std::size_t kResponseHeaderLimit = 64 * 1024;
 constexpr std::size_t kRelayBufferBytes = 16 * 1024;
+// A TLS record carries at most 16 KiB of plaintext (RFC 8446 §5.1).
+constexpr std::size_t kOneTlsRecord = 16 * 1024;
 constexpr auto kGuardTick = std::chrono::seconds(10);
 
-// Strips hop-by-hop fields from a response header (is_hop_by_hop, shared with translate()), but
+// Strips hop-by-hop fields from a response header (HopByHopRule, shared with translate()), but
 // Transfer-Encoding and Content-Length stay: the serializer frames the body from them.
 void strip_hop_by_hop(http::fields& h) {
   // Names are collected first (erasing while iterating would invalidate the iteration); a
   // response rarely has any, so the list is inline.
   boost::container::small_vector<std::string_view, 8> drop;
+  const HopByHopRule hop_by_hop(h);
   for (const auto& f : h) {
-    const std::string_view name = f.name_string();
-    if (beast::iequals(name, "transfer-encoding") || beast::iequals(name, "content-length"))
+    if (f.name() == http::field::transfer_encoding || f.name() == http::field::content_length)
       continue;
-    if (is_hop_by_hop(name, h)) drop.push_back(name);
+    if (hop_by_hop(f)) drop.push_back(f.name_string());
   }
   if (drop.empty()) return;
   // Copied before any erase: the views point into the fields being erased.
@@ -72,16 +74,6 @@ void render_head(const http::response_header<>& res, std::string& out) {
   out += reason.empty() ? std::string_view(http::obsolete_reason(res.result())) : reason;
   out += kCrLf;
   append_fields(res, out);
-}
-
-// The request head as Beast's serializer writes it.
-void render_request_head(const http::request_header<>& req, std::string& out) {
-  out.clear();
-  out += req.method_string();
-  out += ' ';
-  out += req.target();
-  out += req.version() == 10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n";
-  append_fields(req, out);
 }
 
 // "<size in hex>\r\n", the line that opens a chunk.
@@ -254,31 +246,36 @@ bool Attempt<Stream, Down>::fail(Outcome outcome, GatewayError error, std::strin
 
 template <class Stream, class Down>
 bool Attempt<Stream, Down>::idempotent() const {
-  return req_.method() == http::verb::get || req_.method() == http::verb::delete_;
+  return request_.method == http::verb::get || request_.method == http::verb::delete_;
 }
 
 template <class Stream, class Down>
 asio::awaitable<bool> Attempt<Stream, Down>::send() {
   boost::system::error_code wec0;
+  render_upstream_head(request_, body_.size(), head_);
+  gather_.clear();
   if constexpr (std::is_same_v<Stream, UpstreamTcpStream>) {
-    if (!req_.chunked()) {
-      // Head and body in one sendmsg, tried at once: a request that fits the socket buffer (all
-      // but the largest) costs one system call and no trip through the reactor.
-      render_request_head(req_, head_);
-      gather_.clear();
-      gather_.emplace_back(head_.data(), head_.size());
-      if (req_.body().size != 0) gather_.emplace_back(req_.body().data, req_.body().size);
-      const std::size_t total = head_.size() + req_.body().size;
-      const std::size_t sent = send_now(up_.socket().native_handle(), gather_, wec0);
-      if (!wec0 && sent < total) {
-        auto [ec, n] =
-            co_await asio::async_write(up_, consume_front(gather_, sent), nothrow_awaitable);
-        wec0 = ec;
-      }
+    // Head and body in one sendmsg, tried at once: a request that fits the socket buffer (all
+    // but the largest) costs one system call and no trip through the reactor.
+    gather_.emplace_back(head_.data(), head_.size());
+    if (!body_.empty()) gather_.emplace_back(body_.data(), body_.size());
+    const std::size_t total = head_.size() + body_.size();
+    const std::size_t sent = send_now(up_.socket().native_handle(), gather_, wec0);
+    if (!wec0 && sent < total) {
+      auto [ec, n] =
+          co_await asio::async_write(up_, consume_front(gather_, sent), nothrow_awaitable);
+      wec0 = ec;
     }
-  }
-  if (!std::is_same_v<Stream, UpstreamTcpStream> || req_.chunked()) {
-    auto [ec, n] = co_await http::async_write(up_, req_, nothrow_awaitable);
+  } else {
+    // TLS writes one record per buffer: a body that fits one record goes with the head.
+    if (body_.size() <= kOneTlsRecord) {
+      head_.append(body_);
+      gather_.emplace_back(head_.data(), head_.size());
+    } else {
+      gather_.emplace_back(head_.data(), head_.size());
+      gather_.emplace_back(body_.data(), body_.size());
+    }
+    auto [ec, n] = co_await asio::async_write(up_, gather_, nothrow_awaitable);
     wec0 = ec;
   }
   const auto wec = upstream_error(wec0);

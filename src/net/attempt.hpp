@@ -121,14 +121,16 @@ struct ExchangeResult {
 template <class Stream, class Down>
 class Attempt {
  public:
-  Attempt(Stream& up, UpstreamConnection& conn, bool reused, http::request<http::buffer_body>& req,
-          const Pipeline& pipeline, RequestContext& ctx, Down& down, const DownstreamReply& reply,
-          ExchangeGuard& guard)
+  // `request` and `body` (the client's, or translation's rewrite) outlive the attempt.
+  Attempt(Stream& up, UpstreamConnection& conn, bool reused, const UpstreamRequest& request,
+          std::string_view body, const Pipeline& pipeline, RequestContext& ctx, Down& down,
+          const DownstreamReply& reply, ExchangeGuard& guard)
       : up_(up),
         reading_(beast::get_lowest_layer(up)),
         conn_(conn),
         reused_(reused),
-        req_(req),
+        request_(request),
+        body_(body),
         pipeline_(pipeline),
         ctx_(ctx),
         down_(down),
@@ -163,7 +165,8 @@ class Attempt {
   UpstreamTcpStream::Reading reading_;
   UpstreamConnection& conn_;
   const bool reused_;
-  http::request<http::buffer_body>& req_;
+  const UpstreamRequest& request_;
+  const std::string_view body_;
   const Pipeline& pipeline_;
   RequestContext& ctx_;
   Down& down_;

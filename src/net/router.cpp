@@ -11,38 +11,24 @@ namespace llmgw::net {
 
 namespace {
 
-// The upstream message views the body (inbound or rewritten by translation): nothing is copied.
-void build_request(const config::Upstream& up, UpstreamRequest& ureq, std::string_view body,
-                   http::request<http::buffer_body>& req) {
-  static_cast<http::fields&>(req) = std::move(ureq.headers);
-  req.method(ureq.method);
-  if (up.proxy && !up.base.tls) {
-    // A plain-http upstream through the egress proxy: absolute-form, and the proxy's credential.
-    req.target("http://" + up.base.host_header + ureq.target);
-    if (!up.proxy->authorization.empty())
-      req.set(http::field::proxy_authorization, up.proxy->authorization);
-  } else {
-    req.target(ureq.target);
-  }
-  req.version(11);
-  req.keep_alive(true);
-  if (!body.empty() || ureq.method == http::verb::post || ureq.method == http::verb::put ||
-      ureq.method == http::verb::patch)
-    req.content_length(body.size());
-  req.body().data = const_cast<char*>(body.data());  // only read by the serializer
-  req.body().size = body.size();
-  req.body().more = false;
+// A plain-http upstream through the egress proxy gets the absolute form and the proxy's
+// credential (which views the configuration, like the other gateway-set fields).
+void address_through_proxy(const config::Upstream& up, UpstreamRequest& ureq) {
+  if (!up.proxy || up.base.tls) return;
+  ureq.target.insert(0, "http://" + up.base.host_header);
+  if (!up.proxy->authorization.empty())
+    ureq.headers.push_back({"Proxy-Authorization", up.proxy->authorization});
 }
 
 // Send, read the head, let the plan decide, and (if it commits) commit and relay.
 template <class Stream, class Down>
 asio::awaitable<ExchangeResult> run_attempt(Stream& up, UpstreamConnection& conn, bool reused,
-                                            http::request<http::buffer_body>& req,
+                                            const UpstreamRequest& req, std::string_view body,
                                             AttemptPlan& plan, const Pipeline& pipeline,
                                             RequestContext& ctx, Down& down,
                                             const DownstreamReply& reply, ExchangeGuard& guard,
                                             AttemptRecord& record, Next& next) {
-  Attempt<Stream, Down> attempt(up, conn, reused, req, pipeline, ctx, down, reply, guard);
+  Attempt<Stream, Down> attempt(up, conn, reused, req, body, pipeline, ctx, down, reply, guard);
   // (No co_await inside an if condition: g++ 12 miscompiled `if (!co_await attempt.send())`
   // into a trap (SIGILL), so results are always taken into a variable first.)
   bool ok = co_await attempt.send();
@@ -159,8 +145,8 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
     AttemptRecord& record = ctx.attempts.emplace_back();
     record.upstream = target.upstream;
     UpstreamRequest ureq = translate_for_target(ctx, upcfg, target, token ? *token : "");
-    http::request<http::buffer_body> req;  // views ureq's body (or the client's): both outlive it
-    build_request(upcfg, ureq, ureq.body ? std::string_view(*ureq.body) : ctx.body, req);
+    address_through_proxy(upcfg, ureq);
+    const std::string_view body = ureq.body ? std::string_view(*ureq.body) : ctx.body;
     set_deadline(guard, started + upcfg.timeout);
 
     // connect (or a pooled connection)
@@ -198,13 +184,13 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
     if (guard->upstream_timed_out) conn->lowest().close();  // the deadline passed while connecting
     Next next = Next::give_up;
     if (conn->tls_in_tls) {
-      result = co_await run_attempt(*conn->tls_in_tls, *conn, record.reused_connection, req, plan,
-                                    pipeline, ctx, down, reply, *guard, record, next);
+      result = co_await run_attempt(*conn->tls_in_tls, *conn, record.reused_connection, ureq, body,
+                                    plan, pipeline, ctx, down, reply, *guard, record, next);
     } else if (conn->tls) {
-      result = co_await run_attempt(*conn->tls, *conn, record.reused_connection, req, plan,
+      result = co_await run_attempt(*conn->tls, *conn, record.reused_connection, ureq, body, plan,
                                     pipeline, ctx, down, reply, *guard, record, next);
     } else {
-      result = co_await run_attempt(*conn->plain, *conn, record.reused_connection, req, plan,
+      result = co_await run_attempt(*conn->plain, *conn, record.reused_connection, ureq, body, plan,
                                     pipeline, ctx, down, reply, *guard, record, next);
     }
     guard->upstream = nullptr;

@@ -6,6 +6,7 @@
 #include <array>
 #include <boost/beast/core/string.hpp>
 #include <cctype>
+#include <charconv>
 
 namespace llmgw {
 using boost::beast::iequals;
@@ -31,19 +32,28 @@ bool list_names(std::string_view list, std::string_view field) {
 }
 
 // Fields the gateway itself owns on the upstream leg: credentials, framing and ids are set anew.
-bool replaced_by_gateway(std::string_view name) {
-  static constexpr std::array<std::string_view, 8> kFields{
-      "host",         "content-length", "authorization",          "api-key",
-      "x-request-id", "expect",         "x-ms-client-request-id", "accept-encoding"};
-  for (auto f : kFields) {
-    if (iequals(name, f)) return true;
+// (Beast knows the standard names by number; the others are compared by name, and only when the
+// lengths match.)
+bool replaced_by_gateway(const http::fields::value_type& field) {
+  switch (field.name()) {
+    case http::field::host:
+    case http::field::content_length:
+    case http::field::authorization:
+    case http::field::expect:
+    case http::field::accept_encoding: return true;
+    default: break;
   }
-  return false;
+  const std::string_view name = field.name_string();
+  return iequals(name, "api-key") || iequals(name, "x-request-id") ||
+         iequals(name, "x-ms-client-request-id");
 }
 
-// Query string with every api-version parameter removed and `api_version` appended (if any).
-std::string rewrite_query(std::string_view query, const std::optional<std::string>& api_version) {
-  std::string out;
+// Appends the query to `out` ('?' first, when anything is appended) with every api-version
+// parameter removed and `api_version` appended (if any).
+void append_rewritten_query(std::string& out, std::string_view query,
+                            const std::optional<std::string>& api_version) {
+  const std::size_t start = out.size();
+  const auto separator = [&] { out += out.size() == start ? '?' : '&'; };
   std::size_t pos = 0;
   while (pos <= query.size() && !query.empty()) {
     std::size_t amp = query.find('&', pos);
@@ -52,27 +62,19 @@ std::string rewrite_query(std::string_view query, const std::optional<std::strin
     std::string_view key = param.substr(0, param.find('='));
     // The gateway owns api-version: a client's copy in any case or encoding must not survive
     // beside it (an upstream might read the first one).
-    const auto decoded = percent_decode(key);
+    const auto decoded = key.find('%') == std::string_view::npos ? std::optional<std::string>()
+                                                                 : percent_decode(key);
     if (!param.empty() && !iequals(decoded ? std::string_view(*decoded) : key, "api-version")) {
-      if (!out.empty()) out += '&';
+      separator();
       out += param;
     }
     pos = amp + 1;
   }
   if (api_version) {
-    if (!out.empty()) out += '&';
+    separator();
     out += "api-version=";
     out += *api_version;
   }
-  return out;
-}
-
-std::string join_target(std::string path, const std::string& query) {
-  if (!query.empty()) {
-    path += '?';
-    path += query;
-  }
-  return path;
 }
 
 // Body changes are splices at byte offsets found by the scanner: the rest of the body is copied
@@ -159,11 +161,27 @@ bool is_hop_by_hop(std::string_view name) {
   return false;
 }
 
-bool is_hop_by_hop(std::string_view name, const http::fields& message) {
-  if (is_hop_by_hop(name)) return true;
-  // Several Connection lines form one list (RFC 9110 §5.3).
-  for (auto [it, end] = message.equal_range(http::field::connection); it != end; ++it) {
-    if (list_names(it->value(), name)) return true;
+HopByHopRule::HopByHopRule(const http::fields& message) {
+  for (auto [it, end] = message.equal_range(http::field::connection); it != end; ++it)
+    connection_lists_.push_back(it->value());
+}
+
+bool HopByHopRule::operator()(const http::fields::value_type& field) const {
+  switch (field.name()) {  // is_hop_by_hop's names, which Beast knows by number
+    case http::field::connection:
+    case http::field::keep_alive:
+    case http::field::proxy_connection:
+    case http::field::te:
+    case http::field::trailer:
+    case http::field::upgrade:
+    case http::field::transfer_encoding:
+    case http::field::proxy_authorization:
+    case http::field::proxy_authenticate: return true;
+    default: break;
+  }
+  const std::string_view name = field.name_string();
+  for (const std::string_view list : connection_lists_) {
+    if (list_names(list, name)) return true;
   }
   return false;
 }
@@ -185,9 +203,48 @@ bool upstream_accepts_stream_options(const config::Upstream& up, Endpoint endpoi
   return v->size() >= 10 && v->compare(0, 10, "2024-09-01") >= 0;
 }
 
+std::optional<std::string> UpstreamRequest::value_of(std::string_view name) const {
+  for (const auto& f : headers) {
+    if (iequals(f.name, name)) return std::string(f.value_prefix) + std::string(f.value);
+  }
+  return std::nullopt;
+}
+
+std::size_t UpstreamRequest::count(std::string_view name) const {
+  std::size_t n = 0;
+  for (const auto& f : headers) n += iequals(f.name, name) ? 1 : 0;
+  return n;
+}
+
+void render_upstream_head(const UpstreamRequest& request, std::size_t body_size, std::string& out) {
+  constexpr std::string_view kCrLf = "\r\n";
+  out.clear();
+  out += http::to_string(request.method);
+  out += ' ';
+  out += request.target;
+  out += " HTTP/1.1\r\n";
+  for (const auto& f : request.headers) {
+    out += f.name;
+    out += ": ";
+    out += f.value_prefix;
+    out += f.value;
+    out += kCrLf;
+  }
+  const http::verb m = request.method;
+  if (body_size != 0 || m == http::verb::post || m == http::verb::put || m == http::verb::patch) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, body_size).ptr;
+    out += "Content-Length: ";
+    out.append(digits, end);
+    out += kCrLf;
+  }
+  out += kCrLf;
+}
+
 UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up, const Target& route,
                           std::string_view request_id) {
   const PathFacts& path = *in.path;
+  const http::fields& inbound = *in.headers;
   UpstreamRequest out;
   out.method = in.method;
   const bool azure = up.provider == Provider::azure;
@@ -195,51 +252,57 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up, 
   // Headers: end-to-end fields pass; credentials, framing, ids and hop-by-hop fields do not.
   // A Connection header may name further hop-by-hop fields.
   // Several Connection lines form one list (RFC 9110 §5.3).
-  for (const auto& f : *in.headers) {
+  const HopByHopRule hop_by_hop(inbound);
+  for (const auto& f : inbound) {
+    if (hop_by_hop(f) || replaced_by_gateway(f)) continue;
     const std::string_view name = f.name_string();
-    if (is_hop_by_hop(name, *in.headers) || replaced_by_gateway(name)) continue;
     if (azure && (iequals(name, "openai-organization") || iequals(name, "openai-project")))
       continue;
-    out.headers.insert(f.name(), name, f.value());
+    out.headers.push_back({name, f.value()});
   }
-  out.headers.set(http::field::host, up.base.host_header);
-  out.headers.set("x-request-id", request_id);
+  out.headers.push_back({"Host", up.base.host_header});
+  out.headers.push_back({"x-request-id", request_id});
   if (up.entra) {
     // Entra ID: the token the router got for this upstream, never an api-key (and never the
     // client's credential). Without one the router does not send the request at all.
-    out.headers.set(http::field::authorization, "Bearer " + std::string(in.upstream_token));
+    out.headers.push_back({"Authorization", in.upstream_token, "Bearer "});
   } else if (up.api_key) {
     if (azure) {
-      out.headers.set("api-key", *up.api_key);
+      out.headers.push_back({"api-key", *up.api_key});
     } else {
-      out.headers.set(http::field::authorization, "Bearer " + *up.api_key);
+      out.headers.push_back({"Authorization", *up.api_key, "Bearer "});
     }
   } else {
     // No key of its own: the client's credential goes through (pass-through mode).
-    if (auto a = in.headers->find(http::field::authorization); a != in.headers->end())
-      out.headers.set(http::field::authorization, a->value());
+    if (auto a = inbound.find(http::field::authorization); a != inbound.end())
+      out.headers.push_back({"Authorization", a->value()});
     if (azure) {
-      if (auto k = in.headers->find("api-key"); k != in.headers->end())
-        out.headers.set("api-key", k->value());
+      if (auto k = inbound.find("api-key"); k != inbound.end())
+        out.headers.push_back({"api-key", k->value()});
     }
   }
-  if (azure) out.headers.set("x-ms-client-request-id", request_id);
+  if (azure) out.headers.push_back({"x-ms-client-request-id", request_id});
 
   const std::string& prefix = up.base.path_prefix;
+  std::string& target = out.target;
   BodyEdits edits;
   if (in.add_stream_usage) set_include_usage(in, edits);
   if (!azure) {
     // OpenAI keeps its paths; the inbound /v1 prefix is optional, the upstream's is not.
-    std::string target = prefix;
+    target.reserve(prefix.size() + 5 + path.op_path.size() + path.query.size());
+    target = prefix;
     if (!prefix.ends_with("/v1")) target += "/v1";
     target += '/';
     target += path.op_path;
     if (path.format == InboundFormat::openai) {
-      out.target = join_target(std::move(target), std::string(path.query));
+      if (!path.query.empty()) {
+        target += '?';
+        target += path.query;
+      }
     } else {
       // Azure-shaped inbound request: api-version means nothing to OpenAI, and the deployment
       // named in the path becomes the body's model.
-      out.target = join_target(std::move(target), rewrite_query(path.query, std::nullopt));
+      append_rewritten_query(target, path.query, std::nullopt);
       if (path.path_model) set_model(in, *path.path_model, edits);
     }
     out.body = edits.apply(in.body);
@@ -247,8 +310,6 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up, 
   }
 
   const std::optional<std::string> version = api_version_for(up, path.endpoint);
-  const std::string query = rewrite_query(path.query, version);
-  std::string target = prefix;
   // Azure names deployments where OpenAI names models: in v1-style bodies, and in the bodies of
   // resource-level calls that name one (responses, assistants). Fine-tuning's model is a base
   // model, not a deployment, and stays as sent.
@@ -256,6 +317,11 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up, 
       !route.deployment.empty() && path.endpoint != Endpoint::fine_tuning &&
       (path.deployment_scoped ? up.api_style == ApiStyle::v1 : in.body_facts->model.has_value());
   if (body_names_deployment) set_model(in, route.deployment, edits);
+  // One allocation for the whole target in the common case (a deployment's name rarely needs
+  // escaping, and then only a few bytes).
+  target.reserve(prefix.size() + 21 + route.deployment.size() + 1 + path.op_path.size() +
+                 path.query.size() + 2 + (version ? 12 + version->size() : 0));
+  target = prefix;
   if (up.api_style == ApiStyle::v1) {
     target += "/openai/v1/";
     target += path.op_path;
@@ -268,8 +334,8 @@ UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up, 
     target += "/openai/";
     target += path.op_path;
   }
+  append_rewritten_query(target, path.query, version);
   out.body = edits.apply(in.body);
-  out.target = join_target(std::move(target), query);
   return out;
 }
 

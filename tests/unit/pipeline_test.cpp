@@ -360,8 +360,8 @@ TEST_F(PipelineTest, ValidChatRequestProceedsWithTranslatedTarget) {
   EXPECT_EQ(upstream_request.method, verb::post);
   EXPECT_EQ(upstream_request.target,
             "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21");
-  EXPECT_EQ(upstream_request.headers["api-key"], "K");
-  EXPECT_EQ(upstream_request.headers["x-request-id"], "rid-1");
+  EXPECT_EQ(upstream_request.value_of("api-key").value_or(""), "K");
+  EXPECT_EQ(upstream_request.value_of("x-request-id").value_or(""), "rid-1");
 }
 
 TEST_F(PipelineTest, OpenAIRoutedRequestProceeds) {
@@ -370,7 +370,7 @@ TEST_F(PipelineTest, OpenAIRoutedRequestProceeds) {
             Verdict::proceed);
   const UpstreamRequest upstream_request = test::first_attempt_request(ctx());
   EXPECT_EQ(upstream_request.target, "/v1/images/generations");
-  EXPECT_EQ(upstream_request.headers[http::field::authorization], "Bearer K2");
+  EXPECT_EQ(upstream_request.value_of("authorization").value_or(""), "Bearer K2");
 }
 
 TEST_F(PipelineTest, AzureDeploymentPathNamesTheModel) {

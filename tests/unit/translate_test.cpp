@@ -3,6 +3,7 @@
 // inbound requests, api-version selection and header handling.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -102,9 +103,22 @@ Request post_multipart(std::string target, std::string_view model) {
   return r;
 }
 
+// translate()'s fields view the inbound request and the upstream's configuration (in the
+// gateway, the request context and the configuration snapshot outlive every attempt): a test
+// keeps its copies of both beside the result.
+struct Translated : UpstreamRequest {
+  std::shared_ptr<const Request> request;
+  std::shared_ptr<const Upstream> upstream;
+};
+
 // Runs parse + route + translate the way the pipeline does: the model comes from the Azure path
 // or the body, and an Azure upstream turns it into a deployment.
-UpstreamRequest run(const Request& req, const Upstream& up) {
+Translated run(const Request& request, const Upstream& upstream) {
+  Translated out;
+  out.request = std::make_shared<const Request>(request);
+  out.upstream = std::make_shared<const Upstream>(upstream);
+  const Request& req = *out.request;
+  const Upstream& up = *out.upstream;
   const PathFacts path = classify_path(req.method, req.target);
   std::string_view content_type;
   if (auto it = req.headers.find(http::field::content_type); it != req.headers.end())
@@ -121,12 +135,12 @@ UpstreamRequest run(const Request& req, const Upstream& up) {
   in.body = req.body;
   in.path = &path;
   in.body_facts = &facts;
-  return translate(in, up, route, kRequestId);
+  static_cast<UpstreamRequest&>(out) = translate(in, up, route, kRequestId);
+  return out;
 }
 
 std::string header(const UpstreamRequest& out, std::string_view name) {
-  auto it = out.headers.find(name);
-  return it == out.headers.end() ? "<absent>" : std::string(it->value());
+  return out.value_of(name).value_or("<absent>");
 }
 
 bool json_valid_object(std::string_view text) {
@@ -135,7 +149,7 @@ bool json_valid_object(std::string_view text) {
 }
 
 std::size_t header_count(const UpstreamRequest& out, std::string_view name) {
-  return out.headers.count(name);
+  return out.count(name);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,27 +183,27 @@ class DeploymentScopedRow : public ::testing::TestWithParam<DeploymentOp> {};
 
 TEST_P(DeploymentScopedRow, DeploymentsStyleTargetsTheDeploymentWithApiVersion) {
   const DeploymentOp& op = GetParam();
-  UpstreamRequest out = run(op_request(op, "gpt-4o"), azure("deployments"));
+  Translated out = run(op_request(op, "gpt-4o"), azure("deployments"));
   EXPECT_EQ(out.method, verb::post);
   EXPECT_EQ(out.target,
             "/openai/deployments/prod-4o/" + std::string(op.op) + "?api-version=2024-10-21");
 }
 
 TEST_P(DeploymentScopedRow, DeploymentsStyleLeavesTheBodyUnchanged) {
-  UpstreamRequest out = run(op_request(GetParam(), "gpt-4o"), azure("deployments"));
+  Translated out = run(op_request(GetParam(), "gpt-4o"), azure("deployments"));
   EXPECT_FALSE(out.body) << *out.body;
 }
 
 TEST_P(DeploymentScopedRow, DeploymentsStyleUnmappedModelIsTheDeployment) {
   const DeploymentOp& op = GetParam();
-  UpstreamRequest out = run(op_request(op, "gpt-4o-mini"), azure("deployments"));
+  Translated out = run(op_request(op, "gpt-4o-mini"), azure("deployments"));
   EXPECT_EQ(out.target,
             "/openai/deployments/gpt-4o-mini/" + std::string(op.op) + "?api-version=2024-10-21");
 }
 
 TEST_P(DeploymentScopedRow, DeploymentsStyleKeepsThePathPrefix) {
   const DeploymentOp& op = GetParam();
-  UpstreamRequest out = run(op_request(op, "gpt-4o"), azure("deployments", "", kApimBase));
+  Translated out = run(op_request(op, "gpt-4o"), azure("deployments", "", kApimBase));
   EXPECT_EQ(out.target,
             "/aoai/openai/deployments/prod-4o/" + std::string(op.op) + "?api-version=2024-10-21");
   EXPECT_EQ(header(out, "host"), "apim.example.com");
@@ -197,28 +211,28 @@ TEST_P(DeploymentScopedRow, DeploymentsStyleKeepsThePathPrefix) {
 
 TEST_P(DeploymentScopedRow, V1StyleTargetsOpenaiV1WithoutApiVersion) {
   const DeploymentOp& op = GetParam();
-  UpstreamRequest out = run(op_request(op, "gpt-4o"), azure("v1"));
+  Translated out = run(op_request(op, "gpt-4o"), azure("v1"));
   EXPECT_EQ(out.method, verb::post);
   EXPECT_EQ(out.target, "/openai/v1/" + std::string(op.op));
 }
 
 TEST_P(DeploymentScopedRow, V1StyleReplacesTheModelWithTheDeployment) {
   const DeploymentOp& op = GetParam();
-  UpstreamRequest out = run(op_request(op, "gpt-4o"), azure("v1"));
+  Translated out = run(op_request(op, "gpt-4o"), azure("v1"));
   ASSERT_TRUE(out.body);
   EXPECT_EQ(*out.body, op_request(op, "prod-4o").body);
 }
 
 TEST_P(DeploymentScopedRow, V1StyleUnmappedModelLeavesTheBodyUnchanged) {
   const DeploymentOp& op = GetParam();
-  UpstreamRequest out = run(op_request(op, "gpt-4o-mini"), azure("v1"));
+  Translated out = run(op_request(op, "gpt-4o-mini"), azure("v1"));
   EXPECT_EQ(out.target, "/openai/v1/" + std::string(op.op));
   EXPECT_FALSE(out.body) << *out.body;
 }
 
 TEST_P(DeploymentScopedRow, V1StyleKeepsThePathPrefix) {
   const DeploymentOp& op = GetParam();
-  UpstreamRequest out = run(op_request(op, "gpt-4o"), azure("v1", "", kApimBase));
+  Translated out = run(op_request(op, "gpt-4o"), azure("v1", "", kApimBase));
   EXPECT_EQ(out.target, "/aoai/openai/v1/" + std::string(op.op));
 }
 
@@ -271,7 +285,7 @@ class ResourceRow : public ::testing::TestWithParam<ResourceOp> {};
 
 TEST_P(ResourceRow, DeploymentsStyleTargetsOpenaiPathWithApiVersion) {
   const ResourceOp& op = GetParam();
-  UpstreamRequest out = run(resource_request(op), azure("deployments"));
+  Translated out = run(resource_request(op), azure("deployments"));
   EXPECT_EQ(out.method, op.method);
   EXPECT_EQ(out.target, "/openai/" + std::string(op.inbound) + "?api-version=2024-10-21");
   EXPECT_FALSE(out.body);
@@ -279,13 +293,13 @@ TEST_P(ResourceRow, DeploymentsStyleTargetsOpenaiPathWithApiVersion) {
 
 TEST_P(ResourceRow, DeploymentsStyleWithPathPrefix) {
   const ResourceOp& op = GetParam();
-  UpstreamRequest out = run(resource_request(op), azure("deployments", "", kApimBase));
+  Translated out = run(resource_request(op), azure("deployments", "", kApimBase));
   EXPECT_EQ(out.target, "/aoai/openai/" + std::string(op.inbound) + "?api-version=2024-10-21");
 }
 
 TEST_P(ResourceRow, V1StyleTargetsOpenaiV1Path) {
   const ResourceOp& op = GetParam();
-  UpstreamRequest out = run(resource_request(op), azure("v1"));
+  Translated out = run(resource_request(op), azure("v1"));
   EXPECT_EQ(out.method, op.method);
   EXPECT_EQ(out.target, "/openai/v1/" + std::string(op.inbound));
   EXPECT_FALSE(out.body);
@@ -302,7 +316,7 @@ constexpr std::string_view kResponsesBody = R"({"model":"gpt-4o","input":"hi"})"
 constexpr std::string_view kResponsesBodyDeployed = R"({"model":"prod-4o","input":"hi"})";
 
 TEST(TranslateResponses, DeploymentsStyleUsesPreviewApiVersionAndReplacesModel) {
-  UpstreamRequest out =
+  Translated out =
       run(post_json("/v1/responses", std::string(kResponsesBody)), azure("deployments"));
   EXPECT_EQ(out.target, "/openai/responses?api-version=2025-04-01-preview");
   ASSERT_TRUE(out.body);
@@ -310,41 +324,41 @@ TEST(TranslateResponses, DeploymentsStyleUsesPreviewApiVersionAndReplacesModel) 
 }
 
 TEST(TranslateResponses, DeploymentsStyleIgnoresTheGeneralApiVersion) {
-  UpstreamRequest out = run(post_json("/v1/responses", std::string(kResponsesBody)),
-                            azure("deployments", "    api_version: \"2024-06-01\"\n"));
+  Translated out = run(post_json("/v1/responses", std::string(kResponsesBody)),
+                       azure("deployments", "    api_version: \"2024-06-01\"\n"));
   EXPECT_EQ(out.target, "/openai/responses?api-version=2025-04-01-preview");
 }
 
 TEST(TranslateResponses, ApiVersionsResponsesOverrides) {
-  UpstreamRequest out =
+  Translated out =
       run(post_json("/v1/responses", std::string(kResponsesBody)),
           azure("deployments", "    api_versions:\n      responses: \"2025-05-01-preview\"\n"));
   EXPECT_EQ(out.target, "/openai/responses?api-version=2025-05-01-preview");
 }
 
 TEST(TranslateResponses, DeploymentsStyleGetByIdHasNoBody) {
-  UpstreamRequest out = run(get("/v1/responses/resp_1"), azure("deployments"));
+  Translated out = run(get("/v1/responses/resp_1"), azure("deployments"));
   EXPECT_EQ(out.method, verb::get);
   EXPECT_EQ(out.target, "/openai/responses/resp_1?api-version=2025-04-01-preview");
   EXPECT_FALSE(out.body);
 }
 
 TEST(TranslateResponses, DeploymentsStyleUnmappedModelLeavesBody) {
-  UpstreamRequest out =
+  Translated out =
       run(post_json("/v1/responses", R"({"model":"o3","input":"hi"})"), azure("deployments"));
   EXPECT_EQ(out.target, "/openai/responses?api-version=2025-04-01-preview");
   EXPECT_FALSE(out.body);
 }
 
 TEST(TranslateResponses, V1StyleHasNoApiVersionAndReplacesModel) {
-  UpstreamRequest out = run(post_json("/v1/responses", std::string(kResponsesBody)), azure("v1"));
+  Translated out = run(post_json("/v1/responses", std::string(kResponsesBody)), azure("v1"));
   EXPECT_EQ(out.target, "/openai/v1/responses");
   ASSERT_TRUE(out.body);
   EXPECT_EQ(*out.body, kResponsesBodyDeployed);
 }
 
 TEST(TranslateResponses, V1StyleGetById) {
-  UpstreamRequest out = run(get("/v1/responses/resp_1"), azure("v1"));
+  Translated out = run(get("/v1/responses/resp_1"), azure("v1"));
   EXPECT_EQ(out.target, "/openai/v1/responses/resp_1");
   EXPECT_FALSE(out.body);
 }
@@ -356,8 +370,8 @@ TEST(TranslateResponses, V1StyleGetById) {
 constexpr std::string_view kChatBody = R"({"model":"gpt-4o","messages":[]})";
 
 TEST(TranslateApiVersion, DeploymentsStyleUsesConfiguredApiVersion) {
-  UpstreamRequest out = run(post_json("/v1/chat/completions", std::string(kChatBody)),
-                            azure("deployments", "    api_version: \"2024-06-01\"\n"));
+  Translated out = run(post_json("/v1/chat/completions", std::string(kChatBody)),
+                       azure("deployments", "    api_version: \"2024-06-01\"\n"));
   EXPECT_EQ(out.target, "/openai/deployments/prod-4o/chat/completions?api-version=2024-06-01");
 }
 
@@ -395,22 +409,22 @@ TEST(TranslateApiVersion, V1StyleSendsAConfiguredApiVersion) {
 }
 
 TEST(TranslateQuery, ClientApiVersionIsReplacedAndOtherParametersKeptInOrder) {
-  UpstreamRequest out = run(post_json("/v1/chat/completions?foo=1&api-version=2023-05-15&bar=2&baz",
-                                      std::string(kChatBody)),
-                            azure("deployments"));
+  Translated out = run(post_json("/v1/chat/completions?foo=1&api-version=2023-05-15&bar=2&baz",
+                                 std::string(kChatBody)),
+                       azure("deployments"));
   EXPECT_EQ(out.target,
             "/openai/deployments/prod-4o/chat/completions?foo=1&bar=2&baz&api-version=2024-10-21");
 }
 
 TEST(TranslateQuery, V1StyleDropsClientApiVersionAndKeepsTheRest) {
-  UpstreamRequest out =
+  Translated out =
       run(post_json("/v1/chat/completions?api-version=2023-05-15&foo=1", std::string(kChatBody)),
           azure("v1"));
   EXPECT_EQ(out.target, "/openai/v1/chat/completions?foo=1");
 }
 
 TEST(TranslateQuery, ResourceLevelQueryIsKept) {
-  UpstreamRequest out = run(get("/v1/files?purpose=batch&limit=2"), azure("deployments"));
+  Translated out = run(get("/v1/files?purpose=batch&limit=2"), azure("deployments"));
   EXPECT_EQ(out.target, "/openai/files?purpose=batch&limit=2&api-version=2024-10-21");
 }
 
@@ -418,7 +432,7 @@ TEST(TranslatePath, DeploymentIsPercentEncodedInThePath) {
   const Upstream up = load_upstream(
       "    provider: azure\n    base_url: https://contoso.openai.azure.com\n"
       "    deployments:\n      gpt-4o: \"my dep/x\"\n");
-  UpstreamRequest out = run(post_json("/v1/chat/completions", std::string(kChatBody)), up);
+  Translated out = run(post_json("/v1/chat/completions", std::string(kChatBody)), up);
   EXPECT_EQ(out.target, "/openai/deployments/my%20dep%2Fx/chat/completions?api-version=2024-10-21");
 }
 
@@ -426,13 +440,13 @@ TEST(TranslatePath, StripDotsAppliesToUnmappedDeployments) {
   const Upstream up = load_upstream(
       "    provider: azure\n    base_url: https://contoso.openai.azure.com\n"
       "    strip_dots: true\n");
-  UpstreamRequest out = run(post_json("/v1/chat/completions", R"({"model":"gpt-3.5-turbo"})"), up);
+  Translated out = run(post_json("/v1/chat/completions", R"({"model":"gpt-3.5-turbo"})"), up);
   EXPECT_EQ(out.target, "/openai/deployments/gpt-35-turbo/chat/completions?api-version=2024-10-21");
 }
 
 TEST(TranslateBody, V1StyleInsertsModelWhenTheBodyHasNone) {
   // An Azure deployment-path request in v1 style: the deployment moves from the path to the body.
-  UpstreamRequest out = run(
+  Translated out = run(
       post_json("/openai/deployments/gpt-4o/chat/completions", R"({"messages":[]})"), azure("v1"));
   EXPECT_EQ(out.target, "/openai/v1/chat/completions");
   ASSERT_TRUE(out.body);
@@ -443,7 +457,7 @@ TEST(TranslateBody, V1StyleReplacementEncodesTheDeploymentAsJson) {
   const Upstream up = load_upstream(
       "    provider: azure\n    base_url: https://contoso.openai.azure.com\n"
       "    api_style: v1\n    deployments:\n      gpt-4o: 'a\"b'\n");
-  UpstreamRequest out = run(post_json("/v1/chat/completions", R"({"model" : "gpt-4o" })"), up);
+  Translated out = run(post_json("/v1/chat/completions", R"({"model" : "gpt-4o" })"), up);
   ASSERT_TRUE(out.body);
   EXPECT_EQ(*out.body, R"({"model" : "a\"b" })");
 }
@@ -453,22 +467,21 @@ TEST(TranslateBody, V1StyleReplacementEncodesTheDeploymentAsJson) {
 // ---------------------------------------------------------------------------------------------
 
 TEST(TranslateAzureInbound, DeploymentPathToDeploymentsStyle) {
-  UpstreamRequest out = run(post_json("/openai/deployments/gpt-4o/chat/completions"
-                                      "?api-version=2023-05-15",
-                                      R"({"messages":[]})"),
-                            azure("deployments"));
+  Translated out = run(post_json("/openai/deployments/gpt-4o/chat/completions"
+                                 "?api-version=2023-05-15",
+                                 R"({"messages":[]})"),
+                       azure("deployments"));
   EXPECT_EQ(out.target, "/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21");
   EXPECT_FALSE(out.body);
 }
 
 TEST(TranslateAzureInbound, ResourcePathToDeploymentsStyle) {
-  UpstreamRequest out =
-      run(get("/openai/files/file-1?api-version=2023-05-15"), azure("deployments"));
+  Translated out = run(get("/openai/files/file-1?api-version=2023-05-15"), azure("deployments"));
   EXPECT_EQ(out.target, "/openai/files/file-1?api-version=2024-10-21");
 }
 
 TEST(TranslateAzureInbound, V1PathToV1Style) {
-  UpstreamRequest out =
+  Translated out =
       run(post_json("/openai/v1/chat/completions", std::string(kChatBody)), azure("v1"));
   EXPECT_EQ(out.target, "/openai/v1/chat/completions");
   ASSERT_TRUE(out.body);
@@ -476,9 +489,9 @@ TEST(TranslateAzureInbound, V1PathToV1Style) {
 }
 
 TEST(TranslateAzureInbound, BatchesUnderADeploymentGoToTheResource) {
-  UpstreamRequest out = run(post_json("/openai/deployments/gpt-4o/batches?api-version=2024-10-21",
-                                      R"({"input_file_id":"f"})"),
-                            azure("deployments"));
+  Translated out = run(post_json("/openai/deployments/gpt-4o/batches?api-version=2024-10-21",
+                                 R"({"input_file_id":"f"})"),
+                       azure("deployments"));
   EXPECT_EQ(out.target, "/openai/batches?api-version=2024-10-21");
   EXPECT_FALSE(out.body);
 }
@@ -488,7 +501,7 @@ TEST(TranslateAzureInbound, BatchesUnderADeploymentGoToTheResource) {
 // ---------------------------------------------------------------------------------------------
 
 TEST(TranslateOpenAI, KeepsPathQueryAndBody) {
-  UpstreamRequest out =
+  Translated out =
       run(post_json("/v1/chat/completions?x=1&api-version=2", std::string(kChatBody)), openai());
   EXPECT_EQ(out.method, verb::post);
   EXPECT_EQ(out.target, "/v1/chat/completions?x=1&api-version=2");
@@ -496,7 +509,7 @@ TEST(TranslateOpenAI, KeepsPathQueryAndBody) {
 }
 
 TEST(TranslateOpenAI, AddsV1WhenTheInboundPathLacksIt) {
-  UpstreamRequest out = run(post_json("/chat/completions", std::string(kChatBody)), openai());
+  Translated out = run(post_json("/chat/completions", std::string(kChatBody)), openai());
   EXPECT_EQ(out.target, "/v1/chat/completions");
 }
 
@@ -521,38 +534,38 @@ TEST(TranslateOpenAI, ResourcePathsPassThrough) {
 }
 
 TEST(TranslateOpenAI, MultipartBodyIsUnchanged) {
-  UpstreamRequest out = run(post_multipart("/v1/audio/transcriptions", "whisper-1"), openai());
+  Translated out = run(post_multipart("/v1/audio/transcriptions", "whisper-1"), openai());
   EXPECT_EQ(out.target, "/v1/audio/transcriptions");
   EXPECT_FALSE(out.body);
 }
 
 TEST(TranslateOpenAI, AzureDeploymentInboundSetsModelFromPathAndDropsApiVersion) {
-  UpstreamRequest out = run(post_json("/openai/deployments/gpt-4o/chat/completions"
-                                      "?api-version=2024-10-21&x=1",
-                                      R"({"messages":[]})"),
-                            openai());
+  Translated out = run(post_json("/openai/deployments/gpt-4o/chat/completions"
+                                 "?api-version=2024-10-21&x=1",
+                                 R"({"messages":[]})"),
+                       openai());
   EXPECT_EQ(out.target, "/v1/chat/completions?x=1");
   ASSERT_TRUE(out.body);
   EXPECT_EQ(*out.body, R"({"model":"gpt-4o","messages":[]})");
 }
 
 TEST(TranslateOpenAI, AzureDeploymentInboundReplacesADifferentBodyModel) {
-  UpstreamRequest out = run(post_json("/openai/deployments/gpt-4o/embeddings?api-version=1",
-                                      R"({"input":"x","model":"other"})"),
-                            openai());
+  Translated out = run(post_json("/openai/deployments/gpt-4o/embeddings?api-version=1",
+                                 R"({"input":"x","model":"other"})"),
+                       openai());
   EXPECT_EQ(out.target, "/v1/embeddings");
   ASSERT_TRUE(out.body);
   EXPECT_EQ(*out.body, R"({"input":"x","model":"gpt-4o"})");
 }
 
 TEST(TranslateOpenAI, AzureDeploymentInboundWithSameBodyModelKeepsBody) {
-  UpstreamRequest out = run(
+  Translated out = run(
       post_json("/openai/deployments/gpt-4o/chat/completions", std::string(kChatBody)), openai());
   EXPECT_FALSE(out.body);
 }
 
 TEST(TranslateOpenAI, AzureDeploymentInboundIntoEmptyObject) {
-  UpstreamRequest out = run(post_json("/openai/deployments/gpt-4o/embeddings", "{ }"), openai());
+  Translated out = run(post_json("/openai/deployments/gpt-4o/embeddings", "{ }"), openai());
   ASSERT_TRUE(out.body);
   EXPECT_EQ(*out.body, R"({"model":"gpt-4o" })");
   EXPECT_TRUE(json_valid_object(*out.body));
@@ -561,7 +574,7 @@ TEST(TranslateOpenAI, AzureDeploymentInboundIntoEmptyObject) {
 TEST(TranslateOpenAI, AzureDeploymentInboundMultipartReplacesModel) {
   Request req =
       post_multipart("/openai/deployments/whisper/audio/transcriptions?api-version=1", "old");
-  UpstreamRequest out = run(req, openai());
+  Translated out = run(req, openai());
   EXPECT_EQ(out.target, "/v1/audio/transcriptions");
   ASSERT_TRUE(out.body);
   EXPECT_EQ(*out.body, post_multipart("", "whisper").body);
@@ -612,40 +625,40 @@ Request chat_with_headers() {
 }
 
 TEST(TranslateHeaders, AzureDropsClientCredentialsAndSetsApiKey) {
-  UpstreamRequest out = run(chat_with_headers(), azure("deployments"));
+  Translated out = run(chat_with_headers(), azure("deployments"));
   EXPECT_EQ(header(out, "authorization"), "<absent>");
   EXPECT_EQ(header_count(out, "api-key"), 1u);
   EXPECT_EQ(header(out, "api-key"), "K");
 }
 
 TEST(TranslateHeaders, AzureDropsOpenAIOrganizationAndProject) {
-  UpstreamRequest out = run(chat_with_headers(), azure("deployments"));
+  Translated out = run(chat_with_headers(), azure("deployments"));
   EXPECT_EQ(header(out, "OpenAI-Organization"), "<absent>");
   EXPECT_EQ(header(out, "OpenAI-Project"), "<absent>");
 }
 
 TEST(TranslateHeaders, OpenAIWithKeySetsBearerAndDropsClientCredentials) {
-  UpstreamRequest out = run(chat_with_headers(), openai());
+  Translated out = run(chat_with_headers(), openai());
   EXPECT_EQ(header_count(out, "authorization"), 1u);
   EXPECT_EQ(header(out, "authorization"), "Bearer K");
   EXPECT_EQ(header(out, "api-key"), "<absent>");
 }
 
 TEST(TranslateHeaders, OpenAIWithoutKeyKeepsClientAuthorization) {
-  UpstreamRequest out = run(chat_with_headers(), openai("https://api.openai.com", false));
+  Translated out = run(chat_with_headers(), openai("https://api.openai.com", false));
   EXPECT_EQ(header_count(out, "authorization"), 1u);
   EXPECT_EQ(header(out, "authorization"), "Bearer client-token");
 }
 
 TEST(TranslateHeaders, OpenAIKeepsOrganizationAndProject) {
-  UpstreamRequest out = run(chat_with_headers(), openai());
+  Translated out = run(chat_with_headers(), openai());
   EXPECT_EQ(header(out, "OpenAI-Organization"), "org-1");
   EXPECT_EQ(header(out, "OpenAI-Project"), "proj-1");
 }
 
 TEST(TranslateHeaders, HopByHopFieldsAreDropped) {
   for (const Upstream& up : {azure("deployments"), openai()}) {
-    UpstreamRequest out = run(chat_with_headers(), up);
+    Translated out = run(chat_with_headers(), up);
     for (std::string_view name :
          {"Connection", "Keep-Alive", "TE", "Transfer-Encoding", "Upgrade", "Proxy-Connection"}) {
       EXPECT_EQ(header(out, name), "<absent>") << name << " for " << up.name;
@@ -655,7 +668,7 @@ TEST(TranslateHeaders, HopByHopFieldsAreDropped) {
 
 TEST(TranslateHeaders, FieldsNamedInConnectionAreDropped) {
   for (const Upstream& up : {azure("deployments"), openai()}) {
-    UpstreamRequest out = run(chat_with_headers(), up);
+    Translated out = run(chat_with_headers(), up);
     EXPECT_EQ(header(out, "X-Hop-Custom"), "<absent>");
   }
 }
@@ -667,32 +680,31 @@ TEST(TranslateHeaders, FieldsNamedInASecondConnectionLineAreDropped) {
   r.headers.insert(http::field::connection, "keep-alive");
   r.headers.insert(http::field::connection, "X-Hop-Second");
   r.headers.set("X-Hop-Second", "1");
-  UpstreamRequest out = run(r, openai());
+  Translated out = run(r, openai());
   EXPECT_EQ(header(out, "X-Hop-Second"), "<absent>");
 }
 
 TEST(TranslateHeaders, ContentLengthIsNotCopied) {
-  UpstreamRequest out = run(chat_with_headers(), azure("deployments"));
+  Translated out = run(chat_with_headers(), azure("deployments"));
   EXPECT_EQ(header(out, "content-length"), "<absent>");
 }
 
 TEST(TranslateHeaders, HostIsTheUpstreamHost) {
-  UpstreamRequest out = run(chat_with_headers(), azure("deployments"));
+  Translated out = run(chat_with_headers(), azure("deployments"));
   EXPECT_EQ(header_count(out, "host"), 1u);
   EXPECT_EQ(header(out, "host"), "contoso.openai.azure.com");
 }
 
 TEST(TranslateHeaders, HostCarriesANonDefaultPort) {
-  UpstreamRequest out = run(chat_with_headers(), openai("http://10.0.0.5:8443"));
+  Translated out = run(chat_with_headers(), openai("http://10.0.0.5:8443"));
   EXPECT_EQ(header(out, "host"), "10.0.0.5:8443");
-  UpstreamRequest out2 =
-      run(chat_with_headers(), azure("deployments", "", "https://aoai.local:444"));
+  Translated out2 = run(chat_with_headers(), azure("deployments", "", "https://aoai.local:444"));
   EXPECT_EQ(header(out2, "host"), "aoai.local:444");
 }
 
 TEST(TranslateHeaders, EndToEndFieldsAreKept) {
   for (const Upstream& up : {azure("deployments"), openai()}) {
-    UpstreamRequest out = run(chat_with_headers(), up);
+    Translated out = run(chat_with_headers(), up);
     EXPECT_EQ(header(out, "content-type"), "application/json");
     EXPECT_EQ(header(out, "accept"), "text/event-stream");
     EXPECT_EQ(header(out, "user-agent"), "OpenAI/Python 1.50.0");
@@ -705,15 +717,60 @@ TEST(TranslateHeaders, EndToEndFieldsAreKept) {
 }
 
 TEST(TranslateHeaders, AzureGetsRequestIdInBothIdFields) {
-  UpstreamRequest out = run(chat_with_headers(), azure("deployments"));
+  Translated out = run(chat_with_headers(), azure("deployments"));
   EXPECT_EQ(header_count(out, "x-request-id"), 1u);
   EXPECT_EQ(header(out, "x-request-id"), kRequestId);
   EXPECT_EQ(header_count(out, "x-ms-client-request-id"), 1u);
   EXPECT_EQ(header(out, "x-ms-client-request-id"), kRequestId);
 }
 
+// The head that goes upstream, byte for byte: the client's end-to-end fields in their order and
+// spelling, then the gateway's (Host, ids, credential), then the body's length.
+TEST(TranslateHeaders, HeadIsRenderedInOrderWithTheGatewaysFieldsLast) {
+  Request r = post_json("/v1/chat/completions", std::string(kChatBody));
+  r.headers.set("X-Stainless-Lang", "python");
+  r.headers.set(http::field::connection, "keep-alive");
+  Translated out = run(r, azure("deployments"));
+  std::string head = "stale bytes";
+  render_upstream_head(out, 42, head);
+  EXPECT_EQ(head, "POST " + out.target +
+                      " HTTP/1.1\r\n"
+                      "Content-Type: application/json\r\n"
+                      "X-Stainless-Lang: python\r\n"
+                      "Host: contoso.openai.azure.com\r\n"
+                      "x-request-id: req-123\r\n"
+                      "api-key: K\r\n"
+                      "x-ms-client-request-id: req-123\r\n"
+                      "Content-Length: 42\r\n"
+                      "\r\n");
+
+  Translated bearer = run(r, openai());
+  render_upstream_head(bearer, 0, head);
+  EXPECT_EQ(head,
+            "POST /v1/chat/completions HTTP/1.1\r\n"
+            "Content-Type: application/json\r\n"
+            "X-Stainless-Lang: python\r\n"
+            "Host: api.openai.com\r\n"
+            "x-request-id: req-123\r\n"
+            "Authorization: Bearer K\r\n"
+            "Content-Length: 0\r\n"  // a POST always says how long its body is
+            "\r\n");
+}
+
+TEST(TranslateHeaders, ABodylessGetHasNoContentLength) {
+  Translated out = run(get("/v1/models"), openai());
+  std::string head;
+  render_upstream_head(out, 0, head);
+  EXPECT_EQ(head,
+            "GET /v1/models HTTP/1.1\r\n"
+            "Host: api.openai.com\r\n"
+            "x-request-id: req-123\r\n"
+            "Authorization: Bearer K\r\n"
+            "\r\n");
+}
+
 TEST(TranslateHeaders, OpenAIGetsRequestIdOnly) {
-  UpstreamRequest out = run(chat_with_headers(), openai());
+  Translated out = run(chat_with_headers(), openai());
   EXPECT_EQ(header_count(out, "x-request-id"), 1u);
   EXPECT_EQ(header(out, "x-request-id"), kRequestId);
   EXPECT_EQ(header(out, "x-ms-client-request-id"), "<absent>");
@@ -728,6 +785,46 @@ TEST(IsHopByHop, ConnectionSpecificFields) {
        {"Content-Type", "Authorization", "Accept", "traceparent", "Content-Length", "Host"}) {
     EXPECT_FALSE(is_hop_by_hop(name)) << name;
   }
+}
+
+// The per-message rule knows the connection-specific names by Beast's field numbers: it must
+// agree with the name rule for every spelling, and add exactly the names the Connection lines list.
+TEST(IsHopByHop, TheMessageRuleAgreesWithTheNameRule) {
+  http::fields message;
+  for (std::string_view name :
+       {"Connection", "connection", "KEEP-ALIVE", "Proxy-Connection", "te", "Trailer", "upgrade",
+        "Transfer-Encoding", "proxy-authorization", "Proxy-Authenticate", "Content-Type",
+        "Authorization", "Accept", "traceparent", "Content-Length", "Host", "X-Custom", "TEE"})
+    message.insert(name, "v");
+  message.insert("X-Named", "1");
+  message.insert(http::field::connection, "x-named, Accept");
+  const HopByHopRule rule(message);
+  for (const auto& f : message) {
+    const std::string_view name = f.name_string();
+    const bool named =
+        boost::beast::iequals(name, "x-named") || boost::beast::iequals(name, "accept");
+    EXPECT_EQ(rule(f), is_hop_by_hop(name) || named) << name;
+  }
+}
+
+// Framing, ids and credentials are the gateway's on the upstream leg, in any spelling.
+TEST(TranslateHeaders, FieldsTheGatewayOwnsAreNotCopiedInAnySpelling) {
+  Request r = post_json("/v1/chat/completions", std::string(kChatBody));
+  r.headers.insert("EXPECT", "100-continue");
+  r.headers.insert("accept-encoding", "gzip");
+  r.headers.insert("X-Request-ID", "client-id");
+  r.headers.insert("X-MS-Client-Request-Id", "client-ms-id");
+  r.headers.insert("API-KEY", "client-key");
+  r.headers.insert("HOST", "gateway.local");
+  Translated out = run(r, azure("deployments"));
+  EXPECT_EQ(header(out, "expect"), "<absent>");
+  EXPECT_EQ(header(out, "accept-encoding"), "<absent>");
+  EXPECT_EQ(header_count(out, "x-request-id"), 1u);
+  EXPECT_EQ(header(out, "x-request-id"), kRequestId);
+  EXPECT_EQ(header_count(out, "x-ms-client-request-id"), 1u);
+  EXPECT_EQ(header_count(out, "api-key"), 1u);
+  EXPECT_EQ(header(out, "api-key"), "K");
+  EXPECT_EQ(header_count(out, "host"), 1u);
 }
 
 // ---------------------------------------------------------------------------------------------

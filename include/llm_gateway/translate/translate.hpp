@@ -6,6 +6,7 @@
 
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/verb.hpp>
+#include <boost/container/small_vector.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,12 +30,30 @@ struct InboundRequest {
   std::string_view upstream_token;
 };
 
+// One field of the upstream request. Name and value are views, never copies: of the inbound
+// request's fields, the configuration snapshot, the request id or the attempt's token, all of
+// which outlive the attempt. `value_prefix` (a literal, e.g. "Bearer ") goes before the value.
+struct UpstreamField {
+  std::string_view name;
+  std::string_view value;
+  std::string_view value_prefix = {};
+};
+
 struct UpstreamRequest {
   boost::beast::http::verb method = boost::beast::http::verb::get;
-  std::string target;                  // origin-form: path and query
-  boost::beast::http::fields headers;  // Host included; Content-Length is set when sending
-  std::optional<std::string> body;     // set only when the body had to change
+  std::string target;  // origin-form: path and query
+  // In the order they go out; Host included. Content-Length is added when the head is rendered.
+  boost::container::small_vector<UpstreamField, 16> headers;
+  std::optional<std::string> body;  // set only when the body had to change
+
+  // The first field named `name` (ASCII case-insensitive), its prefix included; nullopt if none.
+  std::optional<std::string> value_of(std::string_view name) const;
+  std::size_t count(std::string_view name) const;
 };
+
+// The request head as it goes upstream: request line, the fields in order, Content-Length for a
+// body of `body_size` bytes (always for POST, PUT and PATCH), the blank line. `out` is replaced.
+void render_upstream_head(const UpstreamRequest& request, std::size_t body_size, std::string& out);
 
 // The api-version the upstream gets for this operation, or nullopt for none (v1 style default).
 std::optional<std::string> api_version_for(const config::Upstream& upstream, Endpoint endpoint);
@@ -50,8 +69,17 @@ bool upstream_accepts_stream_options(const config::Upstream& upstream, Endpoint 
 
 // RFC 9110 §7.6.1 connection-specific fields, which a proxy never forwards.
 bool is_hop_by_hop(std::string_view field_name);
-// The same, or a field that `message`'s Connection header names: the one rule for both
-// directions (requests in translate(), responses in the relay).
-bool is_hop_by_hop(std::string_view field_name, const boost::beast::http::fields& message);
+// The one rule for both directions (requests in translate(), responses in the relay): the fields
+// above, and those that `message`'s Connection lines name (several lines form one list, RFC 9110
+// §5.3). The Connection lines are looked up once per message, not once per field; the rule views
+// them, so it lives no longer than the message is left unchanged.
+class HopByHopRule {
+ public:
+  explicit HopByHopRule(const boost::beast::http::fields& message);
+  bool operator()(const boost::beast::http::fields::value_type& field) const;
+
+ private:
+  boost::container::small_vector<std::string_view, 2> connection_lists_;
+};
 
 }  // namespace llmgw
