@@ -348,6 +348,7 @@ routes:${AZ_ROUTES}
         const gen = rec.headers['x-request-id'];
         assert.ok(gen && gen !== rid, `generated id for ${JSON.stringify(rid)}`);
         assert.match(gen, /^[\x21-\x7e][\x20-\x7e]{0,127}$/, 'printable, 1..128 chars');
+        assert.match(gen, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a version-4 UUID');
         assert.equal(res.headers['x-gateway-request-id'], gen);
         assert.equal(rec.headers['x-ms-client-request-id'], gen);
         assert.ok(!seen.has(gen), 'generated ids are unique');
