@@ -122,7 +122,7 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
     const UpstreamSlot& slot = *slots.at(target.upstream);
     ctx.upstream = &upcfg;
     ctx.deployment = target.deployment;
-    std::optional<std::string> token;
+    std::optional<std::string> token;  // the attempt's Authorization field views it
     if (upcfg.entra) {
       // Entra ID: the current token, which the token service keeps fresh; without a valid one
       // the request is not sent (the upstream would only answer 401).
@@ -144,7 +144,8 @@ asio::awaitable<bool> route_and_relay(UpstreamPool& pool, const UpstreamSlots& s
     const auto started = Clock::now();
     AttemptRecord& record = ctx.attempts.emplace_back();
     record.upstream = target.upstream;
-    UpstreamRequest ureq = translate_for_target(ctx, upcfg, target, token ? *token : "");
+    UpstreamRequest ureq = translate_for_target(
+        ctx, upcfg, target, token ? std::string_view(*token) : std::string_view());
     address_through_proxy(upcfg, ureq);
     const std::string_view body = ureq.body ? std::string_view(*ureq.body) : ctx.body;
     set_deadline(guard, started + upcfg.timeout);
