@@ -92,6 +92,27 @@ TokenRequest token_request(const config::EntraAuth& a, std::string_view federate
   return r;
 }
 
+namespace {
+
+// RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+// Entra's access tokens are JWTs (base64url segments joined by dots), which fit it.
+bool is_b64token(std::string_view token) {
+  std::size_t i = 0;
+  for (; i < token.size(); ++i) {
+    const char c = token[i];
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
+    if (!ok) break;
+  }
+  if (i == 0) return false;
+  for (; i < token.size(); ++i) {
+    if (token[i] != '=') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 TokenResult parse_token_response(unsigned status, std::string_view body,
                                  std::chrono::system_clock::time_point now) {
   TokenResult out;
@@ -141,6 +162,12 @@ TokenResult parse_token_response(unsigned status, std::string_view body,
   }
   if (!lifetime || *lifetime <= 0) {
     out.error = "the token endpoint's answer has no valid expires_in or expires_on";
+    return out;
+  }
+  if (!is_b64token(token->get_ref<const std::string&>())) {
+    // It goes into every upstream request's Authorization field: a CR or LF in it would add
+    // fields (or a request) of the token endpoint's choosing. Its value is never quoted here.
+    out.error = "the token endpoint's access_token is not a bearer token (RFC 6750 b64token)";
     return out;
   }
   out.access_token = token->get<std::string>();

@@ -82,6 +82,31 @@ std::string format_problem(const std::string& source, const Problem& p) {
 
 namespace {
 
+// A value the gateway writes into a request head as it is: visible characters and inner spaces
+// or tabs only (RFC 9110 §5.5 field-value, without obs-text), so that it cannot end the field.
+bool is_field_value(std::string_view v) {
+  if (v.empty() || v.front() == ' ' || v.front() == '\t' || v.back() == ' ' || v.back() == '\t')
+    return false;
+  for (const char c : v) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f) return false;
+  }
+  return true;
+}
+
+// api-version goes into the upstream's query string unescaped: dates, "preview", "v1", "latest".
+constexpr const char* kApiVersionRule =
+    "must be letters, digits, '-', '.' or '_' (e.g. 2024-10-21, 2025-04-01-preview, v1)";
+bool is_api_version(std::string_view v) {
+  if (v.empty()) return false;
+  for (const char c : v) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '.' || c == '_'))
+      return false;
+  }
+  return true;
+}
+
 // Walks the YAML tree, converting and validating as it goes, and collects every problem with the
 // position of the node it concerns (yaml-cpp marks are 0-based; ours are 1-based).
 class Reader {
@@ -541,6 +566,9 @@ void load_auth(Reader& r, const std::string& where, const YAML::Node& n, Upstrea
           a.identity_endpoint.clear();
           a.identity_header.clear();
         }
+        if (!a.identity_header.empty() && !is_field_value(a.identity_header))
+          r.error(n, where + ": the IDENTITY_HEADER environment variable contains a control "
+                             "character or surrounding white space");
       }
       break;
   }
@@ -605,6 +633,8 @@ void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upst
     if (auto s = r.string(v, where + ".api_version")) {
       if (s->empty()) {
         r.error(v, where + ".api_version must not be empty");
+      } else if (!is_api_version(*s)) {
+        r.error(v, where + ".api_version " + kApiVersionRule);
       } else {
         u.api_version = *s;
       }
@@ -620,7 +650,13 @@ void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upst
                                  "' (use chat_completions, embeddings, responses, ...)");
           continue;
         }
-        if (auto s = r.string(it->second, where + ".api_versions." + op)) u.api_versions[*e] = *s;
+        if (auto s = r.string(it->second, where + ".api_versions." + op)) {
+          if (!is_api_version(*s)) {
+            r.error(it->second, where + ".api_versions." + op + " " + kApiVersionRule);
+            continue;
+          }
+          u.api_versions[*e] = *s;
+        }
       }
     }
   }
@@ -628,6 +664,11 @@ void load_upstream(Reader& r, const std::string& name, const YAML::Node& n, Upst
     if (auto s = r.string(v, where + ".api_key")) {
       if (s->empty()) {
         r.error(v, where + ".api_key is empty");
+      } else if (!is_field_value(*s)) {
+        // It goes into every request's api-key or Authorization field. (Never quoted: a secret.)
+        r.error(v, where +
+                       ".api_key contains a control character or surrounding white space (a "
+                       "trailing newline from a secret file?)");
       } else {
         u.api_key = *s;
       }

@@ -136,6 +136,26 @@ test('a failing token endpoint: the gateway starts, /readyz and requests say why
   for (const l of gw.stderr) assert.ok(!l.includes(SECRET), `no secret in the log: ${l}`);
 });
 
+// The token goes into the Authorization field of every upstream request: a token endpoint that
+// answers one with a CR LF in it must not get a field of its choosing into them.
+test('a token that is not a bearer token (CR LF inside) is refused: nothing reaches the upstream', T, async (t) => {
+  const fail = { status: 200, body: { token_type: 'Bearer', expires_in: 3600, access_token: 'tok\r\nx-injected: yes' } };
+  const { upstream, tokens, gw } = await stack(t, clientSecret, { fail });
+  await eventually(() => tokens.requests.length >= 1, { what: 'a token request' });
+  const res = await chat(gw);
+  assert.equal(res.status, 503, res.text);
+  assert.equal(res.json.error.code, 'upstream_auth_unavailable');
+  assert.match(res.json.error.message, /b64token/);
+  assert.ok(!res.text.includes('injected'), 'the answer is not quoted');
+  assert.equal(upstream.requests.length, 0, 'nothing was sent upstream');
+  tokens.fail = null;
+  await ready(gw);
+  assert.equal((await chat(gw)).status, 200);
+  const rec = upstream.requests.at(-1);
+  assert.match(rec.headers.authorization, /^Bearer tok-\d+$/);
+  assert.equal(rec.headers['x-injected'], undefined);
+});
+
 test('while a refresh fails, the old token is used until it really expires', T, async (t) => {
   const { upstream, tokens, gw } = await stack(t, clientSecret, { lifetime: 3 });
   await ready(gw);

@@ -682,6 +682,51 @@ routes:
                      5, 14, "api_key is empty", fake_env({{"EMPTY", ""}}));
 }
 
+// Values the gateway writes into every upstream request head as they are: a key read from a
+// secret file with its trailing newline (or anything else that could end the field) is refused
+// at load, and the key itself is never quoted in the problem.
+TEST(LoaderProblems, AnApiKeyThatCouldEndItsFieldIsRefused) {
+  const std::string keys[] = {"sk-secret-123\n", "sk-secret-123\r\nx-a: 1", " sk-secret-123",
+                              std::string("sk-secret") + '\x7f' + "123"};
+  for (const std::string& key : keys) {
+    expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_key: "${KEY}"
+routes:
+  - {match: "*", upstream: a}
+)",
+                       5, 14, "api_key contains a control character", fake_env({{"KEY", key}}));
+    const LoadResult r = load_config_text(
+        "upstreams:\n  a:\n    provider: azure\n    base_url: https://contoso.openai.azure.com\n"
+        "    api_key: \"${KEY}\"\nroutes:\n  - {match: \"*\", upstream: a}\n",
+        "test.yaml", fake_env({{"KEY", key}}));
+    EXPECT_EQ(problems_text(r).find("sk-secret"), std::string::npos) << problems_text(r);
+  }
+}
+
+TEST(LoaderProblems, AnApiVersionMustBeAQueryToken) {
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_version: "2024-10-21&x=1"
+routes:
+  - {match: "*", upstream: a}
+)",
+                     5, 18, "api_version must be letters, digits");
+  expect_one_problem(R"(upstreams:
+  a:
+    provider: azure
+    base_url: https://contoso.openai.azure.com
+    api_versions: {chat_completions: "2024-10-21 HTTP/1.1"}
+routes:
+  - {match: "*", upstream: a}
+)",
+                     5, 38, "api_versions.chat_completions must be letters, digits");
+}
+
 TEST(LoaderProblems, UnreadableCaFile) {
   expect_one_problem(R"(upstreams:
   a:

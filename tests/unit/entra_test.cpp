@@ -93,6 +93,26 @@ TEST(EntraAnswer, FailuresNameTheErrorAndCodeButNotTheDescription) {
   EXPECT_FALSE(parse_token_response(200, std::string(70000, ' '), now).error.empty());
 }
 
+// The token goes into every upstream request's Authorization field: one that could break out of
+// it (CR, LF, a space, a quote) is refused, and the answer is not quoted in the error.
+TEST(EntraAnswer, ATokenThatIsNotABearerTokenIsRefused) {
+  const auto now = std::chrono::system_clock::from_time_t(1700000000);
+  const auto answer = [&](std::string_view token) {
+    return parse_token_response(
+        200, R"({"expires_in":3599,"access_token":")" + std::string(token) + R"("})", now);
+  };
+  // As JSON text: the answer's string escapes decode to CR, LF, NUL, a quote.
+  for (std::string_view bad :
+       {"eyJ0\\r\\nx-injected: 1", "a\\nb", "a b", "a\\\"b", "=abc", "abc=d", "a\\u0000b", "a,b"}) {
+    const auth::TokenResult r = answer(bad);
+    EXPECT_TRUE(r.access_token.empty()) << bad;
+    EXPECT_NE(r.error.find("b64token"), std::string::npos) << bad;
+    EXPECT_EQ(r.error.find("injected"), std::string::npos) << bad;
+  }
+  const std::string jwt = "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJjb2duaXRpdmVzZXJ2aWNlcyJ9.c2ln-_~+/==";
+  EXPECT_EQ(answer(jwt).access_token, jwt);
+}
+
 TEST(EntraConfig, ModesDefaultsAndEnvironment) {
   const auto env = test::fake_env({{"AZURE_TENANT_ID", "env-tenant"},
                                    {"AZURE_CLIENT_ID", "env-client"},
