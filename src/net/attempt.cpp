@@ -50,19 +50,23 @@ void strip_hop_by_hop(http::fields& h) {
 constexpr std::string_view kCrLf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
-// Each field as it is ("name: value\r\n"), then the blank line that ends a head.
-void append_fields(const http::fields& fields, std::string& out) {
+// Each field as it is ("name: value\r\n") unless the gateway's own replace it, then the
+// gateway's, then the blank line that ends a head.
+void append_fields(const http::fields& fields, const AddedFields& added, std::string& out) {
   for (const auto& f : fields) {
+    if (!added.empty() && added.replaces(f.name_string())) continue;
     out += f.name_string();
     out += ": ";
     out += f.value();
     out += kCrLf;
   }
+  added.append_to(out);
   out += kCrLf;
 }
 
-// The head as Beast's serializer writes it: status line, the fields as they are, a blank line.
-void render_head(const http::response_header<>& res, std::string& out) {
+// The head as Beast's serializer writes it (status line, the fields as they are, a blank line),
+// with the gateway's fields in place of the upstream's of the same names.
+void render_head(const http::response_header<>& res, const AddedFields& added, std::string& out) {
   out.clear();
   out += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
   const unsigned status = res.result_int();
@@ -73,7 +77,7 @@ void render_head(const http::response_header<>& res, std::string& out) {
   const std::string_view reason = res.reason();
   out += reason.empty() ? std::string_view(http::obsolete_reason(res.result())) : reason;
   out += kCrLf;
-  append_fields(res, out);
+  append_fields(res, added, out);
 }
 
 // "<size in hex>\r\n", the line that opens a chunk.
@@ -347,10 +351,10 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
   ctx_.streamed = ctx_.body_facts.stream || content_type.starts_with("text/event-stream");
 
   strip_hop_by_hop(res);
-  res.set("x-gateway-request-id", ctx_.request_id);
+  ctx_.added_response_fields.set("x-gateway-request-id", ctx_.request_id);
   // Which upstream answered (its configured name, never its URL): with several backends behind
   // a route, the one thing an operator asks first.
-  if (ctx_.upstream) res.set("x-gateway-upstream", ctx_.upstream->name);
+  if (ctx_.upstream) ctx_.added_response_fields.set("x-gateway-upstream", ctx_.upstream->name);
   pipeline_.on_response_headers(ctx_, ctx_.status, res);
   keep_alive_ = reply_.keep_alive;
   const bool has_body = !parser_->is_done();
@@ -366,7 +370,7 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
   res.keep_alive(keep_alive_);
   if (!res.has_content_length() && !res.chunked() && has_body) keep_alive_ = false;
 
-  render_head(res, head_);
+  render_head(res, ctx_.added_response_fields, head_);
   head_pending_ = true;
   chunked_out_ = res.chunked() && has_body;  // (a HEAD answer has none: the parser skips it)
   // The head waits for the first body bytes when they are already here (a typical non-stream

@@ -1009,6 +1009,7 @@ asio::awaitable<void> write_local_reply(Down& down, RequestContext& ctx, const P
   ctx.error_code = local.error_code;
   if (pipeline) {
     pipeline->on_response_headers(ctx, local.status, res.base());
+    ctx.added_response_fields.apply_to(res.base());
     pipeline->on_response_end(ctx);
   }
   res.keep_alive(reply.keep_alive);

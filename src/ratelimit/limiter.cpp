@@ -1,7 +1,7 @@
 #include "llm_gateway/ratelimit/limiter.hpp"
 
 #include <algorithm>
-#include <cstdio>
+#include <charconv>
 #include <vector>
 
 namespace llmgw::ratelimit {
@@ -89,20 +89,44 @@ Admission admit(SlidingWindow& requests, SlidingWindow& tokens, const KeyLimits&
   return a;
 }
 
-std::string format_reset(std::int64_t ms) {
+std::string_view format_reset(std::int64_t ms, char (&buf)[32]) {
   if (ms < 0) ms = 0;
-  if (ms < 1000) return std::to_string(ms) + "ms";
+  char* p = buf;
+  char* const end = buf + sizeof buf;
+  if (ms < 1000) {
+    p = std::to_chars(p, end, ms).ptr;
+    *p++ = 'm';
+    *p++ = 's';
+    return {buf, static_cast<std::size_t>(p - buf)};
+  }
   const std::int64_t minutes = ms / 60000;
   const std::int64_t rest = ms % 60000;
-  std::string seconds = std::to_string(rest / 1000);
-  if (rest % 1000) {
-    char frac[8];
-    std::snprintf(frac, sizeof frac, ".%03d", static_cast<int>(rest % 1000));
-    std::string f = frac;
-    while (f.back() == '0') f.pop_back();
-    seconds += f;
+  if (minutes) {
+    p = std::to_chars(p, end, minutes).ptr;
+    *p++ = 'm';
   }
-  return (minutes ? std::to_string(minutes) + "m" : std::string()) + seconds + "s";
+  p = std::to_chars(p, end, rest / 1000).ptr;
+  if (int frac = static_cast<int>(rest % 1000); frac != 0) {
+    // Milliseconds as a decimal fraction without trailing zeros: 500 -> ".5", 50 -> ".05".
+    int digits = 3;
+    while (frac % 10 == 0) {
+      frac /= 10;
+      --digits;
+    }
+    *p++ = '.';
+    for (int i = digits - 1; i >= 0; --i) {
+      p[i] = static_cast<char>('0' + frac % 10);
+      frac /= 10;
+    }
+    p += digits;
+  }
+  *p++ = 's';
+  return {buf, static_cast<std::size_t>(p - buf)};
+}
+
+std::string format_reset(std::int64_t ms) {
+  char buf[32];
+  return std::string(format_reset(ms, buf));
 }
 
 }  // namespace llmgw::ratelimit

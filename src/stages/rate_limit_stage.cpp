@@ -175,20 +175,22 @@ Verdict RateLimitStage::decide(RequestContext& ctx, LimitState& state,
 }
 
 void RateLimitStage::on_response_headers(RequestContext& ctx, unsigned,
-                                         boost::beast::http::fields& headers) {
+                                         boost::beast::http::fields&) {
   auto* state = ctx.find_state<LimitState>(this);
   if (!state || !state->admission) return;
   // The gateway's limits replace the upstream's headers of the same names; a kind of limit the
   // key does not have leaves the upstream's headers alone.
+  AddedFields& out = ctx.added_response_fields;
+  char reset[32];
   if (const auto& r = state->admission->requests) {
-    headers.set("x-ratelimit-limit-requests", std::to_string(r->limit));
-    headers.set("x-ratelimit-remaining-requests", std::to_string(r->remaining));
-    headers.set("x-ratelimit-reset-requests", ratelimit::format_reset(r->reset_ms));
+    out.set("x-ratelimit-limit-requests", static_cast<std::int64_t>(r->limit));
+    out.set("x-ratelimit-remaining-requests", static_cast<std::int64_t>(r->remaining));
+    out.set("x-ratelimit-reset-requests", ratelimit::format_reset(r->reset_ms, reset));
   }
   if (const auto& t = state->admission->tokens) {
-    headers.set("x-ratelimit-limit-tokens", std::to_string(t->limit));
-    headers.set("x-ratelimit-remaining-tokens", std::to_string(t->remaining));
-    headers.set("x-ratelimit-reset-tokens", ratelimit::format_reset(t->reset_ms));
+    out.set("x-ratelimit-limit-tokens", static_cast<std::int64_t>(t->limit));
+    out.set("x-ratelimit-remaining-tokens", static_cast<std::int64_t>(t->remaining));
+    out.set("x-ratelimit-reset-tokens", ratelimit::format_reset(t->reset_ms, reset));
   }
 }
 

@@ -548,5 +548,40 @@ TEST(PipelineChain, BodyPiecesReachOnlyTheStagesThatReadThem) {
   EXPECT_EQ(other->seen, "");
 }
 
+// The gateway's response fields: set and replace by name (any case), numbers, order kept, and
+// the upstream's fields of the same names replaced when they go into a Beast message.
+TEST(AddedFields, SetReplaceRenderAndApply) {
+  AddedFields added;
+  EXPECT_TRUE(added.empty());
+  added.set("x-gateway-request-id", "rid-1");
+  added.set("x-ratelimit-limit-requests", std::int64_t{10});
+  added.set("x-ratelimit-remaining-requests", std::int64_t{-1});
+  added.set("X-Gateway-Request-Id", "rid-2");  // replaces, keeps its place
+  const std::string long_value(300, 'v');      // past the inline storage
+  added.set("x-long", long_value);
+  EXPECT_TRUE(added.replaces("X-RATELIMIT-LIMIT-REQUESTS"));
+  EXPECT_FALSE(added.replaces("x-ratelimit-limit-tokens"));
+  EXPECT_EQ(added.get("x-gateway-request-id"), "rid-2");
+  EXPECT_EQ(added.get("x-long"), long_value);
+  std::string head = "HTTP/1.1 200 OK\r\n";
+  added.append_to(head);
+  EXPECT_EQ(head,
+            "HTTP/1.1 200 OK\r\n"
+            "x-gateway-request-id: rid-2\r\n"
+            "x-ratelimit-limit-requests: 10\r\n"
+            "x-ratelimit-remaining-requests: -1\r\n"
+            "x-long: " +
+                long_value + "\r\n");
+
+  http::fields message;
+  message.insert("X-RateLimit-Limit-Requests", "5000");
+  message.insert("x-ratelimit-limit-tokens", "30000");
+  added.apply_to(message);
+  EXPECT_EQ(message.count("x-ratelimit-limit-requests"), 1u);
+  EXPECT_EQ(message["x-ratelimit-limit-requests"], "10");
+  EXPECT_EQ(message["x-ratelimit-limit-tokens"], "30000");
+  EXPECT_EQ(message["x-gateway-request-id"], "rid-2");
+}
+
 }  // namespace
 }  // namespace llmgw

@@ -8,13 +8,13 @@
 
 #include <gtest/gtest.h>
 
-#include <limits>
-
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <exception>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -508,6 +508,32 @@ TEST(FormatReset, OpenAIDurationStrings) {
   EXPECT_EQ(format_reset(-5), "0ms");
 }
 
+// The buffer form (the response path's) against the string-building definition it replaced, at
+// every millisecond of the first two minutes and at the extremes.
+TEST(FormatReset, TheBufferFormAgreesWithTheDefinition) {
+  const auto reference = [](std::int64_t ms) {
+    if (ms < 0) ms = 0;
+    if (ms < 1000) return std::to_string(ms) + "ms";
+    const std::int64_t minutes = ms / 60000;
+    const std::int64_t rest = ms % 60000;
+    std::string seconds = std::to_string(rest / 1000);
+    if (rest % 1000) {
+      char frac[8];
+      std::snprintf(frac, sizeof frac, ".%03d", static_cast<int>(rest % 1000));
+      std::string f = frac;
+      while (f.back() == '0') f.pop_back();
+      seconds += f;
+    }
+    return (minutes ? std::to_string(minutes) + "m" : std::string()) + seconds + "s";
+  };
+  char buf[32];
+  for (std::int64_t ms = -3; ms <= 130'000; ++ms)
+    ASSERT_EQ(ratelimit::format_reset(ms, buf), reference(ms)) << ms;
+  for (const std::int64_t ms : {std::numeric_limits<std::int64_t>::max(),
+                                std::numeric_limits<std::int64_t>::min(), std::int64_t{86'400'123}})
+    EXPECT_EQ(ratelimit::format_reset(ms, buf), reference(ms)) << ms;
+}
+
 // ---------------------------------------------------------------------------------------------
 // estimate_tokens
 // ---------------------------------------------------------------------------------------------
@@ -755,9 +781,11 @@ class KeysTest : public ::testing::Test {
     return send(credential, "", std::move(target), verb::get);
   }
 
-  // The response headers the client would get for an admitted call.
+  // The response headers the client would get for an admitted call: the gateway's fields in
+  // place of the upstream's (as a reply the gateway makes takes them).
   http::fields response_headers(Call& c, http::fields upstream = {}) {
     snapshot_->pipeline.on_response_headers(c.ctx, 200, upstream);
+    c.ctx.added_response_fields.apply_to(upstream);
     return upstream;
   }
 
@@ -1295,7 +1323,7 @@ TEST_F(KeysTest, UsageReadFromTheUpstreamBodyCorrectsTheReservation) {
   c->ctx.status = 200;
   c->ctx.upstream_status = 200;  // as the router's commit step sets it
   snapshot_->pipeline.on_response_headers(c->ctx, 200, h);
-  EXPECT_EQ(h["x-ratelimit-remaining-tokens"], "897");
+  EXPECT_EQ(c->ctx.added_response_fields.get("x-ratelimit-remaining-tokens"), "897");
   snapshot_->pipeline.on_response_body(
       c->ctx,
       R"({"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"hi"}}],)");

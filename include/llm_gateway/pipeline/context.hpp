@@ -22,6 +22,7 @@
 #include "llm_gateway/accounting/content_filter.hpp"
 #include "llm_gateway/accounting/response_reader.hpp"
 #include "llm_gateway/config/config.hpp"
+#include "llm_gateway/pipeline/added_fields.hpp"
 #include "llm_gateway/pipeline/local_reply.hpp"
 #include "llm_gateway/routing/router.hpp"
 #include "llm_gateway/translate/request_facts.hpp"
@@ -112,6 +113,9 @@ struct RequestContext {
   // connection), so that a request cut by the drain deadline still completes and is logged.
   std::function<void()> cancel;
   BodyRewriter* body_rewriter = nullptr;  // set by a stage's on_response_headers, if any
+  // The gateway's own response fields (x-gateway-*, x-ratelimit-*): set by the relay and by
+  // stages in on_response_headers, written after the upstream's fields, which they replace.
+  AddedFields added_response_fields;
 
   // account stage (response side)
   std::optional<accounting::Usage> usage;

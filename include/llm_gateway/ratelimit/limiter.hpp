@@ -99,5 +99,7 @@ Admission admit(SlidingWindow& requests, SlidingWindow& tokens, const KeyLimits&
 
 // OpenAI's duration format for x-ratelimit-reset-*: "12ms", "1s", "1.5s", "6m0s".
 std::string format_reset(std::int64_t ms);
+// The same, written into `buf` (what the response path uses: no string, no snprintf).
+std::string_view format_reset(std::int64_t ms, char (&buf)[32]);
 
 }  // namespace llmgw::ratelimit
