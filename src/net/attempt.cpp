@@ -32,19 +32,17 @@ constexpr auto kGuardTick = std::chrono::seconds(10);
 // Strips hop-by-hop fields from a response header (HopByHopRule, shared with translate()), but
 // Transfer-Encoding and Content-Length stay: the serializer frames the body from them.
 void strip_hop_by_hop(http::fields& h) {
-  // Names are collected first (erasing while iterating would invalidate the iteration); a
-  // response rarely has any, so the list is inline.
-  boost::container::small_vector<std::string_view, 8> drop;
+  // Marked first, erased after: the rule views the Connection lines, which are erased too. The
+  // fields are a list, so erasing one leaves the others' iterators valid; a response rarely has
+  // more than a Connection line to drop, so the marks are inline.
+  boost::container::small_vector<http::fields::const_iterator, 8> drop;
   const HopByHopRule hop_by_hop(h);
-  for (const auto& f : h) {
-    if (f.name() == http::field::transfer_encoding || f.name() == http::field::content_length)
+  for (auto it = h.begin(); it != h.end(); ++it) {
+    if (it->name() == http::field::transfer_encoding || it->name() == http::field::content_length)
       continue;
-    if (hop_by_hop(f)) drop.push_back(f.name_string());
+    if (hop_by_hop(*it)) drop.push_back(it);
   }
-  if (drop.empty()) return;
-  // Copied before any erase: the views point into the fields being erased.
-  const std::vector<std::string> names(drop.begin(), drop.end());
-  for (const auto& name : names) h.erase(name);
+  for (const auto& it : drop) h.erase(it);
 }
 
 constexpr std::string_view kCrLf = "\r\n";

@@ -666,3 +666,49 @@ routes:
     assert.equal(mock.requests.length, 0, 'nothing sent upstream');
   });
 });
+
+// The response side of the hop-by-hop rule, and the gateway's own fields: an upstream's
+// connection-specific fields (and those its Connection line names) never reach the client, its
+// end-to-end fields do, and it cannot speak for the gateway (x-gateway-* are the gateway's).
+test('response: the upstream\'s hop-by-hop fields are dropped, its x-gateway-* replaced, the rest relayed', T, async (t) => {
+  const http = await import('node:http');
+  const body = JSON.stringify({ id: 'x', object: 'chat.completion', choices: [] });
+  const upstream = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, [
+        ['Content-Type', 'application/json'],
+        ['Content-Length', String(Buffer.byteLength(body))],
+        ['Connection', 'keep-alive, X-Upstream-Hop'],
+        ['Keep-Alive', 'timeout=5'],
+        ['X-Upstream-Hop', 'drop me'],
+        ['Proxy-Authenticate', 'Basic realm="up"'],
+        ['X-Gateway-Request-Id', 'spoofed-id'],
+        ['x-gateway-upstream', 'spoofed-upstream'],
+        ['X-End-To-End', 'kept'],
+        ['apim-request-id', 'apim-1'],
+      ]);
+      res.end(body);
+    });
+  });
+  await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
+  t.after(() => upstream.close());
+  const gw = await startGateway(`server: {listen: "127.0.0.1:0"}
+upstreams:
+  edge:
+    provider: azure
+    base_url: "http://127.0.0.1:${upstream.address().port}"
+    api_key: k
+routes: [{match: "*", upstream: edge}]
+`, { t });
+  const res = await request(`${gw.url}/v1/chat/completions`, { headers: { 'x-request-id': 'rid-hop-1' }, body: { model: 'gpt-4o', messages: [] } });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.text, body);
+  for (const name of ['x-upstream-hop', 'keep-alive', 'proxy-authenticate'])
+    assert.equal(res.headers[name], undefined, name);
+  assert.equal(res.headers['x-gateway-request-id'], 'rid-hop-1');
+  assert.equal(res.headers['x-gateway-upstream'], 'edge');
+  assert.equal(res.headers['x-end-to-end'], 'kept');
+  assert.equal(res.headers['apim-request-id'], 'apim-1');
+  assert.equal(res.headers['content-length'], String(Buffer.byteLength(body)));
+});
