@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "llm_gateway/ratelimit/limiter.hpp"
 
@@ -30,7 +33,8 @@ std::optional<std::pair<std::size_t, std::size_t>> find_event_end(std::string_vi
 EventKeys scan_event_keys(std::string_view data) {
   // The keys are looked for where a JSON string starts (after a quote), in one walk over the
   // quotes, instead of one substring search per key: each search went through every quote of the
-  // event again, and an Azure chunk has about fifty.
+  // event again, and an Azure chunk has about fifty. Every quote is a candidate (also a closing
+  // or an escaped one: what follows it cannot spell a key and a colon unless it is one).
   EventKeys keys;
   const char* const begin = data.data();
   const char* const end = begin + data.size();
@@ -41,9 +45,7 @@ EventKeys scan_event_keys(std::string_view data) {
     while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) ++p;
     return p < end ? p : nullptr;
   };
-  for (const char* q = begin; q < end; ++q) {
-    q = static_cast<const char*>(std::memchr(q, '"', static_cast<std::size_t>(end - q)));
-    if (!q) break;
+  auto at_quote = [&](const char* q) {
     const std::string_view rest(q + 1, static_cast<std::size_t>(end - q - 1));
     switch (rest.empty() ? '\0' : rest.front()) {
       case 'u':
@@ -77,6 +79,23 @@ EventKeys scan_event_keys(std::string_view data) {
         break;
       default: break;
     }
+  };
+  const char* p = begin;
+#if defined(__SSE2__)
+  // The quotes of 16 bytes at a time, from one compare: a memchr call per quote (about sixty per
+  // Azure chunk) cost more than the walk itself.
+  const __m128i quote = _mm_set1_epi8('"');
+  for (; end - p >= 16; p += 16) {
+    auto mask = static_cast<unsigned>(_mm_movemask_epi8(
+        _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), quote)));
+    while (mask != 0) {
+      at_quote(p + __builtin_ctz(mask));
+      mask &= mask - 1;
+    }
+  }
+#endif
+  for (; p < end; ++p) {
+    if (*p == '"') at_quote(p);
   }
   return keys;
 }

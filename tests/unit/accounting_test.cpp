@@ -10,7 +10,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <exception>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -344,6 +347,89 @@ TEST(ScanEventKeys, TellsTheKeysAccountingReads) {
   EXPECT_FALSE(scan_event_keys(R"({"usage":)").usage_object);
   EXPECT_FALSE(scan_event_keys(R"({"finish_reason":)").finish_reason_string);
   EXPECT_FALSE(scan_event_keys("\"").usage_object);
+}
+
+// The 16-bytes-at-a-time walk against the memchr walk it replaced: the same keys for the same
+// quotes, wherever they fall relative to a 16-byte block (every shift of a prefix), for
+// random sequences of the pieces keys are made of, escaped and cut-off ones included.
+TEST(ScanEventKeys, TheBlockWalkAgreesWithTheQuoteByQuoteWalk) {
+  const auto reference = [](std::string_view data) {
+    accounting::EventKeys keys;
+    const char* const begin = data.data();
+    const char* const end = begin + data.size();
+    auto after_colon = [end](const char* p) -> const char* {
+      while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) ++p;
+      if (p == end || *p != ':') return nullptr;
+      ++p;
+      while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) ++p;
+      return p < end ? p : nullptr;
+    };
+    for (const char* q = begin; q < end; ++q) {
+      q = static_cast<const char*>(std::memchr(q, '"', static_cast<std::size_t>(end - q)));
+      if (!q) break;
+      const std::string_view rest(q + 1, static_cast<std::size_t>(end - q - 1));
+      if (rest.starts_with("usage\"")) {
+        const char* v = after_colon(q + 7);
+        if (v && *v == '{') keys.usage_object = true;
+      } else if (rest.starts_with("finish_reason\"")) {
+        const char* v = after_colon(q + 15);
+        if (v && *v == '"') keys.finish_reason_string = true;
+      } else if (rest.starts_with("content_filter_results\"")) {
+        keys.filter_results = true;
+        if (rest.substr(23).starts_with(':')) {
+          if (keys.choice_results == 0)
+            keys.first_choice_results = static_cast<std::size_t>(q - begin);
+          ++keys.choice_results;
+        }
+      } else if (rest.starts_with("prompt_filter_results\"") ||
+                 rest.starts_with("prompt_annotations\"")) {
+        keys.filter_results = true;
+        keys.prompt_results = true;
+      }
+    }
+    return keys;
+  };
+  const std::string_view pieces[] = {"\"usage\"",
+                                     "\"finish_reason\"",
+                                     "\"content_filter_results\"",
+                                     "\"prompt_filter_results\"",
+                                     "\"prompt_annotations\"",
+                                     ":",
+                                     " : ",
+                                     "{",
+                                     "}",
+                                     "\"",
+                                     "\\\"",
+                                     "null",
+                                     "\"stop\"",
+                                     ",",
+                                     "\"usage",
+                                     "\"content_filter_results",
+                                     "xyz",
+                                     "\n"};
+  std::uint64_t seed = 88172645463325252ull;
+  const auto next = [&seed] {  // xorshift64: the same sequence every run
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    return seed;
+  };
+  for (int round = 0; round < 3000; ++round) {
+    std::string text;
+    const std::size_t count = next() % 12;
+    for (std::size_t i = 0; i < count; ++i) text += pieces[next() % std::size(pieces)];
+    for (std::size_t shift = 0; shift < 17; ++shift) {
+      const std::string shifted = std::string(shift, 'a') + text;
+      const auto got = accounting::scan_event_keys(shifted);
+      const auto want = reference(shifted);
+      ASSERT_EQ(got.usage_object, want.usage_object) << shifted;
+      ASSERT_EQ(got.finish_reason_string, want.finish_reason_string) << shifted;
+      ASSERT_EQ(got.filter_results, want.filter_results) << shifted;
+      ASSERT_EQ(got.prompt_results, want.prompt_results) << shifted;
+      ASSERT_EQ(got.choice_results, want.choice_results) << shifted;
+      ASSERT_EQ(got.first_choice_results, want.first_choice_results) << shifted;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
