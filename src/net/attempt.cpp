@@ -2,6 +2,7 @@
 // The attempt template is instantiated for each upstream stream (plain, TLS, TLS in a TLS tunnel)
 // and each client stream (plain, TLS): the plain-to-plain path compiles exactly as it would alone.
 #include "attempt.hpp"
+#include "parsed_read.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -11,7 +12,6 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/container/small_vector.hpp>
 #include <cerrno>
@@ -297,8 +297,7 @@ asio::awaitable<bool> Attempt<Stream, Down>::read_head() {
     parser_->header_limit(kResponseHeaderLimit);
     parser_->body_limit(boost::none);  // streams may be long; the deadline bounds them
     if (ctx_.method == http::verb::head) parser_->skip(true);
-    auto [rec0, rn] =
-        co_await http::async_read_header(up_, conn_.buffer, *parser_, nothrow_awaitable);
+    auto [rec0, rn] = co_await read_parsed(up_, conn_.buffer, *parser_, ParseUntil::header);
     const auto rec = upstream_error(rec0);
     if (parser_->got_some() || conn_.buffer.size() != 0) nothing_received_ = false;
     if (rec) {
@@ -446,8 +445,7 @@ asio::awaitable<void> Attempt<Stream, Down>::relay() {
     if (!done) {
       res.body().data = piece;
       res.body().size = kRelayBufferBytes;
-      auto [rec0, rn] =
-          co_await http::async_read_some(up_, conn_.buffer, *parser_, nothrow_awaitable);
+      auto [rec0, rn] = co_await read_parsed(up_, conn_.buffer, *parser_, ParseUntil::progress);
       auto rec = upstream_error(rec0);
       if (rec == http::error::need_buffer) rec = {};
       if (rec == ssl::error::stream_truncated && parser_->is_done()) rec = {};

@@ -15,7 +15,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <list>
@@ -33,6 +32,7 @@
 #include "llm_gateway/stages/observe_stages.hpp"
 #include "llm_gateway/translate/json_scan.hpp"
 #include "llm_gateway/translate/request_target.hpp"
+#include "parsed_read.hpp"
 #include "reloader.hpp"
 #include "request_body.hpp"
 
@@ -557,8 +557,7 @@ class Gateway {
       parser.body_limit(limits.max_body_bytes);
       if (!first) tcp_layer.expires_after(kHeaderTimeout);
       first = false;
-      auto [ec, header_bytes] =
-          co_await http::async_read_header(stream, buffer, parser, nothrow_awaitable);
+      auto [ec, header_bytes] = co_await read_parsed(stream, buffer, parser, ParseUntil::header);
       if (ec) {
         if (ec == http::error::body_limit) {
           // Beast checks Content-Length against the body limit while reading the header.
@@ -868,7 +867,7 @@ class Gateway {
     } stop_watching{*deadline};
     const bool& body_timed_out = deadline->timed_out;
     while (!parser.is_done()) {
-      auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, nothrow_awaitable);
+      auto [ec, n] = co_await read_parsed(stream, buffer, parser, ParseUntil::progress);
       if (ec && body_timed_out) ec = beast::error::timeout;
       ctx.bytes_in += n;
       if (!ec && !budget.hold(req.body().size())) {
