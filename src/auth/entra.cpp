@@ -1,6 +1,7 @@
 #include "llm_gateway/auth/entra.hpp"
 
 #include <charconv>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <regex>
 
@@ -24,8 +25,20 @@ std::string without_query(const std::string& url) {
 }
 
 std::optional<std::int64_t> seconds_of(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      return std::nullopt;
+    return static_cast<std::int64_t>(u);
+  }
   if (v.is_number_integer()) return v.get<std::int64_t>();
-  if (v.is_number()) return static_cast<std::int64_t>(v.get<double>());
+  if (v.is_number()) {
+    // A double outside int64's range (or NaN) converted to it is undefined behaviour: such a
+    // lifetime is simply not one (the libFuzzer egress_token harness found 3.8e76).
+    const double d = v.get<double>();
+    if (!(d > -9.2e18 && d < 9.2e18)) return std::nullopt;
+    return static_cast<std::int64_t>(d);
+  }
   if (v.is_string()) {
     const std::string& s = v.get_ref<const std::string&>();
     std::int64_t n = 0;

@@ -74,6 +74,17 @@ TEST(EntraAnswer, EveryShapeOfLifetime) {
   EXPECT_EQ(imds.lifetime.count(), 3600);
   auto app = parse_token_response(200, R"({"access_token":"c","expires_on":"1700000600"})", now);
   EXPECT_EQ(app.lifetime.count(), 600);
+  // Numbers no lifetime can be: refused, not converted (a double outside int64 is undefined
+  // behaviour; the fuzzer found 3.8e76, UBSan builds catch the old conversion).
+  for (const char* huge : {"3.7777e76", "-3.7e76", "18446744073709551615", "9.3e18"}) {
+    auto r = parse_token_response(
+        200, std::string(R"({"access_token":"d","expires_in":)") + huge + "}", now);
+    EXPECT_TRUE(r.access_token.empty()) << huge;
+    EXPECT_NE(r.error.find("expires_in"), std::string::npos) << huge;
+  }
+  EXPECT_EQ(
+      parse_token_response(200, R"({"access_token":"e","expires_in":59.9})", now).lifetime.count(),
+      59);
 }
 
 TEST(EntraAnswer, FailuresNameTheErrorAndCodeButNotTheDescription) {
