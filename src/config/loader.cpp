@@ -567,8 +567,9 @@ void load_auth(Reader& r, const std::string& where, const YAML::Node& n, Upstrea
           a.identity_header.clear();
         }
         if (!a.identity_header.empty() && !is_field_value(a.identity_header))
-          r.error(n, where + ": the IDENTITY_HEADER environment variable contains a control "
-                             "character or surrounding white space");
+          r.error(n, where +
+                         ": the IDENTITY_HEADER environment variable contains a control "
+                         "character or surrounding white space");
       }
       break;
   }
@@ -1056,6 +1057,11 @@ void load_document(Reader& r, const YAML::Node& root, Config& c) {
       for (auto it = ups.begin(); it != ups.end(); ++it) {
         Upstream u;
         const std::string name = it->first.as<std::string>("");
+        // The name goes into every relayed response's x-gateway-upstream field as it is.
+        if (!is_field_value(name))
+          r.error(it->first,
+                  "upstream names must be visible characters (a name goes into the "
+                  "x-gateway-upstream response field)");
         load_upstream(r, name, it->second, u);
         upstream_index[name] = c.upstreams.size();
         c.upstreams.push_back(std::move(u));

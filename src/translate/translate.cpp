@@ -151,23 +151,11 @@ void set_include_usage(const InboundRequest& in, BodyEdits& edits) {
 
 }  // namespace
 
-bool is_hop_by_hop(std::string_view name) {
-  static constexpr std::array<std::string_view, 9> kFields{
-      "connection",        "keep-alive",          "proxy-connection",  "te", "trailer", "upgrade",
-      "transfer-encoding", "proxy-authorization", "proxy-authenticate"};
-  for (auto f : kFields) {
-    if (iequals(name, f)) return true;
-  }
-  return false;
-}
+namespace {
 
-HopByHopRule::HopByHopRule(const http::fields& message) {
-  for (auto [it, end] = message.equal_range(http::field::connection); it != end; ++it)
-    connection_lists_.push_back(it->value());
-}
-
-bool HopByHopRule::operator()(const http::fields::value_type& field) const {
-  switch (field.name()) {  // is_hop_by_hop's names, which Beast knows by number
+// RFC 9110 §7.6.1's connection-specific fields, by Beast's number for them (every one has one).
+bool is_hop_by_hop(http::field field) {
+  switch (field) {
     case http::field::connection:
     case http::field::keep_alive:
     case http::field::proxy_connection:
@@ -177,8 +165,23 @@ bool HopByHopRule::operator()(const http::fields::value_type& field) const {
     case http::field::transfer_encoding:
     case http::field::proxy_authorization:
     case http::field::proxy_authenticate: return true;
-    default: break;
+    default: return false;
   }
+}
+
+}  // namespace
+
+bool is_hop_by_hop(std::string_view name) {
+  return is_hop_by_hop(http::string_to_field(name));
+}
+
+HopByHopRule::HopByHopRule(const http::fields& message) {
+  for (auto [it, end] = message.equal_range(http::field::connection); it != end; ++it)
+    connection_lists_.push_back(it->value());
+}
+
+bool HopByHopRule::operator()(const http::fields::value_type& field) const {
+  if (is_hop_by_hop(field.name())) return true;
   const std::string_view name = field.name_string();
   for (const std::string_view list : connection_lists_) {
     if (list_names(list, name)) return true;

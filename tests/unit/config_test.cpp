@@ -706,6 +706,13 @@ routes:
   }
 }
 
+TEST(LoaderProblems, AnUpstreamNameThatCouldEndAFieldIsRefused) {
+  expect_one_problem("upstreams:\n  \"a\\r\\nx-injected: 1\":\n    provider: azure\n"
+                     "    base_url: https://contoso.openai.azure.com\n    api_key: k\n"
+                     "routes:\n  - {match: \"*\", upstream: \"a\\r\\nx-injected: 1\"}\n",
+                     2, 3, "upstream names must be visible characters");
+}
+
 TEST(LoaderProblems, AnApiVersionMustBeAQueryToken) {
   expect_one_problem(R"(upstreams:
   a:
