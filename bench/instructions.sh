@@ -8,6 +8,9 @@
 #   bench/instructions.sh              # builds build-release/llm-gateway, prints a Markdown table
 #   BENCH_BUILD=0 bench/instructions.sh  # measures build-release/llm-gateway as it is
 #   GW_BIN=/path/to/llm-gateway bench/instructions.sh  # another binary (an older commit's)
+#   ONLY="gw_plain gw_sse" bench/instructions.sh   # some measurements (labels as in the table below)
+#   KEEP=/tmp/cg bench/instructions.sh             # keep callgrind's files there, for
+#                                                  # callgrind_annotate --inclusive=yes KEEP/callgrind.gw_plain.1
 #
 # Each measurement starts the process under `valgrind --tool=callgrind`, warms it up, zeroes the
 # counters (callgrind_control -z), runs a fixed number of requests with h2load, dumps the counters
@@ -21,6 +24,8 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 : "${N_REQUESTS:=2000}"   # non-streaming requests per measurement
 : "${N_STREAMS:=1000}"    # fixed-SSE streams per measurement
 : "${N_PACED:=200}"       # paced streams (21 events each), 100 at a time
+: "${ONLY:=}"
+: "${KEEP:=}"
 AZURE_KEY=bench-azure-key-0123456789abcdef
 CLIENT_KEY=sk-bench-client-key-0123456789abcdef
 ADMIN_TOKEN=bench-admin-token-0123456789
@@ -106,6 +111,7 @@ wait_up() { # URL: until a POST gets any HTTP answer
 measure() {
   local label=$1 kind=$2 port=$3 auth=$4 upstream=$5
   shift 6
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $label "* ]]; then return 0; fi
   local out="$SCRATCH/callgrind.$label"
   BENCH_UPSTREAM_URL=$upstream valgrind --tool=callgrind --callgrind-out-file="$out" \
     --dump-instr=no "$@" >"$SCRATCH/logs/$label.out" 2>"$SCRATCH/logs/$label.err" &
@@ -133,6 +139,7 @@ measure() {
   total=$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
   units=$n
   [ "$kind" = paced ] && units=$((n * 21))  # 20 events and the closing [DONE]
+  if [ -n "$KEEP" ]; then mkdir -p "$KEEP" && cp "$out.1" "$KEEP/callgrind.$label.1"; fi
   echo "$label $((total / units))"
 }
 
@@ -157,7 +164,7 @@ RESULTS="$SCRATCH/results"
 } >"$RESULTS"
 
 value() { awk -v k="$1" '$1 == k {print $2}' "$RESULTS"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", a / b}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "") print "–"; else printf "%.2f×", a / b}'; }
 cat <<EOF
 | user-space instructions (callgrind) | llm-gateway | nginx, same rewrite | ratio |
 |---|---:|---:|---:|
