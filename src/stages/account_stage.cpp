@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "llm_gateway/accounting/response_document.hpp"
 #include "llm_gateway/translate/json_scan.hpp"
 
 namespace llmgw {
@@ -66,15 +67,15 @@ struct AccountState final : StageState, BodyRewriter {
     const bool has_finish = keys.finish_reason_string;
     const bool read_filter = keys.filter_results && !repeats_last_filter(data, keys);
     if (!has_usage && !has_finish && !read_filter) return false;
-    const json::Document doc(data);  // one scan serves both readers
+    const accounting::DocumentReading read = accounting::read_response_document(
+        data, {.facts = has_usage || has_finish, .filter = read_filter});
     if (read_filter) {
-      ctx->content_filter.read_document(doc);
+      ctx->content_filter.merge(read.filter);
       remember_filter(data, keys);
     }
     if (!has_usage && !has_finish) return false;
-    const JsonFacts facts = accounting::read_json_facts(doc);
-    merge(facts);
-    return strip_usage_chunk && facts.usage_only_chunk;
+    merge(read.facts);
+    return strip_usage_chunk && read.facts.usage_only_chunk;
   }
 
   void rewrite(std::string_view piece, bool last, std::vector<std::string_view>& out) override {
@@ -189,13 +190,13 @@ void AccountStage::on_response_end(RequestContext& ctx) {
   if (!st->truncated) {
     const std::string_view body = st->whole_piece.empty() ? st->body : st->whole_piece;
     st->whole_piece = {};
-    const json::Document doc(body);  // one scan serves every reader
-    st->merge(accounting::read_json_facts(doc));
-    if (ctx.status == 400) {
-      ctx.content_filter.read_error(doc);
-    } else if (ctx.status == 200 && body.find("filter_result") != std::string_view::npos) {
-      ctx.content_filter.read_document(doc);
-    }
+    // One pass reads the usage and, where they can be, the content-filter results.
+    const accounting::DocumentReading read = accounting::read_response_document(
+        body, {.facts = true,
+               .filter = ctx.status == 200 && body.find("filter_result") != std::string_view::npos,
+               .filter_error = ctx.status == 400});
+    st->merge(read.facts);
+    ctx.content_filter.merge(read.filter);
   } else if (auto u = usage_from_tail(st->body)) {
     ctx.usage = u;
   }

@@ -137,38 +137,6 @@ Kind kind_of_first(char c) {
 
 }  // namespace
 
-// Nested containers and their entries in the order the scanner meets them; an entry names its
-// container by index, and Document groups them per container when the scan is done.
-struct Document::Recording {
-  static constexpr std::size_t kMaxEntries = 512;
-  static constexpr std::size_t kMaxContainers = 128;
-  boost::container::small_vector<Container, 24> containers;
-  boost::container::small_vector<std::pair<std::uint32_t, Member>, 96> entries;
-  bool overflow = false;
-
-  static constexpr std::uint32_t kNone = ~std::uint32_t{0};
-  std::uint32_t open(std::size_t begin, bool is_object) {
-    if (overflow) return kNone;
-    if (containers.size() == kMaxContainers) {
-      overflow = true;
-      return kNone;
-    }
-    containers.push_back(Container{begin, 0, is_object, 0, 0});
-    return static_cast<std::uint32_t>(containers.size() - 1);
-  }
-  void add(std::uint32_t id, const Member& m) {
-    if (id == kNone || overflow) return;
-    if (entries.size() == kMaxEntries) {
-      overflow = true;
-      return;
-    }
-    entries.emplace_back(id, m);
-  }
-  void close(std::uint32_t id, std::size_t end) {
-    if (id != kNone && !overflow) containers[id].end = end;
-  }
-};
-
 namespace {
 
 class Scanner {
@@ -176,8 +144,8 @@ class Scanner {
   // trusted: the text is known to be valid JSON (a value span of a document a validating scan
   // accepted), so values below the top level are skipped without validation.
   explicit Scanner(std::string_view text, bool trusted = false) : s_(text), trusted_(trusted) {}
-  // Records the containers below the top level into `rec` (a validating scan only).
-  Scanner(std::string_view text, Document::Recording& rec) : s_(text), rec_(&rec) {}
+  // Reports values to `visitor` as it validates (a validating scan only).
+  Scanner(std::string_view text, WalkVisitor& visitor) : s_(text), visitor_(&visitor) {}
 
   ScanResult run(bool whole) {
     ScanResult r;
@@ -190,7 +158,7 @@ class Scanner {
       top_elements_ = &r.elements;
     }
     Kind k{};
-    if (value(0, k)) {
+    if (value(0, k, kSkip)) {
       r.consumed = pos_;
       skip_ws();
       if (whole && pos_ != s_.size()) fail("unexpected data after the JSON value");
@@ -205,6 +173,20 @@ class Scanner {
       r.is_array = false;
     }
     return r;
+  }
+
+  // walk(): the whole text as one value, reported to the visitor; no member lists built.
+  bool walk() {
+    skip_ws();
+    const std::size_t begin = pos_;
+    const int id = pos_ < s_.size()
+                       ? visitor_->enter(WalkVisitor::kDocument, {}, kind_of_first(s_[pos_]))
+                       : kSkip;
+    Kind k{};
+    if (!value(0, k, id)) return false;
+    if (id != kSkip) visitor_->leave(id, s_.substr(begin, pos_ - begin));
+    skip_ws();
+    return pos_ == s_.size();
   }
 
  private:
@@ -286,7 +268,8 @@ class Scanner {
     return pos_ > start;
   }
 
-  bool value(int depth, Kind& kind) {
+  // `id`: what the visitor called this value (kSkip: nothing inside it is reported).
+  bool value(int depth, Kind& kind, int id) {
     skip_ws();
     if (pos_ >= s_.size()) return fail("unexpected end of JSON");
     if (trusted_ && depth > 0) {  // below the top level: only its extent is needed
@@ -296,8 +279,8 @@ class Scanner {
       return true;
     }
     switch (s_[pos_]) {
-      case '{': kind = Kind::object; return object(depth + 1);
-      case '[': kind = Kind::array; return array(depth + 1);
+      case '{': kind = Kind::object; return object(depth + 1, id);
+      case '[': kind = Kind::array; return array(depth + 1, id);
       case '"': kind = Kind::string; return string();
       case 't': kind = Kind::boolean; return literal("true");
       case 'f': kind = Kind::boolean; return literal("false");
@@ -309,15 +292,13 @@ class Scanner {
     }
   }
 
-  bool object(int depth) {
+  bool object(int depth, int id) {
     if (depth > kMaxDepth) return fail("JSON nested too deeply");
     const bool top = depth == 1 && top_members_ != nullptr;
-    const std::uint32_t rec_id = rec_ && depth > 1 ? rec_->open(pos_, true) : kNotRecorded;
     ++pos_;
     skip_ws();
     if (pos_ < s_.size() && s_[pos_] == '}') {
       ++pos_;
-      if (rec_id != kNotRecorded) rec_->close(rec_id, pos_);
       return true;
     }
     for (;;) {
@@ -331,10 +312,13 @@ class Scanner {
       ++pos_;
       skip_ws();
       const std::size_t vb = pos_;
+      const int child = id != kSkip && pos_ < s_.size()
+                            ? visitor_->enter(id, key, kind_of_first(s_[pos_]))
+                            : kSkip;
       Kind k{};
-      if (!value(depth, k)) return false;
+      if (!value(depth, k, child)) return false;
       if (top) top_members_->push_back(Member{key, vb, pos_, k});
-      if (rec_id != kNotRecorded) rec_->add(rec_id, Member{key, vb, pos_, k});
+      if (child != kSkip) visitor_->leave(child, s_.substr(vb, pos_ - vb));
       skip_ws();
       if (pos_ >= s_.size()) return fail("unterminated object");
       if (s_[pos_] == ',') {
@@ -343,21 +327,18 @@ class Scanner {
       }
       if (s_[pos_] == '}') {
         ++pos_;
-        if (rec_id != kNotRecorded) rec_->close(rec_id, pos_);
         return true;
       }
       return fail("expected ',' or '}'");
     }
   }
 
-  bool array(int depth) {
+  bool array(int depth, int id) {
     if (depth > kMaxDepth) return fail("JSON nested too deeply");
-    const std::uint32_t rec_id = rec_ && depth > 1 ? rec_->open(pos_, false) : kNotRecorded;
     ++pos_;
     skip_ws();
     if (pos_ < s_.size() && s_[pos_] == ']') {
       ++pos_;
-      if (rec_id != kNotRecorded) rec_->close(rec_id, pos_);
       return true;
     }
     const bool top = depth == 1 && top_elements_ != nullptr;
@@ -365,9 +346,12 @@ class Scanner {
       Kind k{};
       skip_ws();
       const std::size_t vb = pos_;
-      if (!value(depth, k)) return false;
+      const int child = id != kSkip && pos_ < s_.size()
+                            ? visitor_->enter(id, {}, kind_of_first(s_[pos_]))
+                            : kSkip;
+      if (!value(depth, k, child)) return false;
       if (top) top_elements_->push_back(Span{vb, pos_, k});
-      if (rec_id != kNotRecorded) rec_->add(rec_id, Member{{}, vb, pos_, k});
+      if (child != kSkip) visitor_->leave(child, s_.substr(vb, pos_ - vb));
       skip_ws();
       if (pos_ >= s_.size()) return fail("unterminated array");
       if (s_[pos_] == ',') {
@@ -376,18 +360,17 @@ class Scanner {
       }
       if (s_[pos_] == ']') {
         ++pos_;
-        if (rec_id != kNotRecorded) rec_->close(rec_id, pos_);
         return true;
       }
       return fail("expected ',' or ']'");
     }
   }
 
-  static constexpr std::uint32_t kNotRecorded = Document::Recording::kNone;
+  static constexpr int kSkip = WalkVisitor::kSkip;
 
   std::string_view s_;
   bool trusted_ = false;
-  Document::Recording* rec_ = nullptr;
+  WalkVisitor* visitor_ = nullptr;
   std::size_t pos_ = 0;
   std::string error_;
   MemberList* top_members_ = nullptr;
@@ -474,53 +457,8 @@ ScanResult scan_valid(std::string_view text) {
   return Scanner(text, true).run(true);
 }
 
-Document::Document(std::string_view text) : text_(text) {
-  Recording rec;
-  top_ = Scanner(text, rec).run(true);
-  if (!top_.valid || rec.overflow) return;
-  // Group the entries per container (a counting sort: they arrive interleaved, a container's
-  // entries around those of the containers nested in it).
-  containers_.assign(rec.containers.begin(), rec.containers.end());
-  for (const auto& [id, m] : rec.entries) ++containers_[id].count;
-  std::uint32_t next = 0;
-  for (Container& c : containers_) {
-    c.first = next;
-    next += c.count;
-    c.count = 0;
-  }
-  entries_.resize(rec.entries.size());
-  for (const auto& [id, m] : rec.entries) {
-    Container& c = containers_[id];
-    entries_[c.first + c.count++] = m;
-  }
-  recorded_ = true;
-}
-
-ScanResult Document::scan(std::string_view value) const {
-  const char* const base = text_.data();
-  if (!recorded_ || value.data() < base || value.data() + value.size() > base + text_.size())
-    return scan_valid(value);
-  const auto begin = static_cast<std::size_t>(value.data() - base);
-  if (begin == 0 && value.size() == text_.size()) return top_;
-  // Containers are recorded where they open, so in increasing order of begin.
-  const auto it = std::lower_bound(containers_.begin(), containers_.end(), begin,
-                                   [](const Container& c, std::size_t b) { return c.begin < b; });
-  if (it == containers_.end() || it->begin != begin || it->end != begin + value.size())
-    return scan_valid(value);
-  ScanResult r;
-  r.valid = true;
-  r.consumed = value.size();
-  for (std::uint32_t i = it->first; i < it->first + it->count; ++i) {
-    const Member& m = entries_[i];
-    if (it->is_object) {
-      r.members.push_back(Member{m.key, m.value_begin - begin, m.value_end - begin, m.kind});
-    } else {
-      r.elements.push_back(Span{m.value_begin - begin, m.value_end - begin, m.kind});
-    }
-  }
-  r.is_object = it->is_object;
-  r.is_array = !it->is_object;
-  return r;
+bool walk(std::string_view text, WalkVisitor& visitor) {
+  return Scanner(text, visitor).walk();
 }
 
 std::optional<long long> integer_member(std::string_view text, const ScanResult& r,

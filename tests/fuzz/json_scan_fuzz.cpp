@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fuzz_support.hpp"
 #include "llm_gateway/translate/json_scan.hpp"
@@ -70,30 +71,91 @@ bool same_entries(const json::ScanResult& a, const json::ScanResult& b) {
   return true;
 }
 
-// Every nested object and array of a valid document: what Document records, what scan_valid
-// skips to, and what a validating scan of the same span reports are the same members.
-void check_nested(const json::Document& doc, std::string_view text, const json::ScanResult& r,
-                  std::size_t& budget) {
+// Every nested object and array of a valid document: what scan_valid skips to and what a
+// validating scan of the same span reports are the same members.
+void check_nested(std::string_view text, const json::ScanResult& r, std::size_t& budget) {
   auto visit = [&](std::size_t begin, std::size_t end, json::Kind kind) {
     if (budget == 0 || (kind != json::Kind::object && kind != json::Kind::array)) return;
     --budget;
     const std::string_view sub = text.substr(begin, end - begin);
     const json::ScanResult validated = json::scan(sub);
     require(validated.valid, "a nested value of a valid document is valid");
-    require(same_entries(doc.scan(sub), validated), "Document::scan == scan on a nested value");
     require(same_entries(json::scan_valid(sub), validated), "scan_valid == scan on a valid value");
-    check_nested(doc, sub, validated, budget);
+    check_nested(sub, validated, budget);
   };
   for (const json::Member& m : r.members) visit(m.value_begin, m.value_end, m.kind);
   for (const json::Span& e : r.elements) visit(e.begin, e.end, e.kind);
 }
 
+// A visitor that asks for every value (up to a budget) and records what the walk reported.
+struct Recorder final : json::WalkVisitor {
+  struct Entry {
+    int parent = 0;
+    std::string_view key;
+    json::Kind kind{};
+    std::string_view value;
+    bool left = false;
+  };
+  std::vector<Entry> entries;  // id - 1
+  std::vector<int> open;       // ids entered and not yet left
+  bool orderly = true;
+
+  int enter(int parent, std::string_view key, json::Kind kind) override {
+    if (entries.size() >= 512) return kSkip;
+    if (parent != (open.empty() ? kDocument : open.back())) orderly = false;
+    entries.push_back(Entry{parent, key, kind, {}, false});
+    open.push_back(static_cast<int>(entries.size()));
+    return open.back();
+  }
+  void leave(int id, std::string_view value) override {
+    if (open.empty() || open.back() != id) orderly = false;
+    if (!open.empty()) open.pop_back();
+    entries[static_cast<std::size_t>(id - 1)].value = value;
+    entries[static_cast<std::size_t>(id - 1)].left = true;
+  }
+};
+
+struct SkipAll final : json::WalkVisitor {
+  int enter(int, std::string_view, json::Kind) override { return kSkip; }
+  void leave(int, std::string_view) override { require(false, "leave after kSkip"); }
+};
+
 void check_document(std::string_view text) {
-  const json::Document doc(text);
   const json::ScanResult r = json::scan(text);
-  require(same_entries(doc.top(), r), "Document's top is scan's result");
   std::size_t budget = 256;
-  if (r.valid) check_nested(doc, text, r, budget);
+  if (r.valid) check_nested(text, r, budget);
+
+  // walk validates exactly as scan does, whatever the visitor asks for.
+  SkipAll skip;
+  require(json::walk(text, skip) == r.valid, "walk (asking for nothing) is valid iff scan is");
+  Recorder rec;
+  require(json::walk(text, rec) == r.valid, "walk (asking for everything) is valid iff scan is");
+  require(rec.orderly, "enter and leave nest, and a value's parent is the open value");
+  for (const Recorder::Entry& e : rec.entries) {
+    require(llmgw::fuzz::within(e.key, text), "a reported key is a view of the text");
+    if (e.left) require(llmgw::fuzz::within(e.value, text), "a reported value is in the text");
+  }
+  if (!r.valid) return;
+  require(rec.open.empty(), "every value entered in a valid document is left");
+  for (const Recorder::Entry& e : rec.entries) {
+    if (!e.left) continue;  // over the budget: its members were not asked for
+    const json::ScanResult v = json::scan(e.value);
+    require(v.valid && v.is_object == (e.kind == json::Kind::object) &&
+                v.is_array == (e.kind == json::Kind::array),
+            "a reported value is one JSON value of the reported kind");
+  }
+  // The top object's members, as walk reports them, are scan's.
+  std::size_t i = 0;
+  for (const Recorder::Entry& e : rec.entries) {
+    if (e.parent != 1 || !r.is_object) continue;
+    require(i < r.members.size(), "no more top members than scan reports");
+    const json::Member& m = r.members[i++];
+    require(e.key == m.key && e.kind == m.kind && e.value.data() == text.data() + m.value_begin &&
+                e.value.size() == m.value_end - m.value_begin,
+            "walk reports scan's top members");
+  }
+  require(!r.is_object || rec.entries.size() >= 512 || i == r.members.size(),
+          "walk reports every top member");
 
   // On any bytes (valid or not), the trusted scan stays inside the text.
   const json::ScanResult t = json::scan_valid(text);

@@ -3,26 +3,28 @@
 // the account stage as the relay drives it. The input is the response body.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "account_run.hpp"
 #include "fuzz_support.hpp"
 #include "llm_gateway/accounting/content_filter.hpp"
 #include "llm_gateway/accounting/response_reader.hpp"
-#include "llm_gateway/translate/json_scan.hpp"
+#include "response_reference.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using llmgw::fuzz::require;
   namespace accounting = llmgw::accounting;
   const std::string_view body = llmgw::fuzz::as_text(data, size);
 
-  const llmgw::json::Document doc(body);
-  const accounting::JsonFacts facts = accounting::read_json_facts(doc);
+  // One pass reads what the reference readers read, level by level, on any bytes.
+  const std::string differs = llmgw::reference::differs_from_reference(body);
+  require(differs.empty(), differs.c_str());
+  const accounting::JsonFacts facts = accounting::read_json_facts(body);
 
   accounting::ContentFilterSummary summary;
-  summary.read_document(doc);
+  summary.read_document(body);
   summary.read_error(body);
-  summary.read_error(doc);  // the stage's path: the document it already scanned
   (void)summary.any();
   (void)summary.flagged(accounting::FilterStage::prompt);
   (void)summary.flagged(accounting::FilterStage::completion);
@@ -36,6 +38,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     require(run.ctx.usage.has_value() == facts.usage.has_value(), "the stage reads the usage");
     if (facts.usage) require(run.ctx.usage->total_tokens == facts.usage->total_tokens, "usage");
     require(run.ctx.finish_reason == facts.finish_reason, "the stage reads finish_reason");
+    const accounting::ContentFilterSummary expected =
+        status == 400 ? llmgw::reference::read_filter_error(body)
+        : body.find("filter_result") != std::string_view::npos
+            ? llmgw::reference::read_filter_document(body)
+            : accounting::ContentFilterSummary{};
+    require(llmgw::reference::same_summary(run.ctx.content_filter, expected),
+            "the stage reads the content-filter results");
   }
   return 0;
 }

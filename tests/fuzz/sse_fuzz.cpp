@@ -20,6 +20,7 @@
 #include "llm_gateway/accounting/content_filter.hpp"
 #include "llm_gateway/accounting/response_reader.hpp"
 #include "llm_gateway/translate/json_scan.hpp"
+#include "response_reference.hpp"
 
 namespace {
 
@@ -72,39 +73,21 @@ void check_splitter(const Input& in) {
   for (std::size_t i = 0; i < got.size(); ++i)
     require(got[i] == expected[i], "the splitter's events do not depend on the pieces");
 
-  // The plain readers on each event, as the stage calls them.
+  // The readers on each event's data, checked against the reference readers.
   accounting::ContentFilterSummary summary;
   std::string scratch;
   for (std::string_view event : expected) {
     const std::string_view data = accounting::event_data(event, scratch);
-    const llmgw::json::Document doc(data);
-    summary.read_document(doc);
-    (void)accounting::read_json_facts(doc);
+    const std::string differs = llmgw::reference::differs_from_reference(data);
+    require(differs.empty(), differs.c_str());
+    summary.read_document(data);
   }
   (void)summary.flagged(accounting::FilterStage::prompt);
   (void)summary.flagged(accounting::FilterStage::completion);
 }
 
-bool same_summary(const accounting::ContentFilterSummary& a,
-                  const accounting::ContentFilterSummary& b) {
-  for (auto stage : {accounting::FilterStage::prompt, accounting::FilterStage::completion}) {
-    for (std::size_t c = 0; c < accounting::kFilterCategories.size(); ++c) {
-      const auto& x = a.result(stage, c);
-      const auto& y = b.result(stage, c);
-      if (x.seen != y.seen || x.severity != y.severity || x.filtered != y.filtered ||
-          x.detected != y.detected)
-        return false;
-    }
-  }
-  return true;
-}
-
-bool same_usage(const std::optional<accounting::Usage>& a,
-                const std::optional<accounting::Usage>& b) {
-  if (a.has_value() != b.has_value()) return false;
-  return !a || (a->prompt_tokens == b->prompt_tokens &&
-                a->completion_tokens == b->completion_tokens && a->total_tokens == b->total_tokens);
-}
+using llmgw::reference::same_summary;
+using llmgw::reference::same_usage;
 
 void check_stage(const Input& in) {
   using llmgw::fuzz::AccountRun;

@@ -10,16 +10,21 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <iterator>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "../fuzz/response_reference.hpp"
 #include "llm_gateway/accounting/content_filter.hpp"
+#include "llm_gateway/accounting/response_document.hpp"
 #include "llm_gateway/accounting/response_reader.hpp"
 #include "llm_gateway/pipeline/context.hpp"
 #include "llm_gateway/pipeline/pipeline.hpp"
@@ -1157,6 +1162,252 @@ TEST(AccountStage, AsksForStreamUsageOnlyWhenTheClientDidNotAndTheUpstreamAccept
   // api-version 2024-06-01 predates stream_options (400 there).
   EXPECT_FALSE(asks_for_usage(*snapshot, "/v1/chat/completions",
                               R"({"model":"old-35","messages":[],"stream":true})"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// read_response_document: one pass, the same answers as the readers it replaced
+// ---------------------------------------------------------------------------------------------
+
+TEST(ResponseDocument, TheLastOccurrenceOfANameCounts) {
+  using accounting::read_response_document;
+  // As JSON.parse in the client's SDK reads it.
+  EXPECT_FALSE(
+      read_response_document(R"({"usage":{"total_tokens":5},"usage":null})", {.facts = true})
+          .facts.usage);
+  EXPECT_EQ(
+      read_response_document(R"({"usage":{"total_tokens":5,"total_tokens":7}})", {.facts = true})
+          .facts.usage->total_tokens,
+      7);
+  EXPECT_EQ(read_response_document(R"({"choices":[{"finish_reason":"stop","finish_reason":null}]})",
+                                   {.facts = true})
+                .facts.finish_reason,
+            "");
+  EXPECT_EQ(read_response_document(
+                R"({"choices":[{"finish_reason":"length"}],"choices":[{"finish_reason":"stop"}]})",
+                {.facts = true})
+                .facts.finish_reason,
+            "stop");
+  const ContentFilterSummary once =
+      read_response_document(
+          R"({"choices":[{"content_filter_results":{"hate":{"filtered":true,"filtered":false,"severity":"high"}},)"
+          R"("content_filter_results":{"violence":{"filtered":true,"severity":"low"}}}]})",
+          {.filter = true})
+          .filter;
+  EXPECT_FALSE(once.result(FilterStage::completion, 0).seen);  // hate: an earlier occurrence
+  const CategoryResult& violence = once.result(FilterStage::completion, 2);
+  EXPECT_TRUE(violence.seen && violence.filtered);
+  EXPECT_EQ(violence.severity, Severity::low);
+}
+
+TEST(ResponseDocument, InvalidJsonYieldsNothingEvenWhatCameBeforeTheError) {
+  const auto read = accounting::read_response_document(
+      R"({"usage":{"total_tokens":5},"choices":[{"finish_reason":"stop","content_filter_results":)"
+      R"({"hate":{"filtered":true}}}],"x":[})",
+      {.facts = true, .filter = true});
+  EXPECT_FALSE(read.facts.usage);
+  EXPECT_EQ(read.facts.finish_reason, "");
+  EXPECT_FALSE(read.filter.any());
+}
+
+// Documents shaped like Azure's answers, with what an upstream could get wrong: names repeated,
+// values of the wrong kind, escapes, white space, a byte cut off or inserted.
+class ResponseShapes {
+ public:
+  explicit ResponseShapes(std::uint32_t seed) : rng_(seed) {}
+
+  std::string document() {
+    std::string out = object(
+        {"choices", "usage", "response", "prompt_filter_results", "prompt_annotations", "data",
+         "error", "id", "model"},
+        [&](std::string_view key) { return top_value(key); }, 7);
+    if (pick(12) == 0) out.resize(pick(out.size() + 1));                           // cut short
+    if (pick(12) == 0) out.insert(pick(out.size() + 1), 1, "{}[],:\"x"[pick(8)]);  // a stray byte
+    return out;
+  }
+
+ private:
+  std::size_t pick(std::size_t n) { return n == 0 ? 0 : static_cast<std::size_t>(rng_() % n); }
+  std::string ws() { return pick(5) == 0 ? std::string(" \n\t ").substr(0, 1 + pick(3)) : ""; }
+
+  template <class ValueOf>
+  std::string object(std::initializer_list<std::string_view> keys, ValueOf&& value_of,
+                     std::size_t max_members) {
+    const std::vector<std::string_view> names(keys);
+    std::string out = "{" + ws();
+    const std::size_t n = pick(max_members + 1);
+    for (std::size_t i = 0; i < n; ++i) {  // names may repeat
+      const std::string_view key = names[pick(names.size())];
+      if (i) out += "," + ws();
+      out += "\"" + std::string(key) + "\"" + ws() + ":" + ws() + value_of(key);
+    }
+    return out + ws() + "}";
+  }
+
+  template <class ElementOf>
+  std::string array(ElementOf&& element_of, std::size_t max_elements) {
+    std::string out = "[" + ws();
+    const std::size_t n = pick(max_elements + 1);
+    for (std::size_t i = 0; i < n; ++i) out += (i ? "," + ws() : "") + element_of();
+    return out + ws() + "]";
+  }
+
+  std::string scalar() {
+    static constexpr std::array<std::string_view, 9> kScalars{
+        "null", "true", "false", "0", "12", "-3", "1.5", "\"a\\\"}]\"", "\"stop\""};
+    return std::string(kScalars[pick(kScalars.size())]);
+  }
+
+  // Mostly the kind Azure sends, sometimes another.
+  template <class Right>
+  std::string mostly(Right&& right) {
+    return pick(6) == 0 ? scalar() : right();
+  }
+
+  std::string top_value(std::string_view key) {
+    if (key == "choices")
+      return mostly([&] { return array([&] { return mostly([&] { return choice(); }); }, 3); });
+    if (key == "usage") return mostly([&] { return usage(); });
+    if (key == "response")
+      return mostly([&] {
+        return object(
+            {"usage", "status"},
+            [&](std::string_view k) {
+              return k == "usage" ? mostly([&] { return usage(); }) : scalar();
+            },
+            3);
+      });
+    if (key == "prompt_filter_results" || key == "prompt_annotations")
+      return pick(3) == 0 ? mostly([&] { return results(); }) : mostly([&] {
+        return array([&] { return mostly([&] { return prompt_item(); }); }, 3);
+      });
+    if (key == "data")
+      return mostly([&] { return array([&] { return mostly([&] { return data_item(); }); }, 3); });
+    if (key == "error") return mostly([&] { return error(); });
+    return scalar();
+  }
+
+  std::string choice() {
+    return object(
+        {"finish_reason", "content_filter_results", "index", "message"},
+        [&](std::string_view k) -> std::string {
+          if (k == "finish_reason") {
+            static constexpr std::array<std::string_view, 5> kReasons{
+                "\"stop\"", "\"length\"", "null", "\"st\\u006fp\"", "\"content_filter\""};
+            return std::string(kReasons[pick(kReasons.size())]);
+          }
+          if (k == "content_filter_results") return mostly([&] { return results(); });
+          if (k == "message") return R"({"content":"\"usage\":{ ] } [","role":"assistant"})";
+          return scalar();
+        },
+        5);
+  }
+
+  std::string usage() {
+    return object(
+        {"prompt_tokens", "input_tokens", "completion_tokens", "output_tokens", "total_tokens",
+         "details"},
+        [&](std::string_view) {
+          static constexpr std::array<std::string_view, 8> kNumbers{
+              "7", "0", "-5", "1.5", "99999999999999999999", "\"9\"", "null", "1e3"};
+          return pick(4) == 0 ? std::string(kNumbers[pick(kNumbers.size())])
+                              : std::to_string(pick(5000));
+        },
+        6);
+  }
+
+  std::string results() {
+    return object(
+        {"hate", "self_harm", "self-harm", "jailbreak", "custom_blocklists", "error", "made_up"},
+        [&](std::string_view k) -> std::string {
+          if (k == "custom_blocklists" && pick(2) == 0) {
+            static constexpr std::array<std::string_view, 3> kLists{
+                R"([{"filtered":true,"id":"x"}])", R"([{"filtered": true}])",
+                R"([{"filtered":false}])"};
+            return std::string(kLists[pick(kLists.size())]);
+          }
+          return mostly([&] { return category(); });
+        },
+        5);
+  }
+
+  std::string category() {
+    return object(
+        {"filtered", "detected", "severity", "details"},
+        [&](std::string_view k) -> std::string {
+          if (k == "severity") {
+            static constexpr std::array<std::string_view, 6> kSeverities{
+                "\"safe\"", "\"low\"", "\"medium\"", "\"high\"", "\"HIGH\"", "null"};
+            return std::string(kSeverities[pick(kSeverities.size())]);
+          }
+          if (k == "details") return R"({"filtered":true})";
+          return pick(3) == 0 ? scalar() : (pick(2) ? "true" : "false");
+        },
+        4);
+  }
+
+  std::string prompt_item() {
+    return object(
+        {"prompt_index", "content_filter_results"},
+        [&](std::string_view k) {
+          return k == "prompt_index" ? scalar() : mostly([&] { return results(); });
+        },
+        3);
+  }
+
+  std::string data_item() {
+    return object(
+        {"url", "content_filter_results", "prompt_filter_results"},
+        [&](std::string_view k) {
+          return k == "url" ? scalar() : mostly([&] { return results(); });
+        },
+        4);
+  }
+
+  std::string error() {
+    return object(
+        {"code", "innererror", "inner_error"},
+        [&](std::string_view k) -> std::string {
+          if (k == "code") return "\"content_filter\"";
+          return mostly([&] {
+            return object(
+                {"code", "content_filter_result", "content_filter_results"},
+                [&](std::string_view ik) {
+                  return ik == "code" ? scalar() : mostly([&] { return results(); });
+                },
+                3);
+          });
+        },
+        3);
+  }
+
+  std::mt19937 rng_;
+};
+
+TEST(ResponseDocument, ReadsWhatTheReferenceReadersRead) {
+  // The readers before the single pass (validate, then look each level up by name), kept as the
+  // oracle in tests/fuzz/response_reference.hpp; the response and sse fuzz harnesses run the
+  // same comparison on every input they make.
+  ResponseShapes shapes(20261207);
+  int with_usage = 0, with_finish = 0, filtered = 0, error_results = 0, invalid = 0;
+  for (int i = 0; i < 4000; ++i) {
+    const std::string text = shapes.document();
+    const std::string differs = reference::differs_from_reference(text);
+    ASSERT_EQ(differs, "") << text;
+    const auto read = accounting::read_response_document(
+        text, {.facts = true, .filter = true, .filter_error = true});
+    with_usage += read.facts.usage.has_value();
+    with_finish += !read.facts.finish_reason.empty();
+    filtered +=
+        read.filter.filtered(FilterStage::prompt) || read.filter.filtered(FilterStage::completion);
+    error_results += accounting::read_response_document(text, {.filter_error = true}).filter.any();
+    invalid += !json::scan(text).valid;
+  }
+  // The shapes reach every reader (so the comparison above compares something).
+  EXPECT_GT(with_usage, 400);
+  EXPECT_GT(with_finish, 200);
+  EXPECT_GT(filtered, 400);
+  EXPECT_GT(error_results, 100);
+  EXPECT_GT(invalid, 200);
 }
 
 }  // namespace

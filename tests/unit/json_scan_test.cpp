@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "llm_gateway/translate/json_scan.hpp"
 
@@ -412,17 +413,16 @@ std::string describe(std::string_view text, const ScanResult& r) {
   return out;
 }
 
-// Visits every object and array below the top of `text`, checking that scan_valid and
-// Document::scan report what a validating scan of the same span reports; returns how many.
-int check_nested(const Document& doc, std::string_view text, const ScanResult& r) {
+// Visits every object and array below the top of `text`, checking that scan_valid reports what a
+// validating scan of the same span reports; returns how many.
+int check_nested(std::string_view text, const ScanResult& r) {
   int visited = 0;
   auto visit = [&](std::size_t begin, std::size_t end, Kind kind) {
     if (kind != Kind::object && kind != Kind::array) return;
     const std::string_view sub = text.substr(begin, end - begin);
     const ScanResult expected = scan(sub);
     EXPECT_EQ(describe(sub, scan_valid(sub)), describe(sub, expected)) << sub;
-    EXPECT_EQ(describe(sub, doc.scan(sub)), describe(sub, expected)) << sub;
-    visited += 1 + check_nested(doc, sub, expected);
+    visited += 1 + check_nested(sub, expected);
   };
   for (const Member& m : r.members) visit(m.value_begin, m.value_end, m.kind);
   for (const Span& e : r.elements) visit(e.begin, e.end, e.kind);
@@ -430,54 +430,80 @@ int check_nested(const Document& doc, std::string_view text, const ScanResult& r
 }
 
 TEST(JsonScanValid, ReportsTheSameMembersAsAValidatingScan) {
-  const Document doc(kNested);
-  EXPECT_EQ(describe(kNested, doc.top()), describe(kNested, scan(kNested)));
-  EXPECT_EQ(check_nested(doc, kNested, doc.top()), 9);
+  EXPECT_EQ(check_nested(kNested, scan(kNested)), 9);
 }
 
-TEST(JsonScanValid, DocumentAnswersNestedValuesFromItsRecording) {
-  const Document doc(kNested);
-  const Member* choices = doc.top().find("choices");
-  ASSERT_NE(choices, nullptr);
-  const std::string_view arr = doc.top().text_of(kNested, *choices);
-  const ScanResult a = doc.scan(arr);
-  ASSERT_TRUE(a.is_array);
-  ASSERT_EQ(a.elements.size(), 1u);
-  const std::string_view choice =
-      arr.substr(a.elements[0].begin, a.elements[0].end - a.elements[0].begin);
-  const ScanResult c = doc.scan(choice);
-  EXPECT_EQ(value_text(choice, c, "finish_reason"), "\"stop\"");
-  const Member* cfr = c.find("content_filter_results");
-  ASSERT_NE(cfr, nullptr);
-  const std::string_view results = c.text_of(choice, *cfr);
-  const ScanResult jb = doc.scan(results.substr(results.find("{\"filtered\":true")));
-  // Not a value span of the document (it runs to the end of the results object): the lookup
-  // must not answer from the recording, and the fallback scan sees trailing data.
-  EXPECT_FALSE(jb.valid);
-  const ScanResult whole = doc.scan(kNested);
-  EXPECT_EQ(describe(kNested, whole), describe(kNested, doc.top()));
+// ---------------------------------------------------------------------------------------------
+// walk: one validating pass that reports the values a visitor asks for
+// ---------------------------------------------------------------------------------------------
+
+// Asks for the values on one path of member names ("" for an array element) and for every member
+// of the value the path leads to; writes down what the walk reports. A value's id is its depth.
+struct PathVisitor final : WalkVisitor {
+  std::vector<std::string_view> path;
+  std::string log;
+  int enter(int parent, std::string_view key, Kind kind) override {
+    const auto depth = static_cast<std::size_t>(parent);
+    if (depth > path.size() + 1) return kSkip;
+    if (depth >= 1 && depth <= path.size() && key != path[depth - 1]) return kSkip;
+    log += "enter " + std::to_string(parent) + " " + std::string(key) + "/" +
+           std::to_string(static_cast<int>(kind)) + "; ";
+    return parent + 1;
+  }
+  void leave(int id, std::string_view value) override {
+    log += "leave " + std::to_string(id) + " " + std::string(value) + "; ";
+  }
+};
+
+TEST(JsonWalk, ReportsTheValuesAskedForAndNothingBelowASkip) {
+  const ScanResult top = scan(kNested);
+  const std::string_view choices = top.text_of(kNested, *top.find("choices"));
+  const ScanResult elements = scan(choices);
+  ASSERT_EQ(elements.elements.size(), 1u);
+  const std::string_view choice = choices.substr(
+      elements.elements[0].begin, elements.elements[0].end - elements.elements[0].begin);
+  const ScanResult choice_members = scan(choice);
+  const std::string_view results =
+      choice_members.text_of(choice, *choice_members.find("content_filter_results"));
+
+  PathVisitor v;
+  v.path = {"choices", "", "content_filter_results", "jailbreak"};
+  ASSERT_TRUE(walk(kNested, v));
+  EXPECT_EQ(v.log,
+            "enter 0 /2; "                        // the top object (id 1)
+            "enter 1 choices/3; "                 // (the other top members: skipped)
+            "enter 2 /2; "                        // its one element
+            "enter 3 content_filter_results/2; "  // (finish_reason, message: skipped)
+            "enter 4 jailbreak/2; "               // (hate: skipped)
+            "enter 5 filtered/4; leave 6 true; "  // every member at the path's end
+            "enter 5 detected/4; leave 6 true; "
+            R"(leave 5 {"filtered":true,"detected":true}; )"
+            "leave 4 " +
+                std::string(results) + "; leave 3 " + std::string(choice) + "; leave 2 " +
+                std::string(choices) + "; leave 1 " + std::string(kNested) + "; ");
 }
 
-TEST(JsonScanValid, ADocumentTooLargeToRecordStillAnswers) {
-  // An embeddings-like array: more nested entries than Document records.
-  std::string text = "{\"data\":[{\"embedding\":[";
-  for (int i = 0; i < 3000; ++i) text += (i ? ",0.5" : "0.5");
-  text += "],\"index\":0}],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":5}}";
-  const Document doc(text);
-  ASSERT_TRUE(doc.top().valid);
-  EXPECT_EQ(check_nested(doc, text, doc.top()), 4);
-  const ScanResult usage = doc.scan(doc.top().text_of(text, *doc.top().find("usage")));
-  EXPECT_EQ(
-      integer_member(doc.top().text_of(text, *doc.top().find("usage")), usage, "total_tokens"), 5);
+TEST(JsonWalk, ValidatesAsScanDoes) {
+  for (std::string_view text :
+       {std::string_view(kNested), std::string_view(R"({"a":[1,2,{"b":null}]} )"),
+        std::string_view(R"([1,"x",{"y":[]}])"), std::string_view("\"plain\""),
+        std::string_view(R"({"a":{"b":1},"c":[1,2}})"), std::string_view(R"({"a":"\x"})"),
+        std::string_view(R"({"a":1} trailing)"), std::string_view(R"({"a":01})"),
+        std::string_view(R"({"a":)"), std::string_view(""), std::string_view(" "),
+        std::string_view("{\"a\":\"\x01\"}"), std::string_view(R"({"a":[{"b":tru}]})")}) {
+    PathVisitor v;
+    v.path = {"a", "", "b"};
+    EXPECT_EQ(walk(text, v), scan(text).valid) << text;
+  }
 }
 
-TEST(JsonScanValid, AnInvalidDocumentRecordsNothing) {
-  const std::string_view text = R"({"a":{"b":1},"c":[1,2}})";
-  const Document doc(text);
-  EXPECT_FALSE(doc.top().valid);
-  EXPECT_TRUE(doc.top().members.empty());
-  // A lookup still answers (from scan_valid) for a span that is valid on its own.
-  EXPECT_EQ(value_text(R"({"b":1})", doc.scan(text.substr(5, 7)), "b"), "1");
+TEST(JsonWalk, AnInvalidDocumentIsReportedInvalidAfterItsValuesWereSeen) {
+  // A reader's contract: values before the error may have been reported already, and walk's
+  // answer says whether to keep what it learnt.
+  PathVisitor v;
+  v.path = {"usage"};
+  EXPECT_FALSE(walk(R"({"usage":{"total_tokens":5},"x":[})", v));
+  EXPECT_NE(v.log.find("leave 3 5"), std::string::npos) << v.log;
 }
 
 TEST(JsonScanValid, OnInvalidTextEverySpanStaysInsideIt) {

@@ -10,8 +10,6 @@
 #include <string_view>
 #include <vector>
 
-#include "llm_gateway/translate/json_scan.hpp"
-
 namespace llmgw::accounting {
 
 enum class FilterStage { prompt, completion };
@@ -39,21 +37,44 @@ inline constexpr std::array<std::string_view, 14> kFilterCategories{
     "ungrounded_material",
     "other"};
 
+// The index in kFilterCategories of a category's raw JSON member name ("other" when unknown).
+std::size_t filter_category(std::string_view name);
+
 struct CategoryResult {
   bool seen = false;
   Severity severity = Severity::none;
   bool filtered = false;
   bool detected = false;
+
+  // Two readings of a category together: seen, filtered or detected by either, the higher
+  // severity.
+  void merge(const CategoryResult& other) {
+    seen = seen || other.seen;
+    filtered = filtered || other.filtered;
+    detected = detected || other.detected;
+    if (other.severity > severity) severity = other.severity;
+  }
 };
+
+// One stage's results, per category.
+using FilterRow = std::array<CategoryResult, kFilterCategories.size()>;
+inline void merge_row(FilterRow& into, const FilterRow& from) {
+  for (std::size_t i = 0; i < into.size(); ++i) into[i].merge(from[i]);
+}
 
 class ContentFilterSummary {
  public:
   // Reads the annotations of one JSON document (a whole body or one stream event's data).
+  // (read_response_document reads them together with usage and finish_reason in one pass.)
   void read_document(std::string_view json);
-  void read_document(const json::Document& doc);  // the same, already scanned
   // A 400 error body: error.innererror.content_filter_result (or the spec's spellings).
   void read_error(std::string_view json);
-  void read_error(const json::Document& doc);  // the same, already scanned
+
+  // Adds another reading (of another document, or of one stage's row).
+  void merge(const ContentFilterSummary& other);
+  void merge(FilterStage stage, const FilterRow& row) {
+    merge_row(results_[static_cast<std::size_t>(stage)], row);
+  }
 
   bool any() const;
   bool filtered(FilterStage stage) const;
@@ -64,8 +85,7 @@ class ContentFilterSummary {
   std::vector<std::string_view> flagged(FilterStage stage) const;
 
  private:
-  void read_results(FilterStage stage, const json::Document& doc, std::string_view results_object);
-  std::array<std::array<CategoryResult, kFilterCategories.size()>, 2> results_{};
+  std::array<FilterRow, 2> results_{};
 };
 
 }  // namespace llmgw::accounting

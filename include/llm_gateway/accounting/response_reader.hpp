@@ -10,8 +10,6 @@
 #include <string_view>
 #include <vector>
 
-#include "llm_gateway/translate/json_scan.hpp"
-
 namespace llmgw::accounting {
 
 struct Usage {
@@ -63,8 +61,6 @@ struct JsonFacts {
   bool usage_only_chunk = false;  // choices is [] and usage is an object (include_usage chunk)
 };
 JsonFacts read_json_facts(std::string_view json);
-// The same, on a document already scanned (so one scan serves several readers).
-JsonFacts read_json_facts(const json::Document& doc);
 
 template <class OnEvent>
 void SseSplitter::feed(std::string_view piece, OnEvent&& on_event) {

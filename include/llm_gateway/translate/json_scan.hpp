@@ -5,7 +5,6 @@
 // would be wasteful.
 #include <boost/container/small_vector.hpp>
 #include <cstddef>
-#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -65,39 +64,31 @@ ScanResult scan_prefix(std::string_view text);
 // is not valid JSON the result is unspecified (but every span stays inside the text).
 ScanResult scan_valid(std::string_view text);
 
-// A document validated once, with the members and elements of the objects and arrays below its
-// top level recorded in the same pass: reading a nested value (a response's choices, each
-// choice's content-filter results, each category) is then a lookup instead of another walk over
-// its bytes — with Azure's content-filter results every byte of a response sat 5–7 levels deep and
-// was walked once per level. A document with more than a few hundred nested members (an
-// embeddings array) records none and answers nested lookups with scan_valid.
-class Document {
+// What a walk reports to. A reader that needs a few values at known places of a document (a
+// response's usage, each choice's finish_reason and content-filter results) gives each value it
+// wants an id as the walk meets it, and ignores the rest: one validating pass over the bytes, no
+// lists of members built and searched per level.
+class WalkVisitor {
  public:
-  explicit Document(std::string_view text);
+  static constexpr int kSkip = -1;     // an id that reports nothing inside the value
+  static constexpr int kDocument = 0;  // the id the top value's parent has
+  // A value begins inside a container whose id is `parent` (kDocument for the top value): `key`
+  // is its raw member name (escapes not decoded; empty for an array element or the top value),
+  // `kind` what its first byte says. Returns the value's id: kSkip reports nothing inside it and
+  // no leave(); any other id is passed to leave() when the value ends, and to enter() as the
+  // parent of its members or elements.
+  virtual int enter(int parent, std::string_view key, Kind kind) = 0;
+  // The value that enter() gave `id` has ended; `value` is its text.
+  virtual void leave(int id, std::string_view value) = 0;
 
-  std::string_view text() const { return text_; }
-  const ScanResult& top() const { return top_; }  // what json::scan(text) returns
-
-  // scan_valid(value), for `value` a span of this document's text (a member's or element's value,
-  // at any depth): from the recording when the value is a recorded container.
-  ScanResult scan(std::string_view value) const;
-
-  struct Recording;  // what the scanner fills
-
- private:
-  struct Container {  // an object or array below the top level, in document order
-    std::size_t begin = 0;
-    std::size_t end = 0;
-    bool is_object = false;
-    std::uint32_t first = 0;  // its entries: entries_[first, first + count)
-    std::uint32_t count = 0;
-  };
-  std::string_view text_;
-  ScanResult top_;
-  bool recorded_ = false;
-  boost::container::small_vector<Container, 24> containers_;
-  boost::container::small_vector<Member, 96> entries_;  // an array's elements have empty keys
+ protected:
+  ~WalkVisitor() = default;
 };
+
+// Validates `text` as exactly one JSON value, as scan() does, reporting values to `visitor` as it
+// meets them. Returns whether the text is valid; when it is not, values before the error have
+// been reported already, so a reader keeps what it learnt aside until the walk has returned true.
+bool walk(std::string_view text, WalkVisitor& visitor);
 
 // Inside a JSON string's contents, from `from` up to `to`: where the next quote or backslash is
 // (`to` if none), and how many UTF-8 code points (bytes that are not continuation bytes) come
