@@ -10,8 +10,9 @@
 #     --keep-going  fork mode with -ignore_crashes=1: a crash is saved and fuzzing continues,
 #                   so one known bug does not end the run (fork mode counts cov differently)
 #     TARGET        json_scan, sse, ... (default: all)
-# Environment: BUILD_DIR=build-fuzz, CXX_FUZZ=clang++-16 (clang-16 and libfuzzer-16-dev are
-# installed with apt-get when missing, as setup.sh installs the rest).
+# Environment: BUILD_DIR=build-fuzz, CXX_FUZZ=clang++-16 (clang-16, libclang-rt-16-dev — where
+# clang's fuzzer and sanitizer runtimes live — and libfuzzer-16-dev are installed with apt-get
+# when missing, as setup.sh installs the rest).
 # Reproducers go to $BUILD_DIR/artifacts/<name>/crash-* (timeout-*, oom-*, leak-*), logs to
 # $BUILD_DIR/logs/<name>.log, the growing working corpus to $BUILD_DIR/corpus/<name>/. Exits 1
 # when any target crashed. Replay one input with: $BUILD_DIR/tests/fuzz/<name>_fuzz FILE
@@ -50,10 +51,10 @@ if ! have_fuzzer; then
   echo "fuzz.sh: installing clang-16 libfuzzer-16-dev" >&2
   if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-    clang-16 libfuzzer-16-dev llvm-16 >/dev/null
+    clang-16 libclang-rt-16-dev libfuzzer-16-dev llvm-16 >/dev/null
 fi
 if ! have_fuzzer; then
-  echo "fuzz.sh needs $CXX_FUZZ and libFuzzer: apt-get install -y clang-16 libfuzzer-16-dev" >&2
+  echo "fuzz.sh needs $CXX_FUZZ and libFuzzer: apt-get install -y clang-16 libclang-rt-16-dev libfuzzer-16-dev" >&2
   exit 2
 fi
 
