@@ -48,25 +48,22 @@ void strip_hop_by_hop(http::fields& h) {
 constexpr std::string_view kCrLf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
-// Each field as it is ("name: value\r\n") unless the gateway's own replace it, then the
-// gateway's, then the blank line that ends a head.
-void append_fields(const http::fields& fields, const AddedFields& added, std::string& out) {
-  for (const auto& f : fields) {
-    if (!added.empty() && added.replaces(f.name_string())) continue;
-    out += f.name_string();
-    out += ": ";
-    out += f.value();
-    out += kCrLf;
-  }
-  added.append_to(out);
-  out += kCrLf;
-}
+// How the head frames the body for the client, decided from the upstream's framing and the
+// client's version and wishes (commit()).
+struct ClientFraming {
+  unsigned version = 11;
+  bool drop_transfer_encoding = false;  // an HTTP/1.0 client: no chunks, the close ends the body
+  bool add_chunked = false;             // an HTTP/1.1 client of a body the upstream's close ends
+  bool keep_alive = true;
+};
 
-// The head as Beast's serializer writes it (status line, the fields as they are, a blank line),
-// with the gateway's fields in place of the upstream's of the same names.
-void render_head(const http::response_header<>& res, const AddedFields& added, std::string& out) {
+// The head as Beast's serializer writes it (status line, the fields as they are), with the
+// gateway's fields in place of the upstream's of the same names, the framing the client needs,
+// and the blank line that ends it.
+void render_head(const http::response_header<>& res, const ClientFraming& framing,
+                 const AddedFields& added, std::string& out) {
   out.clear();
-  out += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  out += framing.version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
   const unsigned status = res.result_int();
   out += static_cast<char>('0' + status / 100 % 10);
   out += static_cast<char>('0' + status / 10 % 10);
@@ -75,7 +72,20 @@ void render_head(const http::response_header<>& res, const AddedFields& added, s
   const std::string_view reason = res.reason();
   out += reason.empty() ? std::string_view(http::obsolete_reason(res.result())) : reason;
   out += kCrLf;
-  append_fields(res, added, out);
+  for (const auto& f : res) {
+    if (framing.drop_transfer_encoding && f.name() == http::field::transfer_encoding) continue;
+    if (!added.empty() && added.replaces(f.name_string())) continue;
+    out += f.name_string();
+    out += ": ";
+    out += f.value();
+    out += kCrLf;
+  }
+  if (framing.add_chunked) out += "Transfer-Encoding: chunked\r\n";
+  // The upstream's Connection lines are gone (hop-by-hop): this one is the gateway's.
+  if (framing.version >= 11 && !framing.keep_alive) out += "Connection: close\r\n";
+  if (framing.version < 11 && framing.keep_alive) out += "Connection: keep-alive\r\n";
+  added.append_to(out);
+  out += kCrLf;
 }
 
 // "<size in hex>\r\n", the line that opens a chunk.
@@ -341,7 +351,12 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
   ctx_.upstream_first_byte = Clock::now();
   ctx_.status = res.result_int();
   ctx_.upstream_status = ctx_.status;
-  upstream_keep_alive_ = res.keep_alive();
+  // The framing facts come from the parser's flags, set as it read the head: each of Beast's
+  // message-level questions (keep_alive(), chunked(), has_content_length()) is another lookup
+  // in the header's tree, and commit() asked seven.
+  upstream_keep_alive_ = parser_->keep_alive();  // (false also for a body the close ends)
+  const bool upstream_chunked = parser_->chunked();
+  const bool upstream_length = parser_->content_length().has_value();
   const auto content_type = res[http::field::content_type];
   // A stream is what the client asked for (stream: true) or an SSE answer; a JSON answer that
   // merely arrives chunked (as api.openai.com sends them) is not one.
@@ -353,23 +368,24 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
   // a route, the one thing an operator asks first.
   if (ctx_.upstream) ctx_.added_response_fields.set("x-gateway-upstream", ctx_.upstream->name);
   pipeline_.on_response_headers(ctx_, ctx_.status, res);
-  keep_alive_ = reply_.keep_alive;
   const bool has_body = !parser_->is_done();
-  if (reply_.http_version < 11) {
-    if (res.chunked()) {
-      res.chunked(false);  // HTTP/1.0 cannot take chunks: delimit the body by closing
-      keep_alive_ = false;
-    }
-  } else if (has_body && !res.chunked() && !res.has_content_length()) {
-    res.chunked(true);  // a close-delimited upstream body is re-framed for the client
+  ClientFraming framing;
+  framing.version = reply_.http_version < 11 ? 10 : 11;
+  bool chunked = upstream_chunked;
+  if (framing.version < 11) {
+    // HTTP/1.0 has no chunks (nor any transfer coding): the body ends with the connection.
+    framing.drop_transfer_encoding = true;
+    chunked = false;
+  } else if (has_body && !upstream_chunked && !upstream_length) {
+    framing.add_chunked = true;  // a close-delimited upstream body is re-framed for the client
+    chunked = true;
   }
-  res.version(reply_.http_version);
-  res.keep_alive(keep_alive_);
-  if (!res.has_content_length() && !res.chunked() && has_body) keep_alive_ = false;
+  keep_alive_ = reply_.keep_alive && (upstream_length || chunked || !has_body);
+  framing.keep_alive = keep_alive_;
 
-  render_head(res, ctx_.added_response_fields, head_);
+  render_head(res, framing, ctx_.added_response_fields, head_);
   head_pending_ = true;
-  chunked_out_ = res.chunked() && has_body;  // (a HEAD answer has none: the parser skips it)
+  chunked_out_ = chunked && has_body;  // (a HEAD answer has none: the parser skips it)
   // The head waits for the first body bytes when they are already here (a typical non-stream
   // answer): both then go out in one write.
   if (parser_->is_done() || conn_.buffer.size() == 0) {

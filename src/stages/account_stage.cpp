@@ -1,5 +1,7 @@
 #include "llm_gateway/stages/account_stage.hpp"
 
+#include <boost/beast/core/string.hpp>
+
 #include <charconv>
 
 #include "llm_gateway/accounting/response_document.hpp"
@@ -138,10 +140,34 @@ void AccountStage::on_response_headers(RequestContext& ctx, unsigned status,
   if (!ctx.upstream_status) return;  // a local reply
   auto& st = ctx.state<AccountState>(this);
   st.ctx = &ctx;
-  std::string_view id = headers["apim-request-id"];
-  if (id.empty()) id = headers["x-request-id"];
+  // One walk over the fields instead of four lookups in Beast's tree (each a string compare per
+  // level); the first of each name counts, as a lookup would find it.
+  std::string_view apim_id, x_request_id, type, length_text;
+  bool have_type = false, have_length = false, have_apim = false, have_x = false;
+  for (const auto& f : headers) {
+    switch (f.name()) {
+      case http::field::content_type:
+        if (!have_type) type = f.value();
+        have_type = true;
+        break;
+      case http::field::content_length:
+        if (!have_length) length_text = f.value();
+        have_length = true;
+        break;
+      case http::field::unknown:
+        if (!have_apim && boost::beast::iequals(f.name_string(), "apim-request-id")) {
+          apim_id = f.value();
+          have_apim = true;
+        } else if (!have_x && boost::beast::iequals(f.name_string(), "x-request-id")) {
+          x_request_id = f.value();
+          have_x = true;
+        }
+        break;
+      default: break;
+    }
+  }
+  const std::string_view id = apim_id.empty() ? x_request_id : apim_id;
   ctx.upstream_request_id = std::string(id.substr(0, 128));
-  const std::string_view type = headers[http::field::content_type];
   if (type.starts_with("text/event-stream")) {
     st.mode = AccountState::Mode::sse;
     if (ctx.request_stream_usage && status == 200) {
@@ -151,7 +177,7 @@ void AccountStage::on_response_headers(RequestContext& ctx, unsigned status,
   } else if (type.find("json") != std::string_view::npos) {
     st.mode = AccountState::Mode::json;
     std::uint64_t length = 0;
-    const std::string_view text = headers[http::field::content_length];
+    const std::string_view text = length_text;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), length);
     if (ec == std::errc() && end == text.data() + text.size() && !text.empty())
       st.content_length = length;
