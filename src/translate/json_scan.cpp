@@ -269,8 +269,8 @@ class Scanner {
   }
 
   // `id`: what the visitor called this value (kSkip: nothing inside it is reported).
+  // Every caller has skipped the white space before the value (it notes where the value begins).
   bool value(int depth, Kind& kind, int id) {
-    skip_ws();
     if (pos_ >= s_.size()) return fail("unexpected end of JSON");
     if (trusted_ && depth > 0) {  // below the top level: only its extent is needed
       kind = kind_of_first(s_[pos_]);
@@ -301,8 +301,7 @@ class Scanner {
       ++pos_;
       return true;
     }
-    for (;;) {
-      skip_ws();
+    for (;;) {  // at a member name: white space before it is skipped
       if (pos_ >= s_.size() || s_[pos_] != '"') return fail("expected a member name");
       const std::size_t key_begin = pos_ + 1;
       if (!string()) return false;
@@ -323,6 +322,7 @@ class Scanner {
       if (pos_ >= s_.size()) return fail("unterminated object");
       if (s_[pos_] == ',') {
         ++pos_;
+        skip_ws();
         continue;
       }
       if (s_[pos_] == '}') {
@@ -342,9 +342,8 @@ class Scanner {
       return true;
     }
     const bool top = depth == 1 && top_elements_ != nullptr;
-    for (;;) {
+    for (;;) {  // at an element: white space before it is skipped
       Kind k{};
-      skip_ws();
       const std::size_t vb = pos_;
       const int child = id != kSkip && pos_ < s_.size()
                             ? visitor_->enter(id, {}, kind_of_first(s_[pos_]))
@@ -356,6 +355,7 @@ class Scanner {
       if (pos_ >= s_.size()) return fail("unterminated array");
       if (s_[pos_] == ',') {
         ++pos_;
+        skip_ws();
         continue;
       }
       if (s_[pos_] == ']') {

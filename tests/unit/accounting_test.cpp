@@ -1168,6 +1168,36 @@ TEST(AccountStage, AsksForStreamUsageOnlyWhenTheClientDidNotAndTheUpstreamAccept
 // read_response_document: one pass, the same answers as the readers it replaced
 // ---------------------------------------------------------------------------------------------
 
+TEST(ContentFilter, MergeRowIsTheMergeOfEveryCategory) {
+  // merge_row merges as a byte-wise maximum; CategoryResult::merge says what merging means.
+  std::vector<CategoryResult> all;
+  for (bool seen : {false, true})
+    for (int sev = 0; sev <= static_cast<int>(Severity::high); ++sev)
+      for (bool filtered : {false, true})
+        for (bool detected : {false, true})
+          all.push_back(CategoryResult{seen, static_cast<Severity>(sev), filtered, detected});
+  for (const CategoryResult& a : all) {
+    for (const CategoryResult& b : all) {
+      accounting::FilterRow into{}, from{};
+      into[3] = a;
+      from[3] = b;
+      from[13] = b;
+      accounting::merge_row(into, from);
+      CategoryResult expected = a;
+      expected.merge(b);
+      for (std::size_t i : {std::size_t{3}, std::size_t{13}}) {
+        const CategoryResult& got = into[i];
+        const CategoryResult& want = i == 3 ? expected : b;
+        EXPECT_EQ(got.seen, want.seen);
+        EXPECT_EQ(got.severity, want.severity);
+        EXPECT_EQ(got.filtered, want.filtered);
+        EXPECT_EQ(got.detected, want.detected);
+      }
+      EXPECT_FALSE(into[0].seen);
+    }
+  }
+}
+
 TEST(ResponseDocument, TheLastOccurrenceOfANameCounts) {
   using accounting::read_response_document;
   // As JSON.parse in the client's SDK reads it.

@@ -6,8 +6,10 @@
 // 400 content_filter errors (innererror / inner_error, content_filter_result / _results).
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace llmgw::accounting {
@@ -15,7 +17,7 @@ namespace llmgw::accounting {
 enum class FilterStage { prompt, completion };
 
 // Ordered so that a larger value is "more severe"; none is for detected-type results.
-enum class Severity { none, safe, low, medium, high };
+enum class Severity : std::uint8_t { none, safe, low, medium, high };
 
 std::string_view severity_name(Severity s);
 std::string_view stage_name(FilterStage s);
@@ -40,14 +42,14 @@ inline constexpr std::array<std::string_view, 14> kFilterCategories{
 // The index in kFilterCategories of a category's raw JSON member name ("other" when unknown).
 std::size_t filter_category(std::string_view name);
 
+// Every member is one byte whose larger value means "more": two readings of a category merge
+// into the byte-wise maximum (seen, filtered or detected by either; the higher severity).
 struct CategoryResult {
   bool seen = false;
   Severity severity = Severity::none;
   bool filtered = false;
   bool detected = false;
 
-  // Two readings of a category together: seen, filtered or detected by either, the higher
-  // severity.
   void merge(const CategoryResult& other) {
     seen = seen || other.seen;
     filtered = filtered || other.filtered;
@@ -55,11 +57,18 @@ struct CategoryResult {
     if (other.severity > severity) severity = other.severity;
   }
 };
+static_assert(sizeof(CategoryResult) == 4 && std::is_trivially_copyable_v<CategoryResult>);
 
 // One stage's results, per category.
 using FilterRow = std::array<CategoryResult, kFilterCategories.size()>;
+// CategoryResult::merge for every category, as a byte-wise maximum over the row, which the
+// compiler does 16 bytes at a time (reading one document merges a dozen rows).
 inline void merge_row(FilterRow& into, const FilterRow& from) {
-  for (std::size_t i = 0; i < into.size(); ++i) into[i].merge(from[i]);
+  std::array<std::uint8_t, sizeof(FilterRow)> a, b;
+  std::memcpy(a.data(), into.data(), sizeof(FilterRow));
+  std::memcpy(b.data(), from.data(), sizeof(FilterRow));
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = a[i] < b[i] ? b[i] : a[i];
+  std::memcpy(into.data(), a.data(), sizeof(FilterRow));
 }
 
 class ContentFilterSummary {
