@@ -5,6 +5,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdint>
+#include <cstring>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -143,30 +144,32 @@ class Scanner {
  public:
   // trusted: the text is known to be valid JSON (a value span of a document a validating scan
   // accepted), so values below the top level are skipped without validation.
-  explicit Scanner(std::string_view text, bool trusted = false) : s_(text), trusted_(trusted) {}
+  explicit Scanner(std::string_view text, bool trusted = false)
+      : begin_(text.data()), end_(text.data() + text.size()), trusted_(trusted) {}
   // Reports values to `visitor` as it validates (a validating scan only).
-  Scanner(std::string_view text, WalkVisitor& visitor) : s_(text), visitor_(&visitor) {}
+  Scanner(std::string_view text, WalkVisitor& visitor)
+      : begin_(text.data()), end_(text.data() + text.size()), visitor_(&visitor) {}
 
   ScanResult run(bool whole) {
     ScanResult r;
-    skip_ws();
-    if (pos_ < s_.size() && s_[pos_] == '{') {
+    const char* p = skip_ws(begin_);
+    if (p < end_ && *p == '{') {
       r.is_object = true;
       top_members_ = &r.members;
-    } else if (pos_ < s_.size() && s_[pos_] == '[') {
+    } else if (p < end_ && *p == '[') {
       r.is_array = true;
       top_elements_ = &r.elements;
     }
     Kind k{};
-    if (value(0, k, kSkip)) {
-      r.consumed = pos_;
-      skip_ws();
-      if (whole && pos_ != s_.size()) fail("unexpected data after the JSON value");
+    if (const char* after = value(p, 0, k, kSkip)) {
+      r.consumed = offset(after);
+      p = skip_ws(after);
+      if (whole && p != end_) fail(p, "unexpected data after the JSON value");
     }
     r.valid = error_.empty();
     if (!r.valid) {
       r.error = error_;
-      r.error_offset = pos_;
+      r.error_offset = error_offset_;
       r.members.clear();
       r.elements.clear();
       r.is_object = false;
@@ -177,202 +180,185 @@ class Scanner {
 
   // walk(): the whole text as one value, reported to the visitor; no member lists built.
   bool walk() {
-    skip_ws();
-    const std::size_t begin = pos_;
-    const int id = pos_ < s_.size()
-                       ? visitor_->enter(WalkVisitor::kDocument, {}, kind_of_first(s_[pos_]))
-                       : kSkip;
+    const char* const p = skip_ws(begin_);
+    const int id =
+        p < end_ ? visitor_->enter(WalkVisitor::kDocument, {}, kind_of_first(*p)) : kSkip;
     Kind k{};
-    if (!value(0, k, id)) return false;
-    if (id != kSkip) visitor_->leave(id, s_.substr(begin, pos_ - begin));
-    skip_ws();
-    return pos_ == s_.size();
+    const char* const after = value(p, 0, k, id);
+    if (!after) return false;
+    if (id != kSkip) visitor_->leave(id, view(p, after));
+    return skip_ws(after) == end_;
   }
 
  private:
-  bool fail(const char* why) {
-    if (error_.empty()) error_ = why;
-    return false;
+  // The scan runs on a cursor (a pointer into the text) that each step takes and returns, so
+  // the compiler keeps it in a register; a step that finds an error records it and returns
+  // nullptr, which every caller passes on.
+  std::nullptr_t fail(const char* at, const char* why) {
+    if (error_.empty()) {
+      error_ = why;
+      error_offset_ = offset(at);
+    }
+    return nullptr;
   }
-  void skip_ws() {
-    while (pos_ < s_.size() &&
-           (s_[pos_] == ' ' || s_[pos_] == '\n' || s_[pos_] == '\r' || s_[pos_] == '\t'))
-      ++pos_;
-  }
-  bool literal(std::string_view word) {
-    if (s_.substr(pos_, word.size()) != word) return fail("invalid literal");
-    pos_ += word.size();
-    return true;
+  std::size_t offset(const char* p) const { return static_cast<std::size_t>(p - begin_); }
+  static std::string_view view(const char* from, const char* to) {
+    return {from, static_cast<std::size_t>(to - from)};
   }
 
-  bool string() {
-    // Most of a request or response body is string content: this loop is the scanner's hot spot,
-    // so it runs on local pointers (the compiler cannot keep members in registers across the
-    // stores) and finds the next special byte 16 at a time.
-    const char* p = s_.data() + pos_ + 1;  // after the opening quote
-    const char* const end = s_.data() + s_.size();
+  // Called about four times per member, mostly where there is no white space: one compare says
+  // so (every white-space byte is at most ' ').
+  const char* skip_ws(const char* p) const {
+    while (p < end_ && static_cast<unsigned char>(*p) <= ' ' &&
+           (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+      ++p;
+    return p;
+  }
+
+  const char* literal(const char* p, std::string_view word) {
+    if (static_cast<std::size_t>(end_ - p) < word.size() ||
+        std::memcmp(p, word.data(), word.size()) != 0)
+      return fail(p, "invalid literal");
+    return p + word.size();
+  }
+
+  // p at the opening quote; returns what follows the closing one. Most of a request or response
+  // body is string content: the next special byte is found 16 at a time.
+  const char* string(const char* p) {
+    ++p;
     for (;;) {
-      p = find_string_special<true>(p, end);
-      if (p >= end) break;
+      p = find_string_special<true>(p, end_);
+      if (p >= end_) break;
       const auto c = static_cast<unsigned char>(*p);
-      if (c == '"') {
-        pos_ = static_cast<std::size_t>(p + 1 - s_.data());
-        return true;
-      }
-      if (c < 0x20) {
-        pos_ = static_cast<std::size_t>(p - s_.data());
-        return fail("control character in string");
-      }
+      if (c == '"') return p + 1;
+      if (c < 0x20) return fail(p, "control character in string");
       // a backslash
-      if (++p >= end) break;
+      if (++p >= end_) break;
       if (*p == 'u') {
         for (int i = 1; i <= 4; ++i) {
-          if (p + i >= end || !std::isxdigit(static_cast<unsigned char>(p[i]))) {
-            pos_ = static_cast<std::size_t>(p - s_.data());
-            return fail("invalid \\u escape");
-          }
+          if (p + i >= end_ || !std::isxdigit(static_cast<unsigned char>(p[i])))
+            return fail(p, "invalid \\u escape");
         }
         p += 4;
       } else if (std::string_view("\"\\/bfnrt").find(*p) == std::string_view::npos) {
-        pos_ = static_cast<std::size_t>(p - s_.data());
-        return fail("invalid escape in string");
+        return fail(p, "invalid escape in string");
       }
       ++p;
     }
-    pos_ = s_.size();
-    return fail("unterminated string");
+    return fail(end_, "unterminated string");
   }
 
-  bool number() {
-    const std::size_t start = pos_;
-    if (s_[pos_] == '-') ++pos_;
+  const char* number(const char* p) {
+    if (*p == '-') ++p;
     auto digits = [&] {
-      const std::size_t d = pos_;
-      while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') ++pos_;
-      return pos_ - d;
+      const char* const first = p;
+      while (p < end_ && *p >= '0' && *p <= '9') ++p;
+      return p != first;
     };
-    if (pos_ < s_.size() && s_[pos_] == '0') {
-      ++pos_;
-    } else if (digits() == 0) {
-      return fail("invalid number");
+    if (p < end_ && *p == '0') {
+      ++p;
+    } else if (!digits()) {
+      return fail(p, "invalid number");
     }
-    if (pos_ < s_.size() && s_[pos_] == '.') {
-      ++pos_;
-      if (digits() == 0) return fail("invalid number");
+    if (p < end_ && *p == '.') {
+      ++p;
+      if (!digits()) return fail(p, "invalid number");
     }
-    if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
-      ++pos_;
-      if (pos_ < s_.size() && (s_[pos_] == '+' || s_[pos_] == '-')) ++pos_;
-      if (digits() == 0) return fail("invalid number");
+    if (p < end_ && (*p == 'e' || *p == 'E')) {
+      ++p;
+      if (p < end_ && (*p == '+' || *p == '-')) ++p;
+      if (!digits()) return fail(p, "invalid number");
     }
-    return pos_ > start;
+    return p;
   }
 
-  // `id`: what the visitor called this value (kSkip: nothing inside it is reported).
-  // Every caller has skipped the white space before the value (it notes where the value begins).
-  bool value(int depth, Kind& kind, int id) {
-    if (pos_ >= s_.size()) return fail("unexpected end of JSON");
+  // The value at p (white space before it already skipped); `id`: what the visitor called it
+  // (kSkip: nothing inside it is reported). Returns what follows it.
+  const char* value(const char* p, int depth, Kind& kind, int id) {
+    if (p >= end_) return fail(p, "unexpected end of JSON");
     if (trusted_ && depth > 0) {  // below the top level: only its extent is needed
-      kind = kind_of_first(s_[pos_]);
-      const char* const after = skip_value_trusted(s_.data() + pos_, s_.data() + s_.size());
-      pos_ = static_cast<std::size_t>(after - s_.data());
-      return true;
+      kind = kind_of_first(*p);
+      return skip_value_trusted(p, end_);
     }
-    switch (s_[pos_]) {
-      case '{': kind = Kind::object; return object(depth + 1, id);
-      case '[': kind = Kind::array; return array(depth + 1, id);
-      case '"': kind = Kind::string; return string();
-      case 't': kind = Kind::boolean; return literal("true");
-      case 'f': kind = Kind::boolean; return literal("false");
-      case 'n': kind = Kind::null; return literal("null");
+    switch (*p) {
+      case '{': kind = Kind::object; return object(p, depth + 1, id);
+      case '[': kind = Kind::array; return array(p, depth + 1, id);
+      case '"': kind = Kind::string; return string(p);
+      case 't': kind = Kind::boolean; return literal(p, "true");
+      case 'f': kind = Kind::boolean; return literal(p, "false");
+      case 'n': kind = Kind::null; return literal(p, "null");
       default:
         kind = Kind::number;
-        if (s_[pos_] == '-' || (s_[pos_] >= '0' && s_[pos_] <= '9')) return number();
-        return fail("unexpected character");
+        if (*p == '-' || (*p >= '0' && *p <= '9')) return number(p);
+        return fail(p, "unexpected character");
     }
   }
 
-  bool object(int depth, int id) {
-    if (depth > kMaxDepth) return fail("JSON nested too deeply");
+  const char* object(const char* p, int depth, int id) {
+    if (depth > kMaxDepth) return fail(p, "JSON nested too deeply");
     const bool top = depth == 1 && top_members_ != nullptr;
-    ++pos_;
-    skip_ws();
-    if (pos_ < s_.size() && s_[pos_] == '}') {
-      ++pos_;
-      return true;
-    }
+    p = skip_ws(p + 1);
+    if (p < end_ && *p == '}') return p + 1;
     for (;;) {  // at a member name: white space before it is skipped
-      if (pos_ >= s_.size() || s_[pos_] != '"') return fail("expected a member name");
-      const std::size_t key_begin = pos_ + 1;
-      if (!string()) return false;
-      const std::string_view key = s_.substr(key_begin, pos_ - 1 - key_begin);
-      skip_ws();
-      if (pos_ >= s_.size() || s_[pos_] != ':') return fail("expected ':'");
-      ++pos_;
-      skip_ws();
-      const std::size_t vb = pos_;
-      const int child = id != kSkip && pos_ < s_.size()
-                            ? visitor_->enter(id, key, kind_of_first(s_[pos_]))
-                            : kSkip;
+      if (p >= end_ || *p != '"') return fail(p, "expected a member name");
+      const char* const key_end = string(p);
+      if (!key_end) return nullptr;
+      const std::string_view key = view(p + 1, key_end - 1);
+      p = skip_ws(key_end);
+      if (p >= end_ || *p != ':') return fail(p, "expected ':'");
+      p = skip_ws(p + 1);
+      const char* const value_begin = p;
+      const int child =
+          id != kSkip && p < end_ ? visitor_->enter(id, key, kind_of_first(*p)) : kSkip;
       Kind k{};
-      if (!value(depth, k, child)) return false;
-      if (top) top_members_->push_back(Member{key, vb, pos_, k});
-      if (child != kSkip) visitor_->leave(child, s_.substr(vb, pos_ - vb));
-      skip_ws();
-      if (pos_ >= s_.size()) return fail("unterminated object");
-      if (s_[pos_] == ',') {
-        ++pos_;
-        skip_ws();
+      p = value(p, depth, k, child);
+      if (!p) return nullptr;
+      if (top) top_members_->push_back(Member{key, offset(value_begin), offset(p), k});
+      if (child != kSkip) visitor_->leave(child, view(value_begin, p));
+      p = skip_ws(p);
+      if (p >= end_) return fail(p, "unterminated object");
+      if (*p == ',') {
+        p = skip_ws(p + 1);
         continue;
       }
-      if (s_[pos_] == '}') {
-        ++pos_;
-        return true;
-      }
-      return fail("expected ',' or '}'");
+      if (*p == '}') return p + 1;
+      return fail(p, "expected ',' or '}'");
     }
   }
 
-  bool array(int depth, int id) {
-    if (depth > kMaxDepth) return fail("JSON nested too deeply");
-    ++pos_;
-    skip_ws();
-    if (pos_ < s_.size() && s_[pos_] == ']') {
-      ++pos_;
-      return true;
-    }
+  const char* array(const char* p, int depth, int id) {
+    if (depth > kMaxDepth) return fail(p, "JSON nested too deeply");
+    p = skip_ws(p + 1);
+    if (p < end_ && *p == ']') return p + 1;
     const bool top = depth == 1 && top_elements_ != nullptr;
     for (;;) {  // at an element: white space before it is skipped
+      const char* const value_begin = p;
+      const int child =
+          id != kSkip && p < end_ ? visitor_->enter(id, {}, kind_of_first(*p)) : kSkip;
       Kind k{};
-      const std::size_t vb = pos_;
-      const int child = id != kSkip && pos_ < s_.size()
-                            ? visitor_->enter(id, {}, kind_of_first(s_[pos_]))
-                            : kSkip;
-      if (!value(depth, k, child)) return false;
-      if (top) top_elements_->push_back(Span{vb, pos_, k});
-      if (child != kSkip) visitor_->leave(child, s_.substr(vb, pos_ - vb));
-      skip_ws();
-      if (pos_ >= s_.size()) return fail("unterminated array");
-      if (s_[pos_] == ',') {
-        ++pos_;
-        skip_ws();
+      p = value(p, depth, k, child);
+      if (!p) return nullptr;
+      if (top) top_elements_->push_back(Span{offset(value_begin), offset(p), k});
+      if (child != kSkip) visitor_->leave(child, view(value_begin, p));
+      p = skip_ws(p);
+      if (p >= end_) return fail(p, "unterminated array");
+      if (*p == ',') {
+        p = skip_ws(p + 1);
         continue;
       }
-      if (s_[pos_] == ']') {
-        ++pos_;
-        return true;
-      }
-      return fail("expected ',' or ']'");
+      if (*p == ']') return p + 1;
+      return fail(p, "expected ',' or ']'");
     }
   }
 
   static constexpr int kSkip = WalkVisitor::kSkip;
 
-  std::string_view s_;
+  const char* const begin_;
+  const char* const end_;
   bool trusted_ = false;
   WalkVisitor* visitor_ = nullptr;
-  std::size_t pos_ = 0;
   std::string error_;
+  std::size_t error_offset_ = 0;
   MemberList* top_members_ = nullptr;
   SpanList* top_elements_ = nullptr;
 };
