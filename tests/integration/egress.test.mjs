@@ -9,7 +9,7 @@ import http from 'node:http';
 
 import { startMock } from '../mock_upstream/mock_upstream.mjs';
 import { startProxy } from './egress_proxy.mjs';
-import { startGateway, request, makeCA, closedPort } from './harness.mjs';
+import { startGateway, request, makeCA, closedPort, eventually } from './harness.mjs';
 
 const T = { timeout: 60_000 };
 const chatBody = (model = 'gpt-4o') => ({ model, messages: [{ role: 'user', content: 'hi' }] });
@@ -75,8 +75,12 @@ test('proxy credentials from the URL go as Proxy-Authorization: Basic; a 407 is 
   assert.equal(res.json.error.code, 'upstream_proxy_error');
   assert.match(res.json.error.message, /407 Proxy Authentication Required/);
   assert.match(res.json.error.message, new RegExp(`127\\.0\\.0\\.1:${proxy.port}`));
-  const metrics = (await request(`${bad.url}/metrics`)).text;
-  assert.match(metrics, /llm_gateway_upstream_errors_total\{[^}]*kind="proxy"[^}]*\} 1/);
+  // A request is counted when it completes, just after its reply is written: the scrape waits
+  // for it (a single scrape raced the count under TSan).
+  const proxyError = /llm_gateway_upstream_errors_total\{[^}]*kind="proxy"[^}]*\} 1/;
+  await eventually(async () => proxyError.test((await request(`${bad.url}/metrics`)).text), {
+    what: 'the proxy error counted in llm_gateway_upstream_errors_total',
+  });
   for (const gw of [good, bad]) {
     for (const l of [...gw.stderr, res.text]) {
       assert.ok(!l.includes('s3cret') && !l.includes('wrong-pass') && !l.includes('corp-user'), `no proxy credential in: ${l}`);
