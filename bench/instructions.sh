@@ -18,6 +18,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tools/common.sh
+. "$BENCH_DIR/tools/common.sh"
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 : "${BENCH_BUILD:=1}"
 : "${GW_BIN:=$REPO/build-release/llm-gateway}"
@@ -65,25 +67,8 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$SCRATCH/logs" "$SCRATCH/tmp"
 
-read -r UP_PORT PROXY_PORT PACED_PORT PACED_PROXY_PORT GW_PORT ADMIN_PORT < <(node -e '
-  const net = require("node:net");
-  (async () => {
-    const ports = [];
-    for (let i = 0; i < 6; i++) {
-      const s = net.createServer(); await new Promise((r) => s.listen(0, "127.0.0.1", r));
-      ports.push(s.address().port); s.close();
-    }
-    console.log(ports.join(" "));
-  })();')
-
-node "$BENCH_DIR/tools/render.mjs" "$BENCH_DIR/conf/nginx-upstream.conf.in" "$SCRATCH/upstream.conf" \
-  PREFIX="$SCRATCH" UPSTREAM_PORT="$UP_PORT" \
-  CHAT_RESPONSE="nginxbody:$BENCH_DIR/data/azure-chat-response.json" \
-  EMBEDDINGS_RESPONSE="nginxbody:$BENCH_DIR/data/azure-embeddings-response.json" \
-  CHAT_SSE="nginxbody:$BENCH_DIR/data/azure-chat-stream.sse"
-node "$BENCH_DIR/tools/render.mjs" "$BENCH_DIR/conf/nginx-proxy.conf.in" "$SCRATCH/proxy.conf" \
-  PREFIX="$SCRATCH" UPSTREAM_PORT="$UP_PORT" PROXY_PORT="$PROXY_PORT" AZURE_KEY="$AZURE_KEY" \
-  PACED_PORT="$PACED_PORT" PACED_PROXY_PORT="$PACED_PROXY_PORT"
+read -r UP_PORT PROXY_PORT PACED_PORT PACED_PROXY_PORT GW_PORT ADMIN_PORT <<<"$(free_ports 6)"
+render_nginx_confs "$SCRATCH" "$UP_PORT" "$PROXY_PORT" "$PACED_PORT" "$PACED_PROXY_PORT" "$AZURE_KEY"
 # The measured nginx runs in the foreground as one process, so that callgrind sees its worker.
 sed -i '1i master_process off;\ndaemon off;' "$SCRATCH/proxy.conf"
 "$NGINX" -p "$SCRATCH" -c "$SCRATCH/upstream.conf" -g 'daemon on;'

@@ -26,6 +26,8 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tools/common.sh
+. "$BENCH_DIR/tools/common.sh"
 REPO=$(dirname "$BENCH_DIR")
 MODE=full
 SOAK=0
@@ -193,18 +195,6 @@ stop_pid() { # PID SIGNAL: stop one process started here and forget it
   PIDS=("${keep[@]}")
 }
 
-free_ports() { # N: N distinct free TCP ports on 127.0.0.1
-  node -e '
-    const net = require("net"); const n = +process.argv[1]; const open = [];
-    for (let i = 0; i < n; i++) {
-      const s = net.createServer();
-      s.listen(0, "127.0.0.1", () => {
-        open.push(s);
-        if (open.length === n) { console.log(open.map((x) => x.address().port).join(" ")); open.forEach((x) => x.close()); }
-      });
-    }' "$1"
-}
-
 children_of() { # PID: its child PIDs
   if [ -r "/proc/$1/task/$1/children" ]; then
     cat "/proc/$1/task/$1/children"
@@ -365,14 +355,7 @@ main() {
   ACCESS_LOG="$SCRATCH/access.log"
 
   # --- upstreams -------------------------------------------------------------------------------
-  node "$BENCH_DIR/tools/render.mjs" "$BENCH_DIR/conf/nginx-upstream.conf.in" "$SCRATCH/upstream.conf" \
-    PREFIX="$SCRATCH" UPSTREAM_PORT="$UP_PORT" \
-    CHAT_RESPONSE="nginxbody:$BENCH_DIR/data/azure-chat-response.json" \
-    EMBEDDINGS_RESPONSE="nginxbody:$BENCH_DIR/data/azure-embeddings-response.json" \
-    CHAT_SSE="nginxbody:$BENCH_DIR/data/azure-chat-stream.sse"
-  node "$BENCH_DIR/tools/render.mjs" "$BENCH_DIR/conf/nginx-proxy.conf.in" "$SCRATCH/proxy.conf" \
-    PREFIX="$SCRATCH" UPSTREAM_PORT="$UP_PORT" PROXY_PORT="$PROXY_PORT" AZURE_KEY="$AZURE_KEY" \
-    PACED_PORT="$PACED_PORT" PACED_PROXY_PORT="$PACED_PROXY_PORT"
+  render_nginx_confs "$SCRATCH" "$UP_PORT" "$PROXY_PORT" "$PACED_PORT" "$PACED_PROXY_PORT" "$AZURE_KEY"
   start_nginx upstream "$SCRATCH/upstream.conf"
   UP_MASTER=$LAST_PID
   start_nginx proxy "$SCRATCH/proxy.conf"
