@@ -1,7 +1,6 @@
 #include "llm_gateway/accounting/response_document.hpp"
 
 #include <array>
-#include <charconv>
 #include <optional>
 #include <string>
 
@@ -13,6 +12,10 @@ namespace {
 
 using json::Kind;
 
+constexpr std::array<std::string_view, 5> kUsageKeys{
+    "prompt_tokens", "input_tokens", "completion_tokens", "output_tokens", "total_tokens"};
+constexpr std::array<std::string_view, 3> kCategoryKeys{"filtered", "detected", "severity"};
+
 // The places of a document the reader asks the walk about (WalkVisitor ids).
 enum Node : int {
   kTop = 1,
@@ -20,7 +23,7 @@ enum Node : int {
   kResponse,       // response (Responses API events)
   kResponseUsage,  // response.usage
   kUsageField,     // a member of a usage object: kUsageField + its index in kUsageKeys
-  kChoices = kUsageField + 5,
+  kChoices = kUsageField + static_cast<int>(kUsageKeys.size()),
   kChoice,
   kFinishReason,
   kPromptList,  // prompt_filter_results / prompt_annotations as an array
@@ -34,10 +37,6 @@ enum Node : int {
   kCategoryList,   // a category's older array form (custom_blocklists)
   kCategoryField,  // filtered, detected, severity: kCategoryField + index in kCategoryKeys
 };
-
-constexpr std::array<std::string_view, 5> kUsageKeys{
-    "prompt_tokens", "input_tokens", "completion_tokens", "output_tokens", "total_tokens"};
-constexpr std::array<std::string_view, 3> kCategoryKeys{"filtered", "detected", "severity"};
 
 template <std::size_t N>
 int index_of(const std::array<std::string_view, N>& keys, std::string_view key) {
@@ -80,10 +79,7 @@ class ResponseDocumentReader final : public json::WalkVisitor {
       case kTop: return enter_top(key, kind);
       case kTopUsage:
       case kResponseUsage:
-        if (const int i = index_of(kUsageKeys, key); i >= 0) {
-          usage_kinds_[static_cast<std::size_t>(i)] = kind;
-          return kUsageField + i;
-        }
+        if (const int i = index_of(kUsageKeys, key); i >= 0) return kUsageField + i;
         return kSkip;
       case kResponse:
         if (key != "usage") return kSkip;
@@ -243,7 +239,6 @@ class ResponseDocumentReader final : public json::WalkVisitor {
   }
 
   int start_usage(int id) {
-    usage_kinds_.fill(Kind::null);
     usage_values_ = {};
     return id;
   }
@@ -257,19 +252,11 @@ class ResponseDocumentReader final : public json::WalkVisitor {
     return kResults;
   }
 
-  std::optional<std::int64_t> usage_integer(std::size_t i) const {
-    if (usage_kinds_[i] != Kind::number) return std::nullopt;
-    const std::string_view digits = usage_values_[i];
-    long long v = 0;
-    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
-    if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
-    return v;
-  }
-
   Usage usage() const {
+    // A member's last token, if it is an integer (a member not seen has an empty token).
     auto get = [&](std::size_t a, std::size_t b) -> std::int64_t {
-      if (auto v = usage_integer(a)) return *v;
-      if (auto v = usage_integer(b)) return *v;
+      if (auto v = json::integer_value(usage_values_[a])) return *v;
+      if (auto v = json::integer_value(usage_values_[b])) return *v;
       return 0;
     };
     // An upstream's numbers are as untrusted as a client's: clamped to [0, 2^40] (as the limiter
@@ -296,8 +283,7 @@ class ResponseDocumentReader final : public json::WalkVisitor {
   // facts
   std::optional<Usage> top_usage_;
   std::optional<Usage> response_usage_;
-  std::array<Kind, kUsageKeys.size()> usage_kinds_{};  // of the open usage object's members
-  std::array<std::string_view, kUsageKeys.size()> usage_values_{};
+  std::array<std::string_view, kUsageKeys.size()> usage_values_{};  // the open usage object's
   std::string choices_finish_;      // the last choice's string finish_reason, decoded
   bool choices_empty_ = false;      // choices is []
   std::string_view choice_finish_;  // the open choice's finish_reason token

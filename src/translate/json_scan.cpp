@@ -447,15 +447,18 @@ bool walk(std::string_view text, WalkVisitor& visitor) {
   return Scanner(text, visitor).walk();
 }
 
+std::optional<long long> integer_value(std::string_view token) {
+  long long v = 0;
+  const auto [p, ec] = std::from_chars(token.data(), token.data() + token.size(), v);
+  if (ec != std::errc() || p != token.data() + token.size()) return std::nullopt;
+  return v;
+}
+
 std::optional<long long> integer_member(std::string_view text, const ScanResult& r,
                                         std::string_view key) {
   const Member* m = r.find(key);
   if (!m || m->kind != Kind::number) return std::nullopt;
-  long long v = 0;
-  std::string_view digits = text.substr(m->value_begin, m->value_end - m->value_begin);
-  auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
-  if (ec != std::errc() || p != digits.data() + digits.size()) return std::nullopt;
-  return v;
+  return integer_value(text.substr(m->value_begin, m->value_end - m->value_begin));
 }
 
 std::optional<std::string> decode_string(std::string_view token) {

@@ -99,7 +99,10 @@ struct PlainRun {
 };
 PlainRun plain_run(std::string_view text, std::size_t from, std::size_t to);
 
-// The integer value of a member (JSON number without fraction), or nullopt.
+// The integer a value token is (a JSON number without fraction or exponent that fits a long
+// long), or nullopt: any other token (a string, literal, container, a fraction) is not one.
+std::optional<long long> integer_value(std::string_view token);
+// integer_value of a member's value (the last occurrence of `key`), or nullopt.
 std::optional<long long> integer_member(std::string_view text, const ScanResult& r,
                                         std::string_view key);
 
