@@ -354,7 +354,6 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
   // The framing facts come from the parser's flags, set as it read the head: each of Beast's
   // message-level questions (keep_alive(), chunked(), has_content_length()) is another lookup
   // in the header's tree, and commit() asked seven.
-  upstream_keep_alive_ = parser_->keep_alive();  // (false also for a body the close ends)
   const bool upstream_chunked = parser_->chunked();
   const bool upstream_length = parser_->content_length().has_value();
   const auto content_type = res[http::field::content_type];
@@ -496,8 +495,8 @@ asio::awaitable<void> Attempt<Stream, Down>::relay() {
     if (done) break;
   }
   result_.outcome = Outcome::relayed;
-  result_.upstream_reusable =
-      upstream_keep_alive_ && !parser_->need_eof() && conn_.buffer.size() == 0;
+  // (The parser's keep_alive() is false also for a body that the upstream's close ends.)
+  result_.upstream_reusable = parser_->keep_alive() && conn_.buffer.size() == 0;
   result_.downstream_reusable = keep_alive_;
 }
 

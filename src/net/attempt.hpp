@@ -183,7 +183,6 @@ class Attempt {
   std::vector<asio::const_buffer>& gather_;
   std::array<char, 20> chunk_line_{};
   std::string flat_;  // a TLS client's gathered bytes in one buffer
-  bool upstream_keep_alive_ = false;
   bool keep_alive_ = false;
 };
 
