@@ -13,7 +13,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/write.hpp>
-#include <boost/container/small_vector.hpp>
 #include <cerrno>
 #include <tuple>
 #include <type_traits>
@@ -29,22 +28,6 @@ constexpr std::size_t kRelayBufferBytes = 16 * 1024;
 constexpr std::size_t kOneTlsRecord = 16 * 1024;
 constexpr auto kGuardTick = std::chrono::seconds(10);
 
-// Strips hop-by-hop fields from a response header (HopByHopRule, shared with translate()), but
-// Transfer-Encoding and Content-Length stay: the serializer frames the body from them.
-void strip_hop_by_hop(http::fields& h) {
-  // Marked first, erased after: the rule views the Connection lines, which are erased too. The
-  // fields are a list, so erasing one leaves the others' iterators valid; a response rarely has
-  // more than a Connection line to drop, so the marks are inline.
-  boost::container::small_vector<http::fields::const_iterator, 8> drop;
-  const HopByHopRule hop_by_hop(h);
-  for (auto it = h.begin(); it != h.end(); ++it) {
-    if (it->name() == http::field::transfer_encoding || it->name() == http::field::content_length)
-      continue;
-    if (hop_by_hop(*it)) drop.push_back(it);
-  }
-  for (const auto& it : drop) h.erase(it);
-}
-
 constexpr std::string_view kCrLf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
@@ -57,11 +40,12 @@ struct ClientFraming {
   bool keep_alive = true;
 };
 
-// The head as Beast's serializer writes it (status line, the fields as they are), with the
-// gateway's fields in place of the upstream's of the same names, the framing the client needs,
-// and the blank line that ends it.
-void render_head(const http::response_header<>& res, const ClientFraming& framing,
-                 const AddedFields& added, std::string& out) {
+// The head as Beast's serializer writes it (status line, the fields as they are) less the
+// upstream's hop-by-hop fields (HopByHopRule, shared with translate(); Transfer-Encoding and
+// Content-Length are the body's framing, decided below), with the gateway's fields in place of the
+// upstream's of the same names, the framing the client needs, and the blank line that ends it.
+void render_head(const http::response_header<>& res, const HeaderList& fields,
+                 const ClientFraming& framing, const AddedFields& added, std::string& out) {
   out.clear();
   out += framing.version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
   const unsigned status = res.result_int();
@@ -72,8 +56,13 @@ void render_head(const http::response_header<>& res, const ClientFraming& framin
   const std::string_view reason = res.reason();
   out += reason.empty() ? std::string_view(http::obsolete_reason(res.result())) : reason;
   out += kCrLf;
-  for (const auto& f : res) {
-    if (framing.drop_transfer_encoding && f.name() == http::field::transfer_encoding) continue;
+  const HopByHopRule hop_by_hop(fields);
+  for (const auto& f : fields) {
+    if (f.name() == http::field::transfer_encoding) {
+      if (framing.drop_transfer_encoding) continue;
+    } else if (f.name() != http::field::content_length && hop_by_hop(f)) {
+      continue;
+    }
     if (!added.empty() && added.replaces(f.name_string())) continue;
     out += f.name_string();
     out += ": ";
@@ -303,7 +292,7 @@ asio::awaitable<bool> Attempt<Stream, Down>::send() {
 template <class Stream, class Down>
 asio::awaitable<bool> Attempt<Stream, Down>::read_head() {
   for (;;) {
-    parser_.emplace();
+    parser_.emplace(conn_.response_fields);
     parser_->header_limit(kResponseHeaderLimit);
     parser_->body_limit(boost::none);  // streams may be long; the deadline bounds them
     if (ctx_.method == http::verb::head) parser_->skip(true);
@@ -335,7 +324,7 @@ AttemptOutcome Attempt<Stream, Down>::outcome() const {
   o.reused_connection = reused_;
   if (!failed_) {
     o.status = parser_ ? parser_->get().result_int() : 0;
-    if (parser_) o.headers = &static_cast<const http::fields&>(parser_->get());
+    if (parser_) o.headers = &parser_->fields();
     return o;
   }
   o.error_kind = error_kind(result_.failure);
@@ -356,17 +345,17 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
   // in the header's tree, and commit() asked seven.
   const bool upstream_chunked = parser_->chunked();
   const bool upstream_length = parser_->content_length().has_value();
-  const auto content_type = res[http::field::content_type];
+  const HeaderList& fields = parser_->fields();
+  const auto content_type = fields[http::field::content_type];
   // A stream is what the client asked for (stream: true) or an SSE answer; a JSON answer that
   // merely arrives chunked (as api.openai.com sends them) is not one.
   ctx_.streamed = ctx_.body_facts.stream || content_type.starts_with("text/event-stream");
 
-  strip_hop_by_hop(res);
   ctx_.added_response_fields.set("x-gateway-request-id", ctx_.request_id);
   // Which upstream answered (its configured name, never its URL): with several backends behind
   // a route, the one thing an operator asks first.
   if (ctx_.upstream) ctx_.added_response_fields.set("x-gateway-upstream", ctx_.upstream->name);
-  pipeline_.on_response_headers(ctx_, ctx_.status, res);
+  pipeline_.on_response_headers(ctx_, ctx_.status, fields);
   const bool has_body = !parser_->is_done();
   ClientFraming framing;
   framing.version = reply_.http_version < 11 ? 10 : 11;
@@ -382,7 +371,7 @@ asio::awaitable<bool> Attempt<Stream, Down>::commit() {
   keep_alive_ = reply_.keep_alive && (upstream_length || chunked || !has_body);
   framing.keep_alive = keep_alive_;
 
-  render_head(res, framing, ctx_.added_response_fields, head_);
+  render_head(res, fields, framing, ctx_.added_response_fields, head_);
   head_pending_ = true;
   chunked_out_ = chunked && has_body;  // (a HEAD answer has none: the parser skips it)
   // The head waits for the first body bytes when they are already here (a typical non-stream

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "drain_aware_read.hpp"
+#include "field_list_parser.hpp"
 #include "llm_gateway/net/io.hpp"
 #include "llm_gateway/routing/attempt_plan.hpp"
 
@@ -46,6 +47,7 @@ struct UpstreamConnection {
   std::string head_scratch;
   std::vector<asio::const_buffer> gather_scratch;
   std::vector<std::string_view> pieces_scratch;
+  HeaderList response_fields;  // the response head's fields (FieldListParser)
   Clock::time_point idle_since{};
 
   UpstreamTcpStream& lowest() {
@@ -176,7 +178,7 @@ class Attempt {
   bool failed_ = false;
   bool written_ = false;          // the whole request went out
   bool nothing_received_ = true;  // not a byte of a response arrived
-  std::optional<http::response_parser<http::buffer_body>> parser_;
+  std::optional<FieldListParser<false, http::buffer_body>> parser_;
   std::string& head_;  // the request head, then the response head until it is written
   bool head_pending_ = false;
   bool chunked_out_ = false;  // the client's body is chunked (re-framed piece by piece)

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "drain_aware_read.hpp"
+#include "field_list_parser.hpp"
 #include "llm_gateway/config/loader.hpp"
 #include "llm_gateway/net/gateway.hpp"
 #include "llm_gateway/net/io.hpp"
@@ -40,6 +41,8 @@ namespace llmgw::net {
 namespace http = beast::http;
 
 namespace {
+// Requests are read by Beast's parser with their fields in a HeaderList (field_list_parser.hpp).
+using RequestParser = FieldListParser<true, RequestBody>;
 
 // Named limits: every timeout of the client side in one place.
 // One deadline for a whole request header, from its first byte (from the connection's start for
@@ -100,15 +103,16 @@ class BodyBudget {
 // RFC 9112 §6.1 and §6.3: a request body is framed by chunked as the final (here: only) transfer
 // coding, or by Content-Length; anything else cannot be trusted by every hop alike and is how
 // requests are smuggled. Returns the error to answer with, if any.
-std::optional<std::pair<GatewayError, std::string_view>> framing_error(
-    const http::request<RequestBody>& req) {
-  if (req.find(http::field::transfer_encoding) == req.end()) return std::nullopt;
+std::optional<std::pair<GatewayError, std::string_view>> framing_error(unsigned version,
+                                                                       const HeaderList& fields) {
+  if (fields.find(http::field::transfer_encoding) == fields.end()) return std::nullopt;
   std::size_t codings = 0;
   std::size_t chunked = 0;
   bool chunked_last = false;
   bool unknown = false;
-  for (auto [it, end] = req.equal_range(http::field::transfer_encoding); it != end; ++it) {
-    std::string_view list = it->value();
+  for (const auto& f : fields) {
+    if (f.name() != http::field::transfer_encoding) continue;
+    std::string_view list = f.value();
     while (!list.empty()) {
       const std::size_t comma = list.find(',');
       std::string_view token = list.substr(0, comma);
@@ -127,10 +131,10 @@ std::optional<std::pair<GatewayError, std::string_view>> framing_error(
       }
     }
   }
-  if (req.version() < 11)
+  if (version < 11)
     return std::pair{GatewayError::invalid_framing,
                      std::string_view("An HTTP/1.0 request cannot carry Transfer-Encoding.")};
-  if (req.find(http::field::content_length) != req.end())
+  if (fields.find(http::field::content_length) != fields.end())
     return std::pair{GatewayError::invalid_framing,
                      std::string_view("A request cannot carry both Transfer-Encoding and "
                                       "Content-Length.")};
@@ -522,6 +526,7 @@ class Gateway {
     beast::tcp_stream& tcp_layer = beast::get_lowest_layer(stream);
     beast::flat_buffer buffer;
     buffer.reserve(kRequestReadBuffer);
+    HeaderList request_fields;  // each request's, in memory the connection's requests reuse
 
     SessionEntry entry{&tcp_layer, &peer, true, nullptr};
     worker.sessions.push_front(&entry);
@@ -552,7 +557,7 @@ class Gateway {
       const auto& snapshot = installed->snapshot;
       const auto& limits = snapshot->config->server;
       // A parser handles one message only: a fresh one for every request.
-      http::request_parser<RequestBody> parser;
+      RequestParser parser(request_fields);
       parser.header_limit(limits.max_header_bytes);
       parser.body_limit(limits.max_body_bytes);
       if (!first) tcp_layer.expires_after(kHeaderTimeout);
@@ -623,7 +628,7 @@ class Gateway {
 
   // Fills a new request's context (made in place: it holds its stages' states).
   void init_context(RequestContext& ctx, Worker& worker, const Snapshot& snapshot,
-                    const std::string& peer, const http::request_header<>* header,
+                    const std::string& peer, const RequestParser* header,
                     const config::Sha256* client_cert = nullptr) {
     ctx.config = snapshot.config.get();
     ctx.received = Clock::now();
@@ -632,10 +637,10 @@ class Gateway {
     ctx.client_cert_sha256 = client_cert;
     std::string_view client_id;
     if (header) {
-      ctx.method = header->method();
-      ctx.target = header->target();
-      ctx.headers = header;
-      client_id = (*header)["x-request-id"];
+      ctx.method = header->get().method();
+      ctx.target = header->get().target();
+      ctx.headers = &header->fields();
+      client_id = header->fields()["x-request-id"];
     }
     ctx.request_id = valid_client_request_id(client_id) ? std::string(client_id)
                                                         : generate_request_id(worker.rng);
@@ -646,12 +651,12 @@ class Gateway {
   template <class Stream>
   asio::awaitable<void> reject(Worker& worker, Stream& stream, const std::string& peer,
                                GatewayError error, std::string message,
-                               const http::request_parser<RequestBody>* parser) {
+                               const RequestParser* parser) {
     const auto snapshot = installed_.load()->snapshot;
     // The header may be complete (413 on Content-Length) or not (431): use what arrived.
     const bool have_header = parser && parser->got_some();
     RequestContext ctx;
-    init_context(ctx, worker, *snapshot, peer, have_header ? &parser->get().base() : nullptr);
+    init_context(ctx, worker, *snapshot, peer, have_header ? parser : nullptr);
     if (have_header) ctx.path = classify_path(ctx.method, ctx.target);
     ctx.reply = error_reply(error, message);
     DownstreamReply reply{11, false};
@@ -722,9 +727,9 @@ class Gateway {
   // line and one count, whatever happens (answered, refused, cut, or the client left).
   template <class Stream>
   asio::awaitable<bool> handle(Worker& worker, const Installed& installed, Stream& stream,
-                               beast::flat_buffer& buffer,
-                               http::request_parser<RequestBody>& parser, std::size_t header_bytes,
-                               bool admin, SessionEntry& entry, const config::Sha256* client_cert) {
+                               beast::flat_buffer& buffer, RequestParser& parser,
+                               std::size_t header_bytes, bool admin, SessionEntry& entry,
+                               const config::Sha256* client_cert) {
     in_flight_.fetch_add(1);
     struct InFlight {
       std::atomic<int>& n;
@@ -737,7 +742,7 @@ class Gateway {
 
     const Snapshot& snapshot = *installed.snapshot;
     RequestContext ctx;
-    init_context(ctx, worker, snapshot, peer_of(entry), &parser.get().base(), client_cert);
+    init_context(ctx, worker, snapshot, peer_of(entry), &parser, client_cert);
     ctx.bytes_in = header_bytes;
     entry.request = &ctx;
     const bool keep_alive = co_await process(worker, installed, stream, buffer, parser, admin, ctx);
@@ -770,18 +775,17 @@ class Gateway {
 
   template <class Stream>
   asio::awaitable<bool> process(Worker& worker, const Installed& installed, Stream& stream,
-                                beast::flat_buffer& buffer,
-                                http::request_parser<RequestBody>& parser, bool admin,
+                                beast::flat_buffer& buffer, RequestParser& parser, bool admin,
                                 RequestContext& ctx) {
     auto& req = parser.get();
     const Snapshot& snapshot = *installed.snapshot;
     const auto& limits = snapshot.config->server;
     const Pipeline& pipeline = snapshot.pipeline;
-    DownstreamReply reply{req.version(), req.keep_alive() && !draining_};
+    DownstreamReply reply{req.version(), parser.keep_alive() && !draining_};
     bool body_unread = !parser.is_done();
 
     // Validation of the header: framing, target and method, before anything acts on them.
-    if (auto framing = framing_error(req)) {
+    if (auto framing = framing_error(req.version(), parser.fields())) {
       ctx.reply = error_reply(framing->first, framing->second);
       co_return co_await answer(stream, ctx, &pipeline, reply, true);
     }
@@ -830,16 +834,12 @@ class Gateway {
       co_return co_await answer(stream, ctx, &pipeline, reply, body_unread);
     }
     beast::tcp_stream& tcp_layer = beast::get_lowest_layer(stream);
-    if (body_unread && beast::iequals(req[http::field::expect], "100-continue")) {
+    if (body_unread && beast::iequals(parser.fields()[http::field::expect], "100-continue")) {
       tcp_layer.expires_after(kReplyWriteTimeout);
       co_await asio::async_write(stream, asio::buffer("HTTP/1.1 100 Continue\r\n\r\n", 25),
                                  nothrow_awaitable);
     }
     if (length && *length > kRequestReadBuffer) buffer.reserve(kLargeBodyReadBuffer);
-    // Trailer fields of a chunked body are discarded (RFC 9110 §6.5): Beast appends them to the
-    // header fields, after the ones the header had.
-    const std::size_t header_fields =
-        static_cast<std::size_t>(std::distance(req.base().begin(), req.base().end()));
     // The body deadline cancels the read rather than closing the socket (as the stream's own
     // timeout would), so that the client still gets its 408.
     tcp_layer.expires_never();
@@ -900,12 +900,6 @@ class Gateway {
     body_unread = false;
     deadline->watching = false;  // the relay below must never see the body deadline
     deadline->timer.cancel();
-    if (parser.chunked()) {
-      auto& fields = req.base();
-      auto it = fields.begin();
-      std::advance(it, static_cast<std::ptrdiff_t>(header_fields));
-      while (it != fields.end()) it = fields.erase(it);
-    }
     ctx.body = req.body();
 
     // (co_await results are taken into variables first: see run_attempt in router.cpp.)
@@ -1007,7 +1001,10 @@ asio::awaitable<void> write_local_reply(Down& down, RequestContext& ctx, const P
   ctx.status = local.status;
   ctx.error_code = local.error_code;
   if (pipeline) {
-    pipeline->on_response_headers(ctx, local.status, res.base());
+    // The stages see the reply's fields as they see an upstream's: as a list.
+    HeaderList fields;
+    for (const auto& f : res.base()) fields.append(f.name(), f.name_string(), f.value());
+    pipeline->on_response_headers(ctx, local.status, fields);
     ctx.added_response_fields.apply_to(res.base());
     pipeline->on_response_end(ctx);
   }

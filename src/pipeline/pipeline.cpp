@@ -30,7 +30,7 @@ boost::asio::awaitable<Verdict> Pipeline::on_request(RequestContext& ctx) const 
 }
 
 void Pipeline::on_response_headers(RequestContext& ctx, unsigned status,
-                                   boost::beast::http::fields& headers) const {
+                                   const HeaderList& headers) const {
   for (auto it = stages_.rbegin(); it != stages_.rend(); ++it)
     (*it)->on_response_headers(ctx, status, headers);
 }

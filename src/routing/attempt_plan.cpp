@@ -12,7 +12,7 @@ namespace http = boost::beast::http;
 namespace {
 constexpr auto kNever = Clock::time_point::max();
 
-std::optional<std::int64_t> header_number(const http::fields& h, std::string_view name) {
+std::optional<std::int64_t> header_number(const HeaderList& h, std::string_view name) {
   const auto v = h[name];
   std::int64_t n = 0;
   auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);

@@ -136,12 +136,12 @@ Verdict AccountStage::on_request(RequestContext& ctx) {
 }
 
 void AccountStage::on_response_headers(RequestContext& ctx, unsigned status,
-                                       http::fields& headers) {
+                                       const HeaderList& headers) {
   if (!ctx.upstream_status) return;  // a local reply
   auto& st = ctx.state<AccountState>(this);
   st.ctx = &ctx;
-  // One walk over the fields instead of four lookups in Beast's tree (each a string compare per
-  // level); the first of each name counts, as a lookup would find it.
+  // One walk over the fields instead of four lookups; the first of each name counts, as a lookup
+  // would find it.
   std::string_view apim_id, x_request_id, type, length_text;
   bool have_type = false, have_length = false, have_apim = false, have_x = false;
   for (const auto& f : headers) {

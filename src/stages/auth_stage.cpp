@@ -48,7 +48,7 @@ void AuthStage::sha256(std::string_view data, config::Sha256& out) const {
   }
 }
 
-std::string_view AuthStage::credential(const http::fields& headers) {
+std::string_view AuthStage::credential(const HeaderList& headers) {
   if (auto a = headers.find(http::field::authorization); a != headers.end()) {
     std::string_view v = a->value();
     // The scheme name is case-insensitive (RFC 9110 §11.1).

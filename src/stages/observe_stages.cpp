@@ -49,7 +49,7 @@ Verdict MetricsStage::on_request_headers(RequestContext& ctx) {
   return Verdict::proceed;
 }
 
-void MetricsStage::on_response_headers(RequestContext& ctx, unsigned, http::fields&) {
+void MetricsStage::on_response_headers(RequestContext& ctx, unsigned, const HeaderList&) {
   if (!ctx.streamed) return;
   auto& st = ctx.state<MetricsState>(this);
   st.metrics = metrics_.get();
@@ -207,7 +207,7 @@ void number(std::string& out, std::string_view field_name, std::optional<long lo
   }
 }
 
-std::string_view trace_id(const http::fields& headers) {
+std::string_view trace_id(const HeaderList& headers) {
   // W3C traceparent: version "-" trace-id (32 hex) "-" parent-id (16 hex) "-" flags
   const std::string_view tp = headers["traceparent"];
   if (tp.size() < 55 || tp[2] != '-' || tp[35] != '-') return {};

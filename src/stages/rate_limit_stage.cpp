@@ -174,8 +174,7 @@ Verdict RateLimitStage::decide(RequestContext& ctx, LimitState& state,
   return Verdict::proceed;
 }
 
-void RateLimitStage::on_response_headers(RequestContext& ctx, unsigned,
-                                         boost::beast::http::fields&) {
+void RateLimitStage::on_response_headers(RequestContext& ctx, unsigned, const HeaderList&) {
   auto* state = ctx.find_state<LimitState>(this);
   if (!state || !state->admission) return;
   // The gateway's limits replace the upstream's headers of the same names; a kind of limit the

@@ -34,7 +34,7 @@ bool list_names(std::string_view list, std::string_view field) {
 // Fields the gateway itself owns on the upstream leg: credentials, framing and ids are set anew.
 // (Beast knows the standard names by number; the others are compared by name, and only when the
 // lengths match.)
-bool replaced_by_gateway(const http::fields::value_type& field) {
+bool replaced_by_gateway(const HeaderList::Field& field) {
   switch (field.name()) {
     case http::field::host:
     case http::field::content_length:
@@ -175,12 +175,12 @@ bool is_hop_by_hop(std::string_view name) {
   return is_hop_by_hop(http::string_to_field(name));
 }
 
-HopByHopRule::HopByHopRule(const http::fields& message) {
-  for (auto [it, end] = message.equal_range(http::field::connection); it != end; ++it)
-    connection_lists_.push_back(it->value());
+HopByHopRule::HopByHopRule(const HeaderList& message) {
+  for (const auto& f : message)
+    if (f.name() == http::field::connection) connection_lists_.push_back(f.value());
 }
 
-bool HopByHopRule::operator()(const http::fields::value_type& field) const {
+bool HopByHopRule::operator()(const HeaderList::Field& field) const {
   if (is_hop_by_hop(field.name())) return true;
   const std::string_view name = field.name_string();
   for (const std::string_view list : connection_lists_) {
@@ -247,7 +247,7 @@ void render_upstream_head(const UpstreamRequest& request, std::size_t body_size,
 UpstreamRequest translate(const InboundRequest& in, const config::Upstream& up, const Target& route,
                           std::string_view request_id) {
   const PathFacts& path = *in.path;
-  const http::fields& inbound = *in.headers;
+  const HeaderList& inbound = *in.headers;
   UpstreamRequest out;
   out.method = in.method;
   const bool azure = up.provider == Provider::azure;

@@ -26,7 +26,7 @@ struct AccountRun {
     ctx.upstream_status = status;
     ctx.status = status;
     ctx.streamed = content_type.starts_with("text/event-stream");
-    boost::beast::http::fields h;
+    HeaderList h;
     h.set(boost::beast::http::field::content_type, content_type);
     stage.on_response_headers(ctx, status, h);
     std::vector<std::string_view> out;

@@ -95,6 +95,27 @@ logging:
     }
   });
 
+  // RFC 9110 §6.5: a trailer cannot add to the header. A chunked request's trailer fields are
+  // dropped, not forwarded to the upstream as header fields.
+  test('trailer fields of a chunked request never reach the upstream', T, async () => {
+    const id = uid();
+    const c = await rawConnect(gw.port);
+    const body = JSON.stringify(chat('gpt-4o'));
+    await c.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY_LIMITED}\r\n` +
+      `x-test-id: ${id}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n` +
+      `${body.length.toString(16)}\r\n${body}\r\n0\r\n` +
+      `x-smuggled: 1\r\napi-key: sk-not-the-gateways\r\nopenai-organization: org-smuggled\r\n\r\n`);
+    const [res] = await c.responses(1);
+    c.destroy();
+    assert.equal(res.status, 200);
+    const [rec] = sent(id);
+    assert.ok(rec, 'the request reached the upstream');
+    assert.equal(rec.body.toString(), body);
+    assert.equal(rec.headers['x-smuggled'], undefined);
+    assert.equal(rec.headers['openai-organization'], undefined);
+    assert.equal(rec.headers['api-key'], UPSTREAM_KEY);
+  });
+
   test('on an openai upstream, /v1/files/../../../x is refused, not sent with the upstream key', T, async () => {
     const id = uid();
     const c = await rawConnect(gw.port);

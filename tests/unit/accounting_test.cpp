@@ -869,7 +869,7 @@ struct StreamResponse {
     ctx.upstream_status = 200;
     ctx.status = status;
     ctx.streamed = true;
-    http::fields h;
+    HeaderList h;
     h.set(http::field::content_type, content_type);
     h.set("apim-request-id", "apim-123");
     h.set("x-request-id", "xrid-456");
@@ -1011,7 +1011,7 @@ TEST(AccountStage, JsonAnswerWholeOrInPiecesGivesTheSameUsage) {
     RequestContext ctx;
     ctx.upstream_status = 200;
     ctx.status = 200;
-    http::fields h;
+    HeaderList h;
     h.set(http::field::content_type, "application/json");
     h.set(http::field::content_length, std::to_string(body.size()));
     stage.on_response_headers(ctx, 200, h);
@@ -1033,7 +1033,7 @@ TEST(AccountStage, JsonAnswerWholeOrInPiecesGivesTheSameUsage) {
 TEST(AccountStage, LocalReplyIsNotAccounted) {
   AccountStage stage;
   RequestContext ctx;  // no upstream_status: the gateway answered itself
-  http::fields h;
+  HeaderList h;
   h.set(http::field::content_type, "text/event-stream");
   ctx.request_stream_usage = true;
   stage.on_response_headers(ctx, 200, h);
@@ -1050,7 +1050,7 @@ TEST(AccountStage, UpstreamRequestIdPrefersApimRequestId) {
   AccountStage stage;
   RequestContext ctx;
   ctx.upstream_status = 200;
-  http::fields h;
+  HeaderList h;
   h.set("x-request-id", "req_abc");
   stage.on_response_headers(ctx, 200, h);
   EXPECT_EQ(ctx.upstream_request_id, "req_abc");
@@ -1122,7 +1122,7 @@ routes:
 )";
 
 bool asks_for_usage(const Snapshot& snapshot, std::string target, std::string body) {
-  http::fields headers;
+  HeaderList headers;
   headers.set(http::field::content_type, "application/json");
   RequestContext ctx;
   ctx.config = snapshot.config.get();

@@ -123,7 +123,7 @@ class AttemptPlanTest : public ::testing::Test {
 
   std::shared_ptr<const config::Config> cfg_;
   std::vector<std::unique_ptr<RequestContext>> contexts_;
-  std::deque<http::fields> headers_;
+  std::deque<HeaderList> headers_;
   BackendRegistry registry_;
   Clock::time_point now_ = Clock::now();
 };
@@ -479,7 +479,7 @@ TEST(RetryAfter, AzureHeadersInOrderOfPrecedence) {
 TEST(TranslateForTarget, AsksForStreamUsageOnlyFromUpstreamsThatAcceptIt) {
   auto cfg = test::load_ok(kYaml);
   ASSERT_TRUE(cfg);
-  http::fields headers;
+  HeaderList headers;
   headers.set(http::field::content_type, "application/json");
   const std::string body = R"({"model":"gpt-4o","messages":[],"stream":true})";
   RequestContext ctx;

@@ -361,7 +361,7 @@ TEST(MetricsStage, CountsARequestAndTracksInFlight) {
   services.metrics = metrics;
   auto snapshot = make_snapshot(cfg, services);
   {
-    http::fields headers;
+    HeaderList headers;
     headers.set(http::field::content_type, "application/json");
     headers.set(http::field::authorization, "Bearer sk-team-b-0002");
     const std::string body = R"({"model":"gpt-4o-2024-08-06","messages":[]})";
@@ -385,7 +385,7 @@ TEST(MetricsStage, CountsARequestAndTracksInFlight) {
     ctx.status = 200;
     ctx.upstream_status = 200;
     ctx.streamed = true;
-    http::fields response;
+    HeaderList response;
     snapshot->pipeline.on_response_headers(ctx, 200, response);
     EXPECT_EQ(sample(metrics->render(), "llm_gateway_active_streams", {}), 1.0);
     ctx.usage = accounting::Usage{7, 3, 10};
@@ -486,7 +486,7 @@ class AccessLogTest : public ::testing::Test {
 
 TEST_F(AccessLogTest, EveryFieldOfAProxiedRequest) {
   use(kYaml);
-  http::fields headers;
+  HeaderList headers;
   headers.set(http::field::user_agent, "OpenAI/Python 1.54.0");
   headers.set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
   const std::string body = R"({"model":"gpt-4o","messages":[],"stream":true})";
@@ -565,7 +565,7 @@ TEST_F(AccessLogTest, EveryFieldOfAProxiedRequest) {
 
 TEST_F(AccessLogTest, NullWhereNotApplicable) {
   use(kYaml);
-  http::fields headers;
+  HeaderList headers;
   RequestContext ctx;
   ctx.config = cfg_.get();
   ctx.request_id = "rid-1";
@@ -629,7 +629,7 @@ TEST_F(AccessLogTest, ModelIsCutAt256Characters) {
 
 TEST_F(AccessLogTest, StringsAreEscaped) {
   use(kNoKeysYaml);
-  http::fields headers;
+  HeaderList headers;
   headers.set(http::field::user_agent, "quote\" backslash\\ tab\there");
   RequestContext ctx;
   ctx.received = Clock::now();
@@ -667,7 +667,7 @@ TEST_F(AccessLogTest, ModelCutInsideAUtf8CharacterKeepsTheJsonLineValid) {
 // copied into the JSON line as is, so the line is not valid UTF-8 / JSON.
 TEST_F(AccessLogTest, NonUtf8UserAgentKeepsTheJsonLineValid) {
   use(kNoKeysYaml);
-  http::fields headers;
+  HeaderList headers;
   headers.set(http::field::user_agent, "caf\xE9-client/1.0");
   RequestContext ctx;
   ctx.received = Clock::now();
@@ -679,7 +679,7 @@ TEST_F(AccessLogTest, NonUtf8UserAgentKeepsTheJsonLineValid) {
 TEST_F(AccessLogTest, TraceIdOnlyFromAValidTraceparent) {
   use(kNoKeysYaml);
   auto trace = [&](std::string_view traceparent) {
-    http::fields headers;
+    HeaderList headers;
     headers.set("traceparent", traceparent);
     RequestContext ctx;
     ctx.received = Clock::now();

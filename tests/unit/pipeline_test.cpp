@@ -60,7 +60,7 @@ struct Request {
   verb method = verb::post;
   std::string target;
   std::string body;
-  http::fields headers;
+  HeaderList headers;
 };
 
 Request json_request(verb method, std::string target, std::string body) {

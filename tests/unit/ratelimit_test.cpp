@@ -683,7 +683,7 @@ enum class CredentialStyle { bearer, bearer_lowercase, api_key, none };
 struct Call {
   std::string target;
   std::string body;
-  http::fields headers;
+  HeaderList headers;
   RequestContext ctx;
   Verdict verdict = Verdict::proceed;
 
@@ -783,10 +783,12 @@ class KeysTest : public ::testing::Test {
 
   // The response headers the client would get for an admitted call: the gateway's fields in
   // place of the upstream's (as a reply the gateway makes takes them).
-  http::fields response_headers(Call& c, http::fields upstream = {}) {
+  http::fields response_headers(Call& c, const HeaderList& upstream = {}) {
     snapshot_->pipeline.on_response_headers(c.ctx, 200, upstream);
-    c.ctx.added_response_fields.apply_to(upstream);
-    return upstream;
+    http::fields out;
+    for (const auto& f : upstream) out.insert(f.name(), f.name_string(), f.value());
+    c.ctx.added_response_fields.apply_to(out);
+    return out;
   }
 
   static void expect_error(const Call& c, unsigned status, std::string_view code) {
@@ -843,7 +845,7 @@ TEST_F(KeysTest, LowercaseBearerAndApiKeyHeaderAuthenticate) {
 }
 
 TEST_F(KeysTest, CredentialExtraction) {
-  http::fields h;
+  HeaderList h;
   EXPECT_EQ(AuthStage::credential(h), "");
   h.set(http::field::authorization, "Bearer   sk-x");
   EXPECT_EQ(AuthStage::credential(h), "sk-x");
@@ -876,7 +878,7 @@ keys:
   config::Sha256 other{};
   other.fill(0x02);
   const auto run = [&](const config::Sha256* cert, std::string_view secret) {
-    http::fields h;
+    HeaderList h;
     if (!secret.empty()) h.set(http::field::authorization, "Bearer " + std::string(secret));
     RequestContext ctx;
     ctx.headers = &h;
@@ -945,7 +947,7 @@ TEST_F(KeysTest, KeySha256ConfigAuthenticates) {
 // are accepted, "BEARER" (or "BeArEr") is not: the credential is then treated as missing (401
 // "You didn't provide an API key").
 TEST_F(KeysTest, AuthSchemeIsCaseInsensitive) {
-  http::fields h;
+  HeaderList h;
   h.set(http::field::authorization, "BEARER sk-x");
   EXPECT_EQ(AuthStage::credential(h), "sk-x");
   auto c = std::make_unique<Call>();
@@ -1258,7 +1260,7 @@ TEST_F(KeysTest, ResponseHeadersCarryTheKeysLimitsInOpenAIFormat) {
   now_ms_ = 1'005'250;
   auto second = send("sk-mixed-key-0006");
   // The gateway's values replace the upstream's headers of the same names.
-  http::fields upstream;
+  HeaderList upstream;
   upstream.set("x-ratelimit-limit-requests", "5000");
   upstream.set("x-ratelimit-remaining-tokens", "123");
   http::fields h2 = response_headers(*second, upstream);
@@ -1274,7 +1276,7 @@ TEST_F(KeysTest, ResponseHeadersCarryTheKeysLimitsInOpenAIFormat) {
 
 TEST_F(KeysTest, ResponseHeadersLeaveKindsTheKeyDoesNotHaveAlone) {
   auto c = send("sk-rpm-key-0001");
-  http::fields upstream;
+  HeaderList upstream;
   upstream.set("x-ratelimit-limit-tokens", "30000");
   upstream.set("x-ratelimit-reset-tokens", "6m0s");
   http::fields h = response_headers(*c, upstream);
@@ -1286,7 +1288,7 @@ TEST_F(KeysTest, ResponseHeadersLeaveKindsTheKeyDoesNotHaveAlone) {
 
   // A key with neither rpm nor tpm leaves every x-ratelimit-* header to the upstream.
   auto d = send("sk-conc-key-0003");
-  http::fields up2;
+  HeaderList up2;
   up2.set("x-ratelimit-limit-requests", "77");
   http::fields h2 = response_headers(*d, up2);
   EXPECT_EQ(h2["x-ratelimit-limit-requests"], "77");
@@ -1318,7 +1320,7 @@ TEST_F(KeysTest, UsageReadFromTheUpstreamBodyCorrectsTheReservation) {
   expect_admitted(*c);
   // The upstream answers with JSON; the account stage reads its usage at the response's end,
   // before the rate_limit stage settles (response hooks run in reverse stage order).
-  http::fields h;
+  HeaderList h;
   h.set(http::field::content_type, "application/json");
   c->ctx.status = 200;
   c->ctx.upstream_status = 200;  // as the router's commit step sets it

@@ -56,7 +56,7 @@ struct Request {
   verb method = verb::post;
   std::string target;
   std::string body;
-  http::fields headers;
+  HeaderList headers;
 };
 
 Request get(std::string target) {
@@ -595,7 +595,7 @@ TEST(TranslateOpenAI, AzureV1AndResourceInbound) {
 // ---------------------------------------------------------------------------------------------
 
 Request with_client_headers(Request r) {
-  http::fields& h = r.headers;
+  HeaderList& h = r.headers;
   h.set(http::field::host, "gateway.local:8080");
   h.set(http::field::authorization, "Bearer client-token");
   h.set("api-key", "client-key");
@@ -677,8 +677,8 @@ TEST(TranslateHeaders, FieldsNamedInConnectionAreDropped) {
 // any of them is removed.
 TEST(TranslateHeaders, FieldsNamedInASecondConnectionLineAreDropped) {
   Request r = post_json("/v1/chat/completions", std::string(kChatBody));
-  r.headers.insert(http::field::connection, "keep-alive");
-  r.headers.insert(http::field::connection, "X-Hop-Second");
+  r.headers.append(http::field::connection, "keep-alive");
+  r.headers.append(http::field::connection, "X-Hop-Second");
   r.headers.set("X-Hop-Second", "1");
   Translated out = run(r, openai());
   EXPECT_EQ(header(out, "X-Hop-Second"), "<absent>");
@@ -790,14 +790,14 @@ TEST(IsHopByHop, ConnectionSpecificFields) {
 // The per-message rule knows the connection-specific names by Beast's field numbers: it must
 // agree with the name rule for every spelling, and add exactly the names the Connection lines list.
 TEST(IsHopByHop, TheMessageRuleAgreesWithTheNameRule) {
-  http::fields message;
+  HeaderList message;
   for (std::string_view name :
        {"Connection", "connection", "KEEP-ALIVE", "Proxy-Connection", "te", "Trailer", "upgrade",
         "Transfer-Encoding", "proxy-authorization", "Proxy-Authenticate", "Content-Type",
         "Authorization", "Accept", "traceparent", "Content-Length", "Host", "X-Custom", "TEE"})
-    message.insert(name, "v");
-  message.insert("X-Named", "1");
-  message.insert(http::field::connection, "x-named, Accept");
+    message.append(name, "v");
+  message.append("X-Named", "1");
+  message.append(http::field::connection, "x-named, Accept");
   const HopByHopRule rule(message);
   for (const auto& f : message) {
     const std::string_view name = f.name_string();
@@ -810,12 +810,12 @@ TEST(IsHopByHop, TheMessageRuleAgreesWithTheNameRule) {
 // Framing, ids and credentials are the gateway's on the upstream leg, in any spelling.
 TEST(TranslateHeaders, FieldsTheGatewayOwnsAreNotCopiedInAnySpelling) {
   Request r = post_json("/v1/chat/completions", std::string(kChatBody));
-  r.headers.insert("EXPECT", "100-continue");
-  r.headers.insert("accept-encoding", "gzip");
-  r.headers.insert("X-Request-ID", "client-id");
-  r.headers.insert("X-MS-Client-Request-Id", "client-ms-id");
-  r.headers.insert("API-KEY", "client-key");
-  r.headers.insert("HOST", "gateway.local");
+  r.headers.append("EXPECT", "100-continue");
+  r.headers.append("accept-encoding", "gzip");
+  r.headers.append("X-Request-ID", "client-id");
+  r.headers.append("X-MS-Client-Request-Id", "client-ms-id");
+  r.headers.append("API-KEY", "client-key");
+  r.headers.append("HOST", "gateway.local");
   Translated out = run(r, azure("deployments"));
   EXPECT_EQ(header(out, "expect"), "<absent>");
   EXPECT_EQ(header(out, "accept-encoding"), "<absent>");

@@ -3,7 +3,6 @@
 // the context only views it; each stage reads what earlier stages decided and adds its own part.
 #include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 
-#include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <boost/container/small_vector.hpp>
 #include <chrono>
@@ -23,6 +22,7 @@
 #include "llm_gateway/accounting/response_reader.hpp"
 #include "llm_gateway/config/config.hpp"
 #include "llm_gateway/pipeline/added_fields.hpp"
+#include "llm_gateway/pipeline/header_list.hpp"
 #include "llm_gateway/pipeline/local_reply.hpp"
 #include "llm_gateway/routing/router.hpp"
 #include "llm_gateway/translate/request_facts.hpp"
@@ -62,7 +62,7 @@ struct RequestContext {
   Clock::time_point received{};
   boost::beast::http::verb method = boost::beast::http::verb::get;
   std::string_view target;
-  const boost::beast::http::fields* headers = nullptr;
+  const HeaderList* headers = nullptr;
   std::string_view body;
   std::uint64_t bytes_in = 0;
   // The SHA-256 of the client's verified TLS certificate (mutual TLS on the listener), or null.

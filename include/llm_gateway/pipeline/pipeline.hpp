@@ -23,8 +23,7 @@ class Pipeline {
   // Runs the request-path stages in order until one answers (the header admission first, when
   // the caller has not run it yet).
   boost::asio::awaitable<Verdict> on_request(RequestContext& ctx) const;
-  void on_response_headers(RequestContext& ctx, unsigned status,
-                           boost::beast::http::fields& headers) const;
+  void on_response_headers(RequestContext& ctx, unsigned status, const HeaderList& headers) const;
   void on_response_body(RequestContext& ctx, std::string_view piece) const;
   void on_response_end(RequestContext& ctx) const;
   void on_complete(RequestContext& ctx) const;

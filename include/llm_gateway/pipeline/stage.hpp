@@ -7,7 +7,6 @@
 #include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 
 #include <boost/asio/awaitable.hpp>
-#include <boost/beast/http/fields.hpp>
 #include <string_view>
 
 #include "llm_gateway/pipeline/context.hpp"
@@ -37,9 +36,10 @@ class Stage {
     co_return Verdict::proceed;
   }
 
-  // Response path: headers as they will go to the client (mutable), then each body piece.
-  virtual void on_response_headers(RequestContext&, unsigned /*status*/,
-                                   boost::beast::http::fields&) {}
+  // Response path: the response's fields as they arrived (the upstream's; for a reply the
+  // gateway makes, its own), then each body piece. A stage adds fields of its own to the
+  // client's head through ctx.added_response_fields.
+  virtual void on_response_headers(RequestContext&, unsigned /*status*/, const HeaderList&) {}
   virtual void on_response_body(RequestContext&, std::string_view /*piece*/) {}
   // Only stages that say so get on_response_body: the others cost nothing per piece.
   virtual bool wants_response_body() const { return false; }

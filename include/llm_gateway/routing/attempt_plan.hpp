@@ -24,7 +24,7 @@ struct AttemptOutcome {
   // failed, or the write failed part-way), or it is idempotent and nothing at all came back.
   bool safe_to_resend = false;
   // The response head (when status != 0): retry-after and Azure's quota headers are read here.
-  const boost::beast::http::fields* headers = nullptr;
+  const HeaderList* headers = nullptr;
 };
 
 enum class Next {

@@ -14,7 +14,7 @@ class AccountStage final : public Stage {
   std::string_view name() const override { return "account"; }
   Verdict on_request(RequestContext& ctx) override;
   void on_response_headers(RequestContext& ctx, unsigned status,
-                           boost::beast::http::fields& headers) override;
+                           const HeaderList& headers) override;
   void on_response_body(RequestContext& ctx, std::string_view piece) override;
   bool wants_response_body() const override { return true; }
   void on_response_end(RequestContext& ctx) override;

@@ -17,7 +17,7 @@ class AuthStage final : public Stage {
   Verdict on_request_headers(RequestContext& ctx) override;
 
   // The credential a request presents, or "" (exposed for tests).
-  static std::string_view credential(const boost::beast::http::fields& headers);
+  static std::string_view credential(const HeaderList& headers);
 
  private:
   void sha256(std::string_view data, config::Sha256& out) const;

@@ -18,7 +18,7 @@ class MetricsStage final : public Stage {
   std::string_view name() const override { return "metrics"; }
   Verdict on_request_headers(RequestContext& ctx) override;
   void on_response_headers(RequestContext& ctx, unsigned status,
-                           boost::beast::http::fields& headers) override;
+                           const HeaderList& headers) override;
   void on_complete(RequestContext& ctx) override;
 
  private:

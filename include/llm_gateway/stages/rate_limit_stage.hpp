@@ -17,11 +17,11 @@ class RateLimitStage final : public Stage {
   RateLimitStage(const config::Config& cfg, std::shared_ptr<ratelimit::CounterStore> store,
                  std::shared_ptr<ratelimit::ConcurrencyCounters> concurrency);
   std::string_view name() const override { return "rate_limit"; }
-  Verdict on_request_headers(RequestContext& ctx) override;                  // max_concurrent
+  Verdict on_request_headers(RequestContext& ctx) override;  // max_concurrent
   Verdict on_request(RequestContext& ctx) override;  // rpm, tpm: waits only for a shared store
   boost::asio::awaitable<Verdict> on_request_async(RequestContext& ctx) override;
   void on_response_headers(RequestContext& ctx, unsigned status,
-                           boost::beast::http::fields& headers) override;
+                           const HeaderList& headers) override;
   void on_response_end(RequestContext& ctx) override;
 
  private:

@@ -4,7 +4,6 @@
 // No I/O; the unit tests cover every endpoint row of the README's table.
 #include <ostream>  // first: Boost 1.81 core/detail/string_view.hpp needs it but does not include it
 
-#include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <boost/container/small_vector.hpp>
 #include <optional>
@@ -12,6 +11,7 @@
 #include <string_view>
 
 #include "llm_gateway/config/config.hpp"
+#include "llm_gateway/pipeline/header_list.hpp"
 #include "llm_gateway/routing/router.hpp"
 #include "llm_gateway/translate/request_facts.hpp"
 
@@ -20,7 +20,7 @@ namespace llmgw {
 struct InboundRequest {
   boost::beast::http::verb method = boost::beast::http::verb::get;
   std::string_view target;
-  const boost::beast::http::fields* headers = nullptr;
+  const HeaderList* headers = nullptr;
   std::string_view body;
   const PathFacts* path = nullptr;
   const BodyFacts* body_facts = nullptr;
@@ -75,8 +75,8 @@ bool is_hop_by_hop(std::string_view field_name);
 // them, so it lives no longer than the message is left unchanged.
 class HopByHopRule {
  public:
-  explicit HopByHopRule(const boost::beast::http::fields& message);
-  bool operator()(const boost::beast::http::fields::value_type& field) const;
+  explicit HopByHopRule(const HeaderList& message);
+  bool operator()(const HeaderList::Field& field) const;
 
  private:
   boost::container::small_vector<std::string_view, 2> connection_lists_;
