@@ -850,25 +850,33 @@ class Gateway {
       bool watching = true;
       bool timed_out = false;
     };
-    auto deadline = std::make_shared<BodyDeadline>(stream.get_executor());
-    deadline->timer.expires_after(limits.body_timeout);
-    deadline->timer.async_wait([deadline, &tcp_layer](boost::system::error_code ec) {
-      if (ec || !deadline->watching) return;
-      deadline->timed_out = true;
-      boost::system::error_code ignored;
-      tcp_layer.socket().cancel(ignored);
-    });
+    // A body the buffer already holds whole (a typical request arrives with its header) is
+    // parsed with no deadline: no read can wait. (Known by Content-Length only: where a chunked
+    // body ends is not known before it is parsed.) A timer armed and cancelled per request was a
+    // make_shared, a timer-queue insertion and removal, and a trip through the scheduler.
+    const bool body_buffered = !body_unread || (length && buffer.size() >= *length);
+    std::shared_ptr<BodyDeadline> deadline;
+    if (!body_buffered) {
+      deadline = std::make_shared<BodyDeadline>(stream.get_executor());
+      deadline->timer.expires_after(limits.body_timeout);
+      deadline->timer.async_wait([d = deadline, &tcp_layer](boost::system::error_code ec) {
+        if (ec || !d->watching) return;
+        d->timed_out = true;
+        boost::system::error_code ignored;
+        tcp_layer.socket().cancel(ignored);
+      });
+    }
     struct StopWatching {
-      BodyDeadline& d;
+      BodyDeadline* d;
       ~StopWatching() {
-        d.watching = false;
-        d.timer.cancel();
+        if (!d) return;
+        d->watching = false;
+        d->timer.cancel();
       }
-    } stop_watching{*deadline};
-    const bool& body_timed_out = deadline->timed_out;
+    } stop_watching{deadline.get()};
     while (!parser.is_done()) {
       auto [ec, n] = co_await read_parsed(stream, buffer, parser, ParseUntil::progress);
-      if (ec && body_timed_out) ec = beast::error::timeout;
+      if (ec && deadline && deadline->timed_out) ec = beast::error::timeout;
       ctx.bytes_in += n;
       if (!ec && !budget.hold(req.body().size())) {
         overloaded();
@@ -881,7 +889,7 @@ class Gateway {
         co_return co_await answer(stream, ctx, &pipeline, reply, true);
       }
       if (ec == beast::error::timeout && ctx.cut_reason.empty()) {
-        deadline->watching = false;
+        if (deadline) deadline->watching = false;
         ctx.reply = error_reply(GatewayError::request_timeout,
                                 "The request body did not arrive within " +
                                     std::to_string(limits.body_timeout.count()) + " ms.");
@@ -898,8 +906,10 @@ class Gateway {
       co_return co_await answer(stream, ctx, &pipeline, reply, true);
     }
     body_unread = false;
-    deadline->watching = false;  // the relay below must never see the body deadline
-    deadline->timer.cancel();
+    if (deadline) {
+      deadline->watching = false;  // the relay below must never see the body deadline
+      deadline->timer.cancel();
+    }
     ctx.body = req.body();
 
     // (co_await results are taken into variables first: see run_attempt in router.cpp.)
