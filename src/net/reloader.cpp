@@ -41,8 +41,8 @@ Reloader::Reloader(std::string file, Hooks hooks, observability::Metrics* metric
     : file_(std::move(file)), hooks_(std::move(hooks)), metrics_(metrics) {
   // The content the process started with is the baseline (the file was read moments ago).
   if (auto text = read_file(file_)) {
-    seen_hash_ = config_hash(*text);
-    if (metrics_) metrics_->config_loaded(seen_hash_, unix_now());
+    seen_text_ = *text;
+    if (metrics_) metrics_->config_loaded(config_hash(*text), unix_now());
   }
   thread_ = std::thread([this] { run(); });
 }
@@ -90,9 +90,9 @@ void Reloader::run() {
       }
       continue;
     }
+    if (!forced && *text == seen_text_) continue;
     const std::string hash = config_hash(*text);
-    if (!forced && hash == seen_hash_) continue;
-    seen_hash_ = hash;
+    seen_text_ = *text;
     reload(*text, hash);
   }
 }

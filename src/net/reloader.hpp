@@ -41,7 +41,10 @@ class Reloader {
   std::condition_variable wake_;
   bool requested_ = false;
   bool stopping_ = false;
-  std::string seen_hash_;  // the content last loaded or tried (a broken file is tried once)
+  // The content last loaded or tried (a broken file is tried once). A poll compares the text
+  // itself: hashing it each time (SHA-256 through OpenSSL's provider lookup, ~100k instructions)
+  // cost more than everything else a poll does; the hash is made only for a changed file.
+  std::string seen_text_;
   std::thread thread_;
 };
 
