@@ -16,19 +16,20 @@ using config::Provider;
 
 namespace {
 
-// True when the comma-separated `list` (a Connection header value) names `field`.
-bool list_names(std::string_view list, std::string_view field) {
+// Calls `each` with every name of the comma-separated `list` (a Connection header value),
+// white space around it trimmed, empty ones skipped.
+template <class Each>
+void for_each_listed(std::string_view list, Each each) {
   while (!list.empty()) {
     std::size_t comma = list.find(',');
     std::string_view token = list.substr(0, comma);
     while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
       token.remove_prefix(1);
     while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-    if (iequals(token, field)) return true;
+    if (!token.empty()) each(token);
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
   }
-  return false;
 }
 
 // Fields the gateway itself owns on the upstream leg: credentials, framing and ids are set anew.
@@ -176,15 +177,18 @@ bool is_hop_by_hop(std::string_view name) {
 }
 
 HopByHopRule::HopByHopRule(const HeaderList& message) {
-  for (const auto& f : message)
-    if (f.name() == http::field::connection) connection_lists_.push_back(f.value());
+  for (const auto& f : message) {
+    if (f.name() != http::field::connection) continue;
+    for_each_listed(f.value(),
+                    [this](std::string_view name) { connection_names_.push_back(name); });
+  }
 }
 
 bool HopByHopRule::operator()(const HeaderList::Field& field) const {
   if (is_hop_by_hop(field.name())) return true;
   const std::string_view name = field.name_string();
-  for (const std::string_view list : connection_lists_) {
-    if (list_names(list, name)) return true;
+  for (const std::string_view listed : connection_names_) {
+    if (iequals(listed, name)) return true;  // (compares lengths first)
   }
   return false;
 }

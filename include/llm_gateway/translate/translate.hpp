@@ -71,15 +71,16 @@ bool upstream_accepts_stream_options(const config::Upstream& upstream, Endpoint 
 bool is_hop_by_hop(std::string_view field_name);
 // The one rule for both directions (requests in translate(), responses in the relay): the fields
 // above, and those that `message`'s Connection lines name (several lines form one list, RFC 9110
-// §5.3). The Connection lines are looked up once per message, not once per field; the rule views
-// them, so it lives no longer than the message is left unchanged.
+// §5.3). The Connection lines are split into names once per message, not once per field (a
+// "Connection: keep-alive" answer was a list parsed for every field); the rule views them, so it
+// lives no longer than the message is left unchanged.
 class HopByHopRule {
  public:
   explicit HopByHopRule(const HeaderList& message);
   bool operator()(const HeaderList::Field& field) const;
 
  private:
-  boost::container::small_vector<std::string_view, 2> connection_lists_;
+  boost::container::small_vector<std::string_view, 4> connection_names_;
 };
 
 }  // namespace llmgw
