@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <boost/beast/core/string.hpp>
+#include <cstring>
 #include <utility>
 
 namespace llmgw {
@@ -20,56 +21,65 @@ HeaderList& HeaderList::operator=(const HeaderList& other) {
   return *this;
 }
 
-// A moved std::string may keep short bytes inline, at a new address: the fields are copied over
-// rather than their views trusted.
-HeaderList::HeaderList(HeaderList&& other) noexcept : HeaderList(std::as_const(other)) {
-  other.clear();
+// A move takes the buffer itself: the views stay where the bytes are.
+HeaderList::HeaderList(HeaderList&& other) noexcept
+    : fields_(std::move(other.fields_)),
+      text_(std::move(other.text_)),
+      text_size_(std::exchange(other.text_size_, 0)),
+      text_capacity_(std::exchange(other.text_capacity_, 0)) {
+  other.fields_.clear();
 }
 
 HeaderList& HeaderList::operator=(HeaderList&& other) noexcept {
   if (this != &other) {
-    *this = std::as_const(other);
-    other.clear();
+    fields_ = std::move(other.fields_);
+    text_ = std::move(other.text_);
+    text_size_ = std::exchange(other.text_size_, 0);
+    text_capacity_ = std::exchange(other.text_capacity_, 0);
+    other.fields_.clear();
   }
   return *this;
 }
 
 void HeaderList::copy_from(const HeaderList& other) {
-  text_.reserve(other.text_.size());
+  if (other.text_size_ > text_capacity_) grow(other.text_size_);
   fields_.reserve(other.fields_.size());
   for (const Field& f : other.fields_) append(f.code_, f.name_, f.value_);
 }
 
 void HeaderList::clear() {
   fields_.clear();
-  text_.clear();
+  text_size_ = 0;
 }
 
-void HeaderList::make_room(std::size_t bytes) {
-  if (text_.size() + bytes <= text_.capacity()) return;
-  const char* const old = text_.data();
-  text_.reserve(std::max<std::size_t>({text_.size() + bytes, 2 * text_.capacity(), 512}));
-  if (text_.data() == old) return;
+void HeaderList::grow(std::size_t bytes) {
+  const std::size_t capacity = std::max<std::size_t>({text_size_ + bytes, 2 * text_capacity_, 512});
+  auto text = std::make_unique_for_overwrite<char[]>(capacity);
+  if (text_size_ != 0) std::memcpy(text.get(), text_.get(), text_size_);
+  const char* const old = text_.get();
   const auto moved = [&](std::string_view v) {
-    return std::string_view(text_.data() + (v.data() - old), v.size());
+    return std::string_view(text.get() + (v.data() - old), v.size());
   };
   for (Field& f : fields_) {
     f.name_ = moved(f.name_);
     f.value_ = moved(f.value_);
   }
+  text_ = std::move(text);
+  text_capacity_ = capacity;
 }
 
 void HeaderList::append(http::field code, std::string_view name, std::string_view value) {
   // Room for both first: the name's view must not be left behind by the value's growth.
-  make_room(name.size() + value.size());
-  Field f;
+  const std::size_t bytes = name.size() + value.size();
+  if (text_capacity_ - text_size_ < bytes) grow(bytes);
+  char* const at = text_.get() + text_size_;
+  if (!name.empty()) std::memcpy(at, name.data(), name.size());
+  if (!value.empty()) std::memcpy(at + name.size(), value.data(), value.size());
+  text_size_ += bytes;
+  Field& f = fields_.emplace_back();
   f.code_ = code;
-  const std::size_t at = text_.size();
-  text_.append(name);
-  text_.append(value);
-  f.name_ = std::string_view(text_.data() + at, name.size());
-  f.value_ = std::string_view(text_.data() + at + name.size(), value.size());
-  fields_.push_back(f);
+  f.name_ = std::string_view(at, name.size());
+  f.value_ = std::string_view(at + name.size(), value.size());
 }
 
 void HeaderList::append(std::string_view name, std::string_view value) {

@@ -10,7 +10,7 @@
 
 #include <boost/beast/http/field.hpp>
 #include <cstddef>
-#include <string>
+#include <memory>
 #include <string_view>
 #include <vector>
 
@@ -34,7 +34,7 @@ class HeaderList {
   using const_iterator = std::vector<Field>::const_iterator;
 
   HeaderList() = default;
-  // Copies and moves re-point the views at the new owner's bytes.
+  // A copy re-points the views at its own bytes; a move takes the bytes with it.
   HeaderList(const HeaderList& other);
   HeaderList& operator=(const HeaderList& other);
   HeaderList(HeaderList&& other) noexcept;
@@ -68,13 +68,17 @@ class HeaderList {
 
  private:
   // Grows the text for `bytes` more, moving the views with it.
-  void make_room(std::size_t bytes);
+  void grow(std::size_t bytes);
   void erase_all(boost::beast::http::field code, std::string_view name);
   void copy_from(const HeaderList& other);
 
   std::vector<Field> fields_;
-  // The fields' bytes. Its capacity only grows; when it moves, the views move with it.
-  std::string text_;
+  // The fields' bytes, names and values back to back. The capacity only grows; when the bytes
+  // move, the views move with them. (A plain buffer: std::string's appends, each with its
+  // capacity check and terminator, were most of an append's cost.)
+  std::unique_ptr<char[]> text_;
+  std::size_t text_size_ = 0;
+  std::size_t text_capacity_ = 0;
 };
 
 }  // namespace llmgw
