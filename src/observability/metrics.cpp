@@ -1,5 +1,6 @@
 #include "llm_gateway/observability/metrics.hpp"
 
+#include <algorithm>
 #include <iterator>
 #include <stdexcept>
 
@@ -41,6 +42,44 @@ std::uint64_t pack(std::uint64_t family, std::uint64_t a, std::uint64_t b = 0, s
          (d & 0xFFFF) << 16 | (e & 0xFFFF);
 }
 }  // namespace
+
+void CounterShard::flush() {
+  const double total = total_.load(std::memory_order_relaxed);
+  if (total == exported_) return;
+  series_.Increment(total - exported_);
+  exported_ = total;
+}
+
+HistogramShard::HistogramShard(Histogram& series, const Histogram::BucketBoundaries& bounds)
+    : series_(series),
+      bounds_(bounds),
+      counts_(std::make_unique<std::atomic<std::uint64_t>[]>(bounds.size() + 1)),
+      exported_counts_(bounds.size() + 1, 0) {}
+
+void HistogramShard::Observe(double value) {
+  // The first bucket whose bound is at least the value (Prometheus' "le"), as Histogram::Observe
+  // picks it; past the last bound, the +Inf bucket.
+  const auto bucket = static_cast<std::size_t>(
+      std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin());
+  auto& count = counts_[bucket];
+  count.store(count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  sum_.store(sum_.load(std::memory_order_relaxed) + value, std::memory_order_relaxed);
+}
+
+void HistogramShard::flush() {
+  std::vector<double> increments(exported_counts_.size(), 0.0);
+  bool any = false;
+  for (std::size_t i = 0; i < exported_counts_.size(); ++i) {
+    const std::uint64_t count = counts_[i].load(std::memory_order_relaxed);
+    increments[i] = static_cast<double>(count - exported_counts_[i]);
+    any = any || count != exported_counts_[i];
+    exported_counts_[i] = count;
+  }
+  const double sum = sum_.load(std::memory_order_relaxed);
+  if (!any && sum == exported_sum_) return;
+  series_.ObserveMultiple(increments, sum - exported_sum_);
+  exported_sum_ = sum;
+}
 
 Metrics::Metrics(const config::Config& cfg, unsigned workers, const std::string& version)
     : registry_(std::make_shared<prometheus::Registry>()), caches_(workers) {
@@ -240,6 +279,11 @@ std::string Metrics::render() const {
   {
     std::lock_guard lock(render_mutex_);
     if (render_hook_) render_hook_();
+    for (const WorkerCache& cache : caches_) {
+      std::lock_guard shards(cache.mutex);
+      for (const auto& [key, shard] : cache.counters) shard->flush();
+      for (const auto& [key, shard] : cache.histograms) shard->flush();
+    }
   }
   std::ostringstream out;
   prometheus::TextSerializer{}.Serialize(out, registry_->Collect());
@@ -302,18 +346,28 @@ std::string Metrics::name_of(const Table& table, std::size_t id) const {
   return id < table.names.size() ? table.names[id] : std::string("none");
 }
 
-template <class T, class Make>
-T& Metrics::cached(Cache<T>& cache, std::uint64_t key, Make&& make) {
-  if (auto it = cache.find(key); it != cache.end()) return *it->second;
-  T& made = make();  // Family::Add: locks and builds the label map, once per thread and series
-  cache.emplace(key, &made);
-  return made;
+template <class Make>
+CounterShard& Metrics::cached(WorkerCache& cache, std::uint64_t key, Make&& make) {
+  if (auto it = cache.counters.find(key); it != cache.counters.end()) return *it->second;
+  // Family::Add: locks and builds the label map, once per thread and series.
+  auto made = std::make_unique<CounterShard>(make());
+  std::lock_guard lock(cache.mutex);
+  return *cache.counters.emplace(key, std::move(made)).first->second;
 }
 
-prometheus::Counter& Metrics::requests(unsigned worker, Endpoint e, std::size_t model,
-                                       std::size_t upstream, std::size_t key, unsigned code) {
+template <class Make>
+HistogramShard& Metrics::cached(WorkerCache& cache, std::uint64_t key,
+                                const Histogram::BucketBoundaries& bounds, Make&& make) {
+  if (auto it = cache.histograms.find(key); it != cache.histograms.end()) return *it->second;
+  auto made = std::make_unique<HistogramShard>(make(), bounds);
+  std::lock_guard lock(cache.mutex);
+  return *cache.histograms.emplace(key, std::move(made)).first->second;
+}
+
+CounterShard& Metrics::requests(unsigned worker, Endpoint e, std::size_t model,
+                                std::size_t upstream, std::size_t key, unsigned code) {
   return cached(
-      caches_[worker].counters,
+      caches_[worker],
       pack(1, static_cast<std::uint64_t>(e), model, upstream, key, code), [&]() -> auto& {
         return requests_->Add({{"endpoint", std::string(endpoint_name(e))},
                                {"model", name_of(models_, model)},
@@ -323,11 +377,11 @@ prometheus::Counter& Metrics::requests(unsigned worker, Endpoint e, std::size_t 
       });
 }
 
-prometheus::Histogram& Metrics::duration(unsigned worker, Endpoint e, std::size_t model,
-                                         std::size_t upstream) {
+HistogramShard& Metrics::duration(unsigned worker, Endpoint e, std::size_t model,
+                                  std::size_t upstream) {
   return cached(
-      caches_[worker].histograms,
-      pack(2, static_cast<std::uint64_t>(e), model, upstream), [&]() -> auto& {
+      caches_[worker], pack(2, static_cast<std::uint64_t>(e), model, upstream),
+      kLatencyBuckets, [&]() -> auto& {
         return duration_->Add({{"endpoint", std::string(endpoint_name(e))},
                                {"model", name_of(models_, model)},
                                {"upstream", name_of(upstreams_, upstream)}},
@@ -335,11 +389,11 @@ prometheus::Histogram& Metrics::duration(unsigned worker, Endpoint e, std::size_
       });
 }
 
-prometheus::Histogram& Metrics::first_byte(unsigned worker, Endpoint e, std::size_t model,
-                                           std::size_t upstream) {
+HistogramShard& Metrics::first_byte(unsigned worker, Endpoint e, std::size_t model,
+                                    std::size_t upstream) {
   return cached(
-      caches_[worker].histograms,
-      pack(3, static_cast<std::uint64_t>(e), model, upstream), [&]() -> auto& {
+      caches_[worker], pack(3, static_cast<std::uint64_t>(e), model, upstream),
+      kLatencyBuckets, [&]() -> auto& {
         return first_byte_->Add({{"endpoint", std::string(endpoint_name(e))},
                                  {"model", name_of(models_, model)},
                                  {"upstream", name_of(upstreams_, upstream)}},
@@ -347,54 +401,59 @@ prometheus::Histogram& Metrics::first_byte(unsigned worker, Endpoint e, std::siz
       });
 }
 
-prometheus::Histogram& Metrics::overhead(unsigned worker, Endpoint e) {
+HistogramShard& Metrics::overhead(unsigned worker, Endpoint e) {
   return cached(
-      caches_[worker].histograms, pack(4, static_cast<std::uint64_t>(e)), [&]() -> auto& {
+      caches_[worker], pack(4, static_cast<std::uint64_t>(e)), kOverheadBuckets, [&]() -> auto& {
         return overhead_->Add({{"endpoint", std::string(endpoint_name(e))}}, kOverheadBuckets);
       });
 }
 
-prometheus::Counter& Metrics::tokens(unsigned worker, std::size_t model, std::size_t key,
-                                     bool completion) {
+CounterShard& Metrics::tokens(unsigned worker, std::size_t model, std::size_t key,
+                              bool completion) {
   return cached(
-      caches_[worker].counters, pack(5, completion ? 1 : 0, model, 0, key), [&]() -> auto& {
+      caches_[worker], pack(5, completion ? 1 : 0, model, 0, key), [&]() -> auto& {
         return tokens_->Add({{"model", name_of(models_, model)},
                              {"key", name_of(keys_, key)},
                              {"type", completion ? "completion" : "prompt"}});
       });
 }
 
-prometheus::Counter& Metrics::rate_limited(unsigned worker, std::size_t key, std::size_t kind) {
+CounterShard& Metrics::rate_limited(unsigned worker, std::size_t key, std::size_t kind) {
   return cached(
-      caches_[worker].counters, pack(6, kind, 0, 0, key), [&]() -> auto& {
+      caches_[worker], pack(6, kind, 0, 0, key), [&]() -> auto& {
         return rate_limited_->Add({{"key", name_of(keys_, key)}, {"limit", kLimitKinds[kind]}});
       });
 }
 
-prometheus::Counter& Metrics::upstream_responses(unsigned worker, std::size_t upstream,
-                                                 unsigned code) {
+CounterShard& Metrics::upstream_responses(unsigned worker, std::size_t upstream, unsigned code) {
   return cached(
-      caches_[worker].counters, pack(7, 0, 0, upstream, 0, code), [&]() -> auto& {
+      caches_[worker], pack(7, 0, 0, upstream, 0, code), [&]() -> auto& {
         return upstream_responses_->Add(
             {{"upstream", name_of(upstreams_, upstream)}, {"code", std::to_string(code)}});
       });
 }
 
-prometheus::Counter& Metrics::upstream_errors(unsigned worker, std::size_t upstream,
-                                              std::size_t kind) {
+CounterShard& Metrics::upstream_errors(unsigned worker, std::size_t upstream, std::size_t kind) {
   return cached(
-      caches_[worker].counters, pack(8, kind, 0, upstream), [&]() -> auto& {
+      caches_[worker], pack(8, kind, 0, upstream), [&]() -> auto& {
         return upstream_errors_->Add(
             {{"upstream", name_of(upstreams_, upstream)}, {"kind", kErrorKinds[kind]}});
       });
 }
 
-prometheus::Counter& Metrics::content_filter(unsigned worker, std::size_t stage,
-                                             std::size_t category, std::size_t severity,
-                                             bool filtered) {
-  return cached(
-      caches_[worker].counters,
-      pack(9, stage, category, severity, filtered ? 1 : 0), [&]() -> auto& {
+CounterShard& Metrics::content_filter(unsigned worker, std::size_t stage, std::size_t category,
+                                      std::size_t severity, bool filtered) {
+  // Up to two stages times the categories a request counts: straight from a table, not a hash
+  // lookup each (the table is the worker's own; the shards stay in the map render() reads).
+  static_assert(static_cast<std::size_t>(accounting::Severity::high) + 1 == kSeverities);
+  WorkerCache& cache = caches_[worker];
+  const std::size_t slot =
+      ((stage * accounting::kFilterCategories.size() + category) * kSeverities + severity) * 2 +
+      (filtered ? 1 : 0);
+  if (slot < cache.content_filter_slots.size() && cache.content_filter_slots[slot])
+    return *cache.content_filter_slots[slot];
+  CounterShard& shard = cached(
+      cache, pack(9, stage, category, severity, filtered ? 1 : 0), [&]() -> auto& {
         return content_filter_->Add(
             {{"stage",
               std::string(accounting::stage_name(static_cast<accounting::FilterStage>(stage)))},
@@ -403,12 +462,14 @@ prometheus::Counter& Metrics::content_filter(unsigned worker, std::size_t stage,
               std::string(accounting::severity_name(static_cast<accounting::Severity>(severity)))},
              {"filtered", filtered ? "true" : "false"}});
       });
+  if (slot < cache.content_filter_slots.size()) cache.content_filter_slots[slot] = &shard;
+  return shard;
 }
 
-prometheus::Counter& Metrics::content_filtered_requests(unsigned worker, std::size_t stage,
-                                                        std::size_t key) {
+CounterShard& Metrics::content_filtered_requests(unsigned worker, std::size_t stage,
+                                                 std::size_t key) {
   return cached(
-      caches_[worker].counters, pack(10, stage, 0, 0, key), [&]() -> auto& {
+      caches_[worker], pack(10, stage, 0, 0, key), [&]() -> auto& {
         return content_filtered_requests_->Add(
             {{"stage",
               std::string(accounting::stage_name(static_cast<accounting::FilterStage>(stage)))},
@@ -441,18 +502,18 @@ void Metrics::config_reloaded(const std::string& hash, double unix_seconds) {
   config_loaded(hash, unix_seconds);
 }
 
-prometheus::Counter& Metrics::upstream_attempts(unsigned worker, std::size_t upstream,
-                                                std::size_t outcome) {
+CounterShard& Metrics::upstream_attempts(unsigned worker, std::size_t upstream,
+                                         std::size_t outcome) {
   return cached(
-      caches_[worker].counters, pack(11, outcome, 0, upstream), [&]() -> auto& {
+      caches_[worker], pack(11, outcome, 0, upstream), [&]() -> auto& {
         return upstream_attempts_->Add(
             {{"upstream", name_of(upstreams_, upstream)}, {"outcome", kAttemptOutcomes[outcome]}});
       });
 }
 
-prometheus::Counter& Metrics::retries(unsigned worker, Endpoint e) {
+CounterShard& Metrics::retries(unsigned worker, Endpoint e) {
   return cached(
-      caches_[worker].counters, pack(12, static_cast<std::uint64_t>(e)), [&]() -> auto& {
+      caches_[worker], pack(12, static_cast<std::uint64_t>(e)), [&]() -> auto& {
         return retries_->Add({{"endpoint", std::string(endpoint_name(e))}});
       });
 }

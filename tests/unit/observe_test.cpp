@@ -277,6 +277,72 @@ TEST_F(MetricsTest, CountersAppearWithTheirLabelsAndValues) {
   EXPECT_EQ(sample(text, "llm_gateway_in_flight_requests", {}), 1.0);
 }
 
+// Histograms are counted per worker too: each render adds what the shards gained since the last
+// one, bucket by bucket, and nothing twice.
+TEST_F(MetricsTest, HistogramShardsAddUpAcrossWorkersAndRenders) {
+  Metrics& m = *metrics_;
+  const std::string gpt4o = "gpt-4o";
+  const std::size_t model = m.model_label(&gpt4o, 0);
+  const std::map<std::string, std::string> labels{
+      {"endpoint", "chat_completions"}, {"model", "gpt-4o"}, {"upstream", "azure"}};
+  const auto bucket = [&](const std::string& text, const std::string& le) {
+    auto with_le = labels;
+    with_le["le"] = le;
+    return sample(text, "llm_gateway_request_duration_seconds_bucket", with_le);
+  };
+  m.duration(0, Endpoint::chat_completions, model, 0).Observe(0.005);  // on a bound: its bucket
+  m.duration(1, Endpoint::chat_completions, model, 0).Observe(0.2);
+  std::string text = m.render();
+  EXPECT_EQ(bucket(text, "0.005"), 1.0);
+  EXPECT_EQ(bucket(text, "0.1"), 1.0);
+  EXPECT_EQ(bucket(text, "0.25"), 2.0);
+  EXPECT_EQ(sample(text, "llm_gateway_request_duration_seconds_count", labels), 2.0);
+  EXPECT_DOUBLE_EQ(*sample(text, "llm_gateway_request_duration_seconds_sum", labels), 0.205);
+
+  m.duration(1, Endpoint::chat_completions, model, 0).Observe(1000);  // past every bound
+  text = m.render();
+  EXPECT_EQ(bucket(text, "600"), 2.0);
+  EXPECT_EQ(bucket(text, "+Inf"), 3.0);
+  EXPECT_EQ(sample(text, "llm_gateway_request_duration_seconds_count", labels), 3.0);
+  EXPECT_DOUBLE_EQ(*sample(text, "llm_gateway_request_duration_seconds_sum", labels), 1000.205);
+  text = m.render();  // nothing new: nothing added again
+  EXPECT_EQ(sample(text, "llm_gateway_request_duration_seconds_count", labels), 3.0);
+}
+
+// Workers count on their own threads while /metrics is rendered on another: every count arrives,
+// none twice (and the TSan suite runs this for data races).
+TEST_F(MetricsTest, CountsMadeWhileRenderingAllArrive) {
+  Metrics& m = *metrics_;
+  const std::string gpt4o = "gpt-4o";
+  const std::size_t model = m.model_label(&gpt4o, 0);
+  constexpr int kPerWorker = 20'000;
+  std::vector<std::thread> workers;
+  for (unsigned w = 0; w < 2; ++w) {
+    workers.emplace_back([&m, w, model] {
+      for (int i = 0; i < kPerWorker; ++i) {
+        m.requests(w, Endpoint::chat_completions, model, 0, 0, 200).Increment();
+        m.duration(w, Endpoint::chat_completions, model, 0).Observe(0.01);
+        // A series first used mid-run: made while renders read the worker's shards.
+        if (i == kPerWorker / 2) m.retries(w, Endpoint::chat_completions).Increment();
+      }
+    });
+  }
+  for (int i = 0; i < 20; ++i) m.render();
+  for (auto& t : workers) t.join();
+  const std::string text = m.render();
+  EXPECT_EQ(sample(text, "llm_gateway_requests_total",
+                   {{"endpoint", "chat_completions"},
+                    {"model", "gpt-4o"},
+                    {"upstream", "azure"},
+                    {"key", "team-a"},
+                    {"code", "200"}}),
+            2.0 * kPerWorker);
+  EXPECT_EQ(sample(text, "llm_gateway_request_duration_seconds_count",
+                   {{"endpoint", "chat_completions"}, {"model", "gpt-4o"}, {"upstream", "azure"}}),
+            2.0 * kPerWorker);
+  EXPECT_EQ(sample(text, "llm_gateway_retries_total", {{"endpoint", "chat_completions"}}), 2.0);
+}
+
 TEST_F(MetricsTest, SameLabelsGiveTheSameHandle) {
   Metrics& m = *metrics_;
   const std::string gpt4o = "gpt-4o";
@@ -284,7 +350,11 @@ TEST_F(MetricsTest, SameLabelsGiveTheSameHandle) {
   auto* a = &m.requests(0, Endpoint::chat_completions, model, 0, 0, 200);
   auto* b = &m.requests(0, Endpoint::chat_completions, model, 0, 0, 200);
   EXPECT_EQ(a, b);
-  EXPECT_EQ(&m.requests(1, Endpoint::chat_completions, model, 0, 0, 200), a);  // one series
+  // Each worker counts in its own shard of the one series (render() adds them up: see
+  // CountersAppearWithTheirLabelsAndValues).
+  EXPECT_NE(&m.requests(1, Endpoint::chat_completions, model, 0, 0, 200), a);
+  EXPECT_EQ(&m.requests(1, Endpoint::chat_completions, model, 0, 0, 200),
+            &m.requests(1, Endpoint::chat_completions, model, 0, 0, 200));
   EXPECT_NE(&m.requests(0, Endpoint::chat_completions, model, 0, 0, 201), a);
   EXPECT_NE(&m.requests(0, Endpoint::chat_completions, model, 0, 1, 200), a);
   EXPECT_NE(&m.requests(0, Endpoint::chat_completions, model, 1, 0, 200), a);
@@ -295,13 +365,13 @@ TEST_F(MetricsTest, SameLabelsGiveTheSameHandle) {
             &m.duration(0, Endpoint::chat_completions, model, 0));
   EXPECT_NE(static_cast<void*>(&m.duration(0, Endpoint::chat_completions, model, 0)),
             static_cast<void*>(&m.first_byte(0, Endpoint::chat_completions, model, 0)));
-  EXPECT_EQ(&m.content_filter(0, 1, 2, 1, false), &m.content_filter(1, 1, 2, 1, false));
+  EXPECT_EQ(&m.content_filter(1, 1, 2, 1, false), &m.content_filter(1, 1, 2, 1, false));
   EXPECT_NE(&m.content_filter(0, 1, 2, 1, false), &m.content_filter(0, 1, 2, 1, true));
 }
 
 TEST_F(MetricsTest, ClientInventedModelsDoNotCreateSeries) {
   Metrics& m = *metrics_;
-  std::vector<prometheus::Counter*> handles;
+  std::vector<observability::CounterShard*> handles;
   for (int i = 0; i < 50; ++i) {
     const std::string invented = "gpt-4o-invented-" + std::to_string(i);
     handles.push_back(
@@ -335,7 +405,7 @@ keys:
   ASSERT_TRUE(cfg);
   Metrics m(*cfg, 1, "v");
   const std::size_t models = m.model_label(nullptr, std::nullopt) + 1;
-  std::set<prometheus::Counter*> seen;
+  std::set<observability::CounterShard*> seen;
   std::size_t n = 0;
   for (Endpoint e : {Endpoint::chat_completions, Endpoint::embeddings, Endpoint::other}) {
     for (std::size_t model = 0; model < models; ++model) {

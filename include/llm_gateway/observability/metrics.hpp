@@ -1,13 +1,16 @@
 #pragma once
 // Prometheus metrics (prometheus-cpp core; served by the gateway's own admin handler). Label
 // values are bounded by the configuration whatever clients send. Handles are resolved once per
-// (labels, I/O thread) and cached by integer key, so the hot path never builds label maps.
+// (labels, I/O thread) and cached by integer key, so the hot path never builds label maps; the
+// per-request series are counted in per-thread shards that render() adds to the series.
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -19,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "llm_gateway/accounting/content_filter.hpp"
 #include "llm_gateway/config/config.hpp"
 #include "llm_gateway/translate/endpoint.hpp"
 
@@ -40,6 +44,45 @@ struct MetricLabels {
   // The model label of a request: the configured name it sent, else its route's pattern, else
   // "none" — never a name a client invented.
   std::size_t model(const std::string* name, std::optional<std::size_t> route) const;
+};
+
+// A worker's (I/O thread's) share of a counter series. Only its thread adds to it, with a relaxed
+// load and store: no locked instruction and no cache line another thread writes. render() adds
+// to the series what each share gained since the last render. (prometheus-cpp's Counter is a
+// compare-and-swap loop on one value all workers share.)
+class CounterShard {
+ public:
+  explicit CounterShard(prometheus::Counter& series) : series_(series) {}
+  void Increment(double by = 1.0) {
+    total_.store(total_.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+  }
+
+ private:
+  friend class Metrics;
+  void flush();  // under the render lock
+  prometheus::Counter& series_;
+  std::atomic<double> total_{0};
+  double exported_ = 0;
+};
+
+// A worker's share of a histogram series: its bucket counts and sum, handed to the series by
+// render() (prometheus-cpp's Histogram::Observe takes a mutex of a series all workers share).
+class HistogramShard {
+ public:
+  HistogramShard(prometheus::Histogram& series,
+                 const prometheus::Histogram::BucketBoundaries& bounds);
+  void Observe(double value);
+
+ private:
+  friend class Metrics;
+  void flush();  // under the render lock
+  prometheus::Histogram& series_;
+  const prometheus::Histogram::BucketBoundaries& bounds_;
+  // One count per bound, then the +Inf bucket's; not cumulative.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> counts_;
+  std::atomic<double> sum_{0};
+  std::vector<std::uint64_t> exported_counts_;
+  double exported_sum_ = 0;
 };
 
 class Metrics {
@@ -66,28 +109,25 @@ class Metrics {
   std::size_t key_unauthenticated() const { return startup_.key_unauthenticated; }
   std::size_t upstream_none() const { return startup_.upstream_none; }
 
-  // Per I/O thread (worker) cached handles.
-  prometheus::Counter& requests(unsigned worker, Endpoint e, std::size_t model,
-                                std::size_t upstream, std::size_t key, unsigned code);
-  prometheus::Histogram& duration(unsigned worker, Endpoint e, std::size_t model,
-                                  std::size_t upstream);
-  prometheus::Histogram& first_byte(unsigned worker, Endpoint e, std::size_t model,
-                                    std::size_t upstream);
-  prometheus::Histogram& overhead(unsigned worker, Endpoint e);
-  prometheus::Counter& tokens(unsigned worker, std::size_t model, std::size_t key, bool completion);
-  prometheus::Counter& rate_limited(unsigned worker, std::size_t key, std::size_t limit_kind);
-  prometheus::Counter& upstream_responses(unsigned worker, std::size_t upstream, unsigned code);
-  prometheus::Counter& upstream_errors(unsigned worker, std::size_t upstream, std::size_t kind);
-  prometheus::Counter& content_filter(unsigned worker, std::size_t stage, std::size_t category,
-                                      std::size_t severity, bool filtered);
-  prometheus::Counter& content_filtered_requests(unsigned worker, std::size_t stage,
-                                                 std::size_t key);
+  // Per I/O thread (worker) cached handles: the worker's shard of the series, used only on its
+  // thread.
+  CounterShard& requests(unsigned worker, Endpoint e, std::size_t model, std::size_t upstream,
+                         std::size_t key, unsigned code);
+  HistogramShard& duration(unsigned worker, Endpoint e, std::size_t model, std::size_t upstream);
+  HistogramShard& first_byte(unsigned worker, Endpoint e, std::size_t model, std::size_t upstream);
+  HistogramShard& overhead(unsigned worker, Endpoint e);
+  CounterShard& tokens(unsigned worker, std::size_t model, std::size_t key, bool completion);
+  CounterShard& rate_limited(unsigned worker, std::size_t key, std::size_t limit_kind);
+  CounterShard& upstream_responses(unsigned worker, std::size_t upstream, unsigned code);
+  CounterShard& upstream_errors(unsigned worker, std::size_t upstream, std::size_t kind);
+  CounterShard& content_filter(unsigned worker, std::size_t stage, std::size_t category,
+                               std::size_t severity, bool filtered);
+  CounterShard& content_filtered_requests(unsigned worker, std::size_t stage, std::size_t key);
   prometheus::Counter& store_errors(std::size_t store);  // 0 memory, 1 redis
   // llm_gateway_upstream_attempts_total{upstream,outcome} (outcome: kAttemptOutcomes index) and
   // llm_gateway_retries_total{endpoint}.
-  prometheus::Counter& upstream_attempts(unsigned worker, std::size_t upstream,
-                                         std::size_t outcome);
-  prometheus::Counter& retries(unsigned worker, Endpoint e);
+  CounterShard& upstream_attempts(unsigned worker, std::size_t upstream, std::size_t outcome);
+  CounterShard& retries(unsigned worker, Endpoint e);
   // llm_gateway_backend_state{upstream,deployment,state} and
   // llm_gateway_upstream_remaining{upstream,deployment,kind} (made on first use; thread-safe).
   prometheus::Gauge& backend_state(const std::string& upstream, const std::string& deployment,
@@ -135,13 +175,23 @@ class Metrics {
 
  private:
   template <class T>
-  using Cache = std::unordered_map<std::uint64_t, T*>;
+  using Cache = std::unordered_map<std::uint64_t, std::unique_ptr<T>>;
+  // Read by its worker without a lock; a new shard is added under `mutex`, which render() holds
+  // while it reads the shards.
+  static constexpr std::size_t kSeverities = 5;  // accounting::Severity's values
   struct WorkerCache {
-    Cache<prometheus::Counter> counters;
-    Cache<prometheus::Histogram> histograms;
+    Cache<CounterShard> counters;
+    Cache<HistogramShard> histograms;
+    mutable std::mutex mutex;
+    // content_filter()'s shards by (stage, category, severity, filtered); the worker's only.
+    std::array<CounterShard*, 2 * accounting::kFilterCategories.size() * kSeverities * 2>
+        content_filter_slots{};
   };
-  template <class T, class Make>
-  T& cached(Cache<T>& cache, std::uint64_t key, Make&& make);
+  template <class Make>
+  CounterShard& cached(WorkerCache& cache, std::uint64_t key, Make&& make);
+  template <class Make>
+  HistogramShard& cached(WorkerCache& cache, std::uint64_t key,
+                         const prometheus::Histogram::BucketBoundaries& bounds, Make&& make);
 
   // Interned label values: an id, once given, names the same value for the process.
   struct Table {
