@@ -272,6 +272,36 @@ class Scanner {
     return p;
   }
 
+  // A member's or element's value: strings, numbers and literals (most values) are scanned here,
+  // in the container's loop, without a call into value(), which the containers' recursion makes
+  // a heavy function to enter.
+  const char* member_value(const char* p, int depth, Kind& kind, int id) {
+    if (p < end_ && !(trusted_ && depth > 0)) {
+      const char c = *p;
+      if (c == '"') {
+        kind = Kind::string;
+        return string(p);
+      }
+      if (c == '-' || (c >= '0' && c <= '9')) {
+        kind = Kind::number;
+        return number(p);
+      }
+      if (c == 'f') {
+        kind = Kind::boolean;
+        return literal(p, "false");
+      }
+      if (c == 't') {
+        kind = Kind::boolean;
+        return literal(p, "true");
+      }
+      if (c == 'n') {
+        kind = Kind::null;
+        return literal(p, "null");
+      }
+    }
+    return value(p, depth, kind, id);
+  }
+
   // The value at p (white space before it already skipped); `id`: what the visitor called it
   // (kSkip: nothing inside it is reported). Returns what follows it.
   const char* value(const char* p, int depth, Kind& kind, int id) {
@@ -311,7 +341,7 @@ class Scanner {
       const int child =
           id != kSkip && p < end_ ? visitor_->enter(id, key, kind_of_first(*p)) : kSkip;
       Kind k{};
-      p = value(p, depth, k, child);
+      p = member_value(p, depth, k, child);
       if (!p) return nullptr;
       if (top) top_members_->push_back(Member{key, offset(value_begin), offset(p), k});
       if (child != kSkip) visitor_->leave(child, view(value_begin, p));
@@ -336,7 +366,7 @@ class Scanner {
       const int child =
           id != kSkip && p < end_ ? visitor_->enter(id, {}, kind_of_first(*p)) : kSkip;
       Kind k{};
-      p = value(p, depth, k, child);
+      p = member_value(p, depth, k, child);
       if (!p) return nullptr;
       if (top) top_elements_->push_back(Span{offset(value_begin), offset(p), k});
       if (child != kSkip) visitor_->leave(child, view(value_begin, p));
