@@ -23,7 +23,6 @@ namespace {
 // A client that stops reading for this long is dropped rather than holding the upstream open.
 constexpr auto kDownstreamWriteStall = std::chrono::seconds(60);
 constexpr std::size_t kResponseHeaderLimit = 64 * 1024;
-constexpr std::size_t kRelayBufferBytes = 16 * 1024;
 // A TLS record carries at most 16 KiB of plaintext (RFC 8446 §5.1).
 constexpr std::size_t kOneTlsRecord = 16 * 1024;
 constexpr auto kGuardTick = std::chrono::seconds(10);
@@ -439,16 +438,12 @@ asio::awaitable<bool> Attempt<Stream, Down>::write_to_client(
 // client the moment it arrives rather than when a buffer fills up.
 template <class Stream, class Down>
 asio::awaitable<void> Attempt<Stream, Down>::relay() {
-  auto& res = parser_->get();
-  if (!conn_.relay_buffer)
-    conn_.relay_buffer = std::make_unique_for_overwrite<char[]>(kRelayBufferBytes);
-  char* const piece = conn_.relay_buffer.get();
   std::vector<std::string_view>& out = conn_.pieces_scratch;  // to the client for one piece
   for (bool done = parser_->is_done();; done = parser_->is_done()) {
     out.clear();
     if (!done) {
-      res.body().data = piece;
-      res.body().size = kRelayBufferBytes;
+      // The piece is a view into the connection's read buffer: it is written to the client
+      // (below) before the buffer is read into again.
       auto [rec0, rn] = co_await read_parsed(up_, conn_.buffer, *parser_, ParseUntil::progress);
       auto rec = upstream_error(rec0);
       if (rec == http::error::need_buffer) rec = {};
@@ -469,7 +464,7 @@ asio::awaitable<void> Attempt<Stream, Down>::relay() {
         co_return;
       }
       done = parser_->is_done();
-      const std::string_view got(piece, kRelayBufferBytes - res.body().size);
+      const std::string_view got = parser_->take_piece();
       if (got.empty() && !done) continue;  // parsed framing only (a chunk header)
       if (!got.empty()) pipeline_.on_response_body(ctx_, got);
       if (ctx_.body_rewriter) {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "drain_aware_read.hpp"
@@ -29,6 +30,38 @@ using UpstreamTlsStream = ssl::stream<UpstreamTcpStream>;
 // TLS with the upstream inside TLS with an https:// egress proxy (its CONNECT tunnel).
 using TunnelTlsStream = ssl::stream<UpstreamTlsStream>;
 
+// The relay's response parser: Beast's, with the fields in a HeaderList, and the body not copied
+// out of the read buffer but viewed where it is (take_piece()), until the buffer is read into
+// again. (buffer_body copied every body byte into a buffer of its own, to be written from there:
+// a third of a fixed SSE stream's instructions.) Beast returns after each body piece unless told
+// to be eager, so each read gives at most one.
+class RelayResponseParser final : public FieldListParser<false, http::buffer_body> {
+ public:
+  using FieldListParser::FieldListParser;
+  // The body bytes the last read parsed (empty after a chunk header or the end).
+  std::string_view take_piece() { return std::exchange(piece_, {}); }
+
+ private:
+  std::size_t keep(beast::string_view body, beast::error_code& ec) {
+    if (!piece_.empty()) {  // (never, non-eager: a second piece waits, as a full buffer_body's)
+      ec = http::error::need_buffer;
+      return 0;
+    }
+    ec = {};
+    piece_ = {body.data(), body.size()};
+    return body.size();
+  }
+  std::size_t on_body_impl(beast::string_view body, beast::error_code& ec) override {
+    return keep(body, ec);
+  }
+  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body,
+                                 beast::error_code& ec) override {
+    return keep(body, ec);
+  }
+
+  std::string_view piece_;
+};
+
 // Beast reads max(512, free capacity) bytes at a time: without room reserved up front every
 // response would be read 512 bytes per system call.
 inline constexpr std::size_t kUpstreamReadBuffer = 16 * 1024;
@@ -39,9 +72,6 @@ struct UpstreamConnection {
   std::optional<UpstreamTlsStream> tls;
   std::optional<TunnelTlsStream> tls_in_tls;  // an https upstream behind an https:// proxy
   beast::flat_buffer buffer;  // kept across responses: may hold bytes read past a message
-  // Where the response body is parsed into, kept with the connection so that a request's
-  // coroutine frames stay small (Asio recycles only small frames; a 16 KiB one is a malloc).
-  std::unique_ptr<char[]> relay_buffer;
   // Scratch space of the requests sent on this connection (heads, gather lists), kept so that a
   // request reuses the capacity the last one grew instead of allocating it again.
   std::string head_scratch;
@@ -178,7 +208,7 @@ class Attempt {
   bool failed_ = false;
   bool written_ = false;          // the whole request went out
   bool nothing_received_ = true;  // not a byte of a response arrived
-  std::optional<FieldListParser<false, http::buffer_body>> parser_;
+  std::optional<RelayResponseParser> parser_;
   std::string& head_;  // the request head, then the response head until it is written
   bool head_pending_ = false;
   bool chunked_out_ = false;  // the client's body is chunked (re-framed piece by piece)
