@@ -186,6 +186,7 @@ int main(int argc, char** argv) {
       return out;
     };
   }
+  net_services.stop_service_threads = [store = services.counter_store] { store->stop(); };
   return llmgw::net::run_gateway(llmgw::make_snapshot(std::move(loaded.config), services),
                                  std::move(net_services));
 }

@@ -503,7 +503,10 @@ class RedisStore final : public ratelimit::CounterStore {
     asio::co_spawn(ioc_, flush_loop(), asio::detached);
   }
 
-  ~RedisStore() override {
+  ~RedisStore() override { stop(); }
+
+  void stop() override {
+    if (!thread_.joinable()) return;
     // Deltas not sent yet are dropped: unspent leases then simply expire with their second's
     // bucket (at most 61 s), and corrections are lost as a failed call's would be.
     asio::post(ioc_, [this] { flush_timer_.cancel(); });

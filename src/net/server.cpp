@@ -335,6 +335,9 @@ class Gateway {
       w->pool.clear();
       w->drain_watch.stop();
     }
+    // A Redis admission ends on the Redis thread after its request resumed on a worker, still
+    // holding work on that worker's context: that thread is joined before the contexts go.
+    if (services_.stop_service_threads) services_.stop_service_threads();
     workers_.clear();
     log::line(log::Level::info, "stopped");
     return 0;

@@ -28,6 +28,9 @@ struct GatewayServices {
   // shared services (limiter windows, metrics, access log). Runs on the reloader's own thread.
   std::string config_file;
   std::function<ReloadOutcome(const std::string& text)> reload;
+  // Called once the I/O threads have stopped, before their contexts are destroyed: stops the
+  // threads of shared services (the Redis limiter's) that may still hold work on them.
+  std::function<void()> stop_service_threads;
 };
 
 // The number of I/O threads a configuration asks for (server.threads, 0 = hardware threads).

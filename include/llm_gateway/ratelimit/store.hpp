@@ -38,6 +38,12 @@ class CounterStore {
   // A store that answers at once (in memory) says so, and is then asked through admit_sync()
   // without a coroutine; only synchronous() stores are ever asked that way.
   virtual bool synchronous() const { return false; }
+
+  // Stops a thread of the store's own (Redis), joining it: called when the I/O threads have
+  // stopped and before their contexts are destroyed. Its last admissions held work on the I/O
+  // threads' contexts until they ended there; the join orders those ends before the contexts'
+  // destruction. The store answers nothing after it.
+  virtual void stop() {}
   virtual std::optional<Admission> admit_sync(const std::string& /*key_name*/,
                                               const KeyLimits& /*limits*/,
                                               std::int64_t /*token_cost*/) {
