@@ -112,24 +112,15 @@ std::optional<std::pair<GatewayError, std::string_view>> framing_error(unsigned 
   bool unknown = false;
   for (const auto& f : fields) {
     if (f.name() != http::field::transfer_encoding) continue;
-    std::string_view list = f.value();
-    while (!list.empty()) {
-      const std::size_t comma = list.find(',');
-      std::string_view token = list.substr(0, comma);
-      list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
-      while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
-        token.remove_prefix(1);
-      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
-        token.remove_suffix(1);
-      if (token.empty()) continue;
+    for_each_listed(f.value(), [&](std::string_view coding) {
       ++codings;
-      chunked_last = beast::iequals(token, "chunked");
+      chunked_last = beast::iequals(coding, "chunked");
       if (chunked_last) {
         ++chunked;
       } else {
         unknown = true;
       }
-    }
+    });
   }
   if (version < 11)
     return std::pair{GatewayError::invalid_framing,
@@ -631,7 +622,7 @@ class Gateway {
 
   // Fills a new request's context (made in place: it holds its stages' states).
   void init_context(RequestContext& ctx, Worker& worker, const Snapshot& snapshot,
-                    const std::string& peer, const RequestParser* header,
+                    const std::string& peer, const RequestParser* parser,
                     const config::Sha256* client_cert = nullptr) {
     ctx.config = snapshot.config.get();
     ctx.received = Clock::now();
@@ -639,11 +630,11 @@ class Gateway {
     ctx.peer = peer;
     ctx.client_cert_sha256 = client_cert;
     std::string_view client_id;
-    if (header) {
-      ctx.method = header->get().method();
-      ctx.target = header->get().target();
-      ctx.headers = &header->fields();
-      client_id = header->fields()["x-request-id"];
+    if (parser) {
+      ctx.method = parser->get().method();
+      ctx.target = parser->get().target();
+      ctx.headers = &parser->fields();
+      client_id = parser->fields()["x-request-id"];
     }
     ctx.request_id = valid_client_request_id(client_id) ? std::string(client_id)
                                                         : generate_request_id(worker.rng);
@@ -871,11 +862,13 @@ class Gateway {
     }
     struct StopWatching {
       BodyDeadline* d;
-      ~StopWatching() {
+      void now() {
         if (!d) return;
         d->watching = false;
         d->timer.cancel();
+        d = nullptr;
       }
+      ~StopWatching() { now(); }
     } stop_watching{deadline.get()};
     while (!parser.is_done()) {
       auto [ec, n] = co_await read_parsed(stream, buffer, parser, ParseUntil::progress);
@@ -892,7 +885,7 @@ class Gateway {
         co_return co_await answer(stream, ctx, &pipeline, reply, true);
       }
       if (ec == beast::error::timeout && ctx.cut_reason.empty()) {
-        if (deadline) deadline->watching = false;
+        stop_watching.now();
         ctx.reply = error_reply(GatewayError::request_timeout,
                                 "The request body did not arrive within " +
                                     std::to_string(limits.body_timeout.count()) + " ms.");
@@ -909,10 +902,7 @@ class Gateway {
       co_return co_await answer(stream, ctx, &pipeline, reply, true);
     }
     body_unread = false;
-    if (deadline) {
-      deadline->watching = false;  // the relay below must never see the body deadline
-      deadline->timer.cancel();
-    }
+    stop_watching.now();  // the relay below must never see the body deadline
     ctx.body = req.body();
 
     // (co_await results are taken into variables first: see run_attempt in router.cpp.)

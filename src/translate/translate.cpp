@@ -16,22 +16,6 @@ using config::Provider;
 
 namespace {
 
-// Calls `each` with every name of the comma-separated `list` (a Connection header value),
-// white space around it trimmed, empty ones skipped.
-template <class Each>
-void for_each_listed(std::string_view list, Each each) {
-  while (!list.empty()) {
-    std::size_t comma = list.find(',');
-    std::string_view token = list.substr(0, comma);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
-      token.remove_prefix(1);
-    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-    if (!token.empty()) each(token);
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-}
-
 // Fields the gateway itself owns on the upstream leg: credentials, framing and ids are set anew.
 // (Beast knows the standard names by number; the others are compared by name, and only when the
 // lengths match.)

@@ -81,4 +81,21 @@ class HeaderList {
   std::size_t text_capacity_ = 0;
 };
 
+// Calls `each` with every element of a comma-separated field value (RFC 9110 §5.6.1: a
+// Connection or Transfer-Encoding list), white space around it trimmed, empty ones skipped. The
+// one list reader: the hop-by-hop rule and the request framing check must read a list alike.
+template <class Each>
+void for_each_listed(std::string_view list, Each each) {
+  while (!list.empty()) {
+    const std::size_t comma = list.find(',');
+    std::string_view token = list.substr(0, comma);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+      token.remove_prefix(1);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    if (!token.empty()) each(token);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+}
+
 }  // namespace llmgw
